@@ -1,0 +1,34 @@
+# Two commands on a fresh machine (see README):
+#   make run    set up the virtual environment and run the main job (quickstart sweep)
+#   make test   set up the virtual environment and run the tests
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?= -m "not learning"
+
+.PHONY: setup run test test-all test-learning clean
+
+$(STAMP): requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+run: setup
+	$(VENV)/bin/fttpo sweep tune_configs/quickstart.yaml
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-learning: setup
+	$(PY) -m pytest -m learning
+
+test-all: setup
+	$(PY) -m pytest -m ""
+
+clean:
+	rm -rf $(VENV) .pytest_cache

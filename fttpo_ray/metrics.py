@@ -1,0 +1,58 @@
+"""Names of every metric and parameter that fttpo-ray reports (Tune results and MLflow).
+
+Glossary (``P`` is ``thin`` — the sparse acting policy — or ``fat`` — the heavy-tailed proposal):
+
+- ``evaluation/P/episode_return_mean``: mean undiscounted return over the evaluation episodes.
+- ``evaluation/P/episode_return_sem``: its standard error (sample std / sqrt(episodes)).
+- ``evaluation/P/normalized_score``: ``100 * (R - R_min) / (R_max - R_min)`` with the dataset's
+  reference returns (Minari's ``ref_min_score`` / ``ref_max_score``), where they exist.
+- ``evaluation/P/violation_rate``: share of executed actions in the prohibited set (spec §5).
+- ``evaluation/P/violations`` / ``evaluation/P/actions``: the count and its denominator.
+- ``evaluation/P/violation_rate_ub95``: one-sided 95% Clopper–Pearson upper bound of the rate.
+- ``evaluation/P/prohibited_mass_mean``: mean over visited states of ``pi(A_bad | s)``.
+- ``evaluation/P/prohibited_mass_zero_frac``: share of visited states where that mass is exactly 0.
+- ``evaluation/P/deaths_per_100_episodes``: lethal variant only.
+- ``evaluation/thin/support_halfwidth_mean``: mean thin support half-width (action units).
+- ``evaluation/thin/support_outside_box_frac``: share of states whose thin support leaves the box.
+- ``learner/{critic,value,fat,thin}_loss``: the four losses of spec §2 (see ``losses.py``).
+- ``learner/grad_steps_per_s``: gradient steps per second of the learner in the last iteration.
+"""
+
+from __future__ import annotations
+
+THIN = "thin"
+FAT = "fat"
+POLICIES = (THIN, FAT)
+
+EVALUATION_PREFIX = "evaluation"
+LEARNER_PREFIX = "learner"
+
+EPISODE_RETURN_MEAN = "episode_return_mean"
+EPISODE_RETURN_SEM = "episode_return_sem"
+EPISODES = "episodes"
+NORMALIZED_SCORE = "normalized_score"
+VIOLATION_RATE = "violation_rate"
+VIOLATIONS = "violations"
+ACTIONS = "actions"
+VIOLATION_RATE_UB95 = "violation_rate_ub95"
+PROHIBITED_MASS_MEAN = "prohibited_mass_mean"
+PROHIBITED_MASS_ZERO_FRAC = "prohibited_mass_zero_frac"
+DEATHS_PER_100_EPISODES = "deaths_per_100_episodes"
+SUPPORT_HALFWIDTH_MEAN = "support_halfwidth_mean"
+SUPPORT_OUTSIDE_BOX_FRAC = "support_outside_box_frac"
+
+CRITIC_LOSS = "critic_loss"
+VALUE_LOSS = "value_loss"
+FAT_LOSS = "fat_loss"
+THIN_LOSS = "thin_loss"
+GRAD_STEPS_PER_S = "grad_steps_per_s"
+
+
+def evaluation_key(policy: str, name: str) -> str:
+    """``evaluation/<policy>/<name>``, e.g. ``evaluation/thin/violation_rate``."""
+    return f"{EVALUATION_PREFIX}/{policy}/{name}"
+
+
+def learner_key(name: str) -> str:
+    """``learner/<name>``, e.g. ``learner/critic_loss``."""
+    return f"{LEARNER_PREFIX}/{name}"
