@@ -4,6 +4,7 @@ Glossary (``P`` is ``thin`` — the sparse acting policy — or ``fat`` — the 
 
 - ``evaluation/P/episode_return_mean``: mean undiscounted return over the evaluation episodes.
 - ``evaluation/P/episode_return_sem``: its standard error (sample std / sqrt(episodes)).
+- ``evaluation/P/episodes`` / ``evaluation/P/episode_len_mean``: episodes evaluated, mean length.
 - ``evaluation/P/normalized_score``: ``100 * (R - R_min) / (R_max - R_min)`` with the dataset's
   reference returns (Minari's ``ref_min_score`` / ``ref_max_score``), where they exist.
 - ``evaluation/P/violation_rate``: share of executed actions in the prohibited set (spec §5).
@@ -12,6 +13,7 @@ Glossary (``P`` is ``thin`` — the sparse acting policy — or ``fat`` — the 
 - ``evaluation/P/prohibited_mass_mean``: mean over visited states of ``pi(A_bad | s)``.
 - ``evaluation/P/prohibited_mass_zero_frac``: share of visited states where that mass is exactly 0.
 - ``evaluation/P/deaths_per_100_episodes``: lethal variant only.
+- ``evaluation/P/boundary_action_rate``: share of action coordinates at a box bound (MuJoCo).
 - ``evaluation/thin/support_halfwidth_mean``: mean thin support half-width (action units).
 - ``evaluation/thin/support_outside_box_frac``: share of states whose thin support leaves the box.
 - ``learner/{critic,value,fat,thin}_loss``: the four losses of spec §2 (see ``losses.py``).
@@ -30,6 +32,7 @@ LEARNER_PREFIX = "learner"
 EPISODE_RETURN_MEAN = "episode_return_mean"
 EPISODE_RETURN_SEM = "episode_return_sem"
 EPISODES = "episodes"
+EPISODE_LEN_MEAN = "episode_len_mean"
 NORMALIZED_SCORE = "normalized_score"
 VIOLATION_RATE = "violation_rate"
 VIOLATIONS = "violations"
@@ -38,6 +41,7 @@ VIOLATION_RATE_UB95 = "violation_rate_ub95"
 PROHIBITED_MASS_MEAN = "prohibited_mass_mean"
 PROHIBITED_MASS_ZERO_FRAC = "prohibited_mass_zero_frac"
 DEATHS_PER_100_EPISODES = "deaths_per_100_episodes"
+BOUNDARY_ACTION_RATE = "boundary_action_rate"
 SUPPORT_HALFWIDTH_MEAN = "support_halfwidth_mean"
 SUPPORT_OUTSIDE_BOX_FRAC = "support_outside_box_frac"
 

@@ -1,0 +1,404 @@
+"""FtTPO — Fat-to-Thin Policy Optimization — as an RLlib offline algorithm (new API stack).
+
+Zhu, Wang, Nagai, "Fat-to-Thin Policy Optimization: Offline RL with Sparse Policies", ICLR 2025
+(arXiv 2501.14373). Our specification: ``shared/spec/fttpo.md`` §2 (algorithm), §3 (baselines,
+as ``variant``), §5 (safety metrics, reported at every evaluation).
+
+.. code-block:: python
+
+    import fttpo_ray
+
+    config = (
+        fttpo_ray.FtTPOConfig()
+        .dataset("fttpo/treatment/random-v0")
+        .training(fat_q=2.0, thin_q=0.0, kl_weight=0.1, gamma=0.9)
+    )
+    algo = config.build_algo()
+    result = algo.train()  # result["evaluation"]["thin"]["violation_rate"], ...
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Any
+
+import gymnasium as gym
+from ray.rllib.algorithms.algorithm import Algorithm
+from ray.rllib.algorithms.algorithm_config import AlgorithmConfig, NotProvided
+from ray.rllib.core import DEFAULT_MODULE_ID
+from ray.rllib.core.learner.training_data import TrainingData
+from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+from ray.rllib.utils.metrics import (
+    LEARNER_RESULTS,
+    LEARNER_UPDATE_TIMER,
+    NUM_ENV_STEPS_SAMPLED_LIFETIME,
+    OFFLINE_SAMPLING_TIMER,
+    TIMERS,
+)
+
+from fttpo_ray.errors import ConfigError
+from fttpo_ray.metrics import (
+    CRITIC_LOSS,
+    FAT_LOSS,
+    GRAD_STEPS_PER_S,
+    LEARNER_PREFIX,
+    THIN_LOSS,
+    VALUE_LOSS,
+)
+from fttpo_ray.rl_module.fttpo_rl_module import (
+    FAT_Q,
+    FAT_SCALE_BOUNDS,
+    THIN_Q,
+    THIN_SCALE_BOUNDS,
+    THIN_SCALE_TORSO,
+    THIN_SUPPORT_IN_BOX,
+    TORSO_OWN,
+    TORSO_SHARED,
+    TWIN_Q,
+    VARIANT,
+    VARIANTS,
+    FtTPOTorchRLModule,
+)
+
+logger = logging.getLogger(__name__)
+
+#: Learner metrics copied to the top-level ``learner/...`` keys of each result.
+LEARNER_SUMMARY_KEYS = (CRITIC_LOSS, VALUE_LOSS, FAT_LOSS, THIN_LOSS)
+
+
+class FtTPOConfig(AlgorithmConfig):
+    """Configuration of :class:`FtTPO` (and of its baselines, selected by ``variant``).
+
+    Set the data with :meth:`dataset` (a Minari dataset id): it is resolved lazily, in
+    :meth:`validate`, so Tune can sweep over it. Hyper-parameters are set with :meth:`training`;
+    every value is checked by :meth:`validate`.
+    """
+
+    def __init__(self, algo_class: type | None = None) -> None:
+        super().__init__(algo_class=algo_class or FtTPO)
+        # Minari dataset id to learn from; resolved (collected if missing and collectable,
+        # loaded, env and spaces set) in validate().
+        self.dataset_id: str | None = None
+        # Entropic index of the fat (proposal) policy: 1 = Gaussian, 2 = Cauchy; 1 <= q < 3.
+        self.fat_q = 2.0
+        # Entropic index of the thin (acting) policy: q < 1 gives finite support; 0 = paper.
+        self.thin_q = 0.0
+        # tau > 0: KL-regularisation weight = temperature of the advantage weights.
+        self.kl_weight = 0.1
+        # q of the q-exponential advantage weighting (0: [1 + A/tau]_+, 1: exp(A/tau)); <= 1.
+        self.weight_q = 0.0
+        # Upper clip of the advantage weights.
+        self.w_max = 1e4
+        # Learning rates of the policies, the critics and the value net.
+        self.actor_lr = 3e-4
+        self.critic_lr = 3e-4
+        self.value_lr = 3e-4
+        # The generic `lr` is unused (one optimizer per network, each with its own rate).
+        self.lr = None
+        # Polyak rate of the target critics, applied after every gradient step.
+        self.polyak = 0.005
+        # Twin critics with a minimum (clipped double Q).
+        self.twin_q = True
+        # "fttpo", or a baseline: "rar", "reverse_kl", "fat_only" (spec §3).
+        self.variant = "fttpo"
+        # Thin-policy samples per state for the KL estimate of the thin loss.
+        self.kl_num_samples = 1
+        # Clip of the density ratio pi_phi / pi_theta in the KL estimator.
+        self.kl_ratio_clip = 1e4
+        # RAR: thin-policy samples among which an out-of-support action's replacement is chosen.
+        self.rar_num_samples = 100
+        # Bounds of the thin half-width (action units, in the [-1, 1] box).
+        self.thin_scale_bounds = (1e-3, 1.0)
+        # Bounds of the fat (Student-t) scale.
+        self.fat_scale_bounds = (1e-3, 10.0)
+        # Cap the thin half-width at 1 - |loc| so that the support stays inside the box.
+        self.thin_support_in_box = True
+        # Features of the thin half-width head: "shared" (fat torso, detached) or "own" torso.
+        self.thin_scale_torso = TORSO_SHARED
+        # Gradient steps per training iteration (one `train()` call).
+        self.num_gradient_steps_per_iteration = 1000
+        # Datasets up to this many transitions are held in memory (InMemoryOfflineData).
+        self.in_memory_max_transitions = 20_000_000
+        # Minibatch size per learner and gradient step.
+        self.train_batch_size_per_learner = 256
+        self.gamma = 0.99
+
+        # Evaluation: both policies, every iteration, on fixed episode seeds (episode i of
+        # every evaluation resets with evaluation_seed + i), stochastic actions by default
+        # (the thin policy is stochastic by design, and its safety is a property of samples).
+        self.evaluation_interval = 1
+        self.evaluation_duration = 100
+        self.evaluation_duration_unit = "episodes"
+        self.evaluation_seed = 1_000_000
+        self.evaluation_explore = True
+
+        from fttpo_ray.evaluation.rllib_hook import evaluation_function
+
+        self.custom_evaluation_function = evaluation_function
+
+    # ---- builder setters -----------------------------------------------------------------------
+
+    def dataset(self, dataset_id: str, *, env: str | None = NotProvided) -> FtTPOConfig:
+        """Learn from the Minari dataset ``dataset_id`` and evaluate on its environment.
+
+        Treatment-simulator datasets that do not exist yet are collected on first use (see
+        :func:`fttpo_ray.data.ensure_dataset`). ``env`` overrides the evaluation environment;
+        its spaces must match the dataset's.
+        """
+        self.dataset_id = dataset_id
+        if env is not NotProvided:
+            self.env = env
+        return self
+
+    def training(
+        self,
+        *,
+        fat_q: float = NotProvided,
+        thin_q: float = NotProvided,
+        kl_weight: float = NotProvided,
+        weight_q: float = NotProvided,
+        w_max: float = NotProvided,
+        actor_lr: float = NotProvided,
+        critic_lr: float = NotProvided,
+        value_lr: float = NotProvided,
+        polyak: float = NotProvided,
+        twin_q: bool = NotProvided,
+        variant: str = NotProvided,
+        kl_num_samples: int = NotProvided,
+        kl_ratio_clip: float = NotProvided,
+        rar_num_samples: int = NotProvided,
+        thin_scale_bounds: tuple[float, float] = NotProvided,
+        fat_scale_bounds: tuple[float, float] = NotProvided,
+        thin_support_in_box: bool = NotProvided,
+        thin_scale_torso: str = NotProvided,
+        num_gradient_steps_per_iteration: int = NotProvided,
+        in_memory_max_transitions: int = NotProvided,
+        **kwargs: Any,
+    ) -> FtTPOConfig:
+        """Sets FtTPO's hyper-parameters (see the attribute comments in ``__init__``).
+
+        Also takes every argument of :meth:`AlgorithmConfig.training` (``gamma``,
+        ``train_batch_size_per_learner``, ...).
+        """
+        super().training(**kwargs)
+        for name, value in (
+            ("fat_q", fat_q),
+            ("thin_q", thin_q),
+            ("kl_weight", kl_weight),
+            ("weight_q", weight_q),
+            ("w_max", w_max),
+            ("actor_lr", actor_lr),
+            ("critic_lr", critic_lr),
+            ("value_lr", value_lr),
+            ("polyak", polyak),
+            ("twin_q", twin_q),
+            ("variant", variant),
+            ("kl_num_samples", kl_num_samples),
+            ("kl_ratio_clip", kl_ratio_clip),
+            ("rar_num_samples", rar_num_samples),
+            ("thin_scale_bounds", thin_scale_bounds),
+            ("fat_scale_bounds", fat_scale_bounds),
+            ("thin_support_in_box", thin_support_in_box),
+            ("thin_scale_torso", thin_scale_torso),
+            ("num_gradient_steps_per_iteration", num_gradient_steps_per_iteration),
+            ("in_memory_max_transitions", in_memory_max_transitions),
+        ):
+            if value is not NotProvided:
+                setattr(self, name, value)
+        return self
+
+    def evaluation(
+        self,
+        *,
+        evaluation_seed: int = NotProvided,
+        evaluation_explore: bool = NotProvided,
+        **kwargs: Any,
+    ) -> FtTPOConfig:
+        """RLlib's evaluation settings plus ``evaluation_seed`` (episode ``i`` of every evaluation
+        resets with ``evaluation_seed + i``) and ``evaluation_explore`` (sample actions, default,
+        or act with the location)."""
+        super().evaluation(**kwargs)
+        if evaluation_seed is not NotProvided:
+            self.evaluation_seed = evaluation_seed
+        if evaluation_explore is not NotProvided:
+            self.evaluation_explore = evaluation_explore
+        return self
+
+    # ---- RLlib hooks ---------------------------------------------------------------------------
+
+    def get_default_rl_module_spec(self) -> RLModuleSpec:
+        return RLModuleSpec(module_class=FtTPOTorchRLModule)
+
+    def get_default_learner_class(self) -> type:
+        from fttpo_ray.algorithms.fttpo.torch.fttpo_torch_learner import FtTPOTorchLearner
+
+        return FtTPOTorchLearner
+
+    @property
+    def _model_config_auto_includes(self) -> dict[str, Any]:
+        return super()._model_config_auto_includes | {
+            VARIANT: self.variant,
+            FAT_Q: self.fat_q,
+            THIN_Q: self.thin_q,
+            TWIN_Q: self.twin_q,
+            THIN_SCALE_BOUNDS: tuple(self.thin_scale_bounds),
+            FAT_SCALE_BOUNDS: tuple(self.fat_scale_bounds),
+            THIN_SUPPORT_IN_BOX: self.thin_support_in_box,
+            THIN_SCALE_TORSO: self.thin_scale_torso,
+        }
+
+    # ---- validation ----------------------------------------------------------------------------
+
+    def validate(self) -> None:
+        """Resolves the dataset, then checks every FtTPO field (errors name field, value, range)."""
+        self._validate_fields()
+        self._resolve_dataset()
+        super().validate()
+
+    def _validate_fields(self) -> None:
+        def fail(message: str) -> None:
+            raise ConfigError(message)
+
+        def number(name: str) -> float:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                fail(f"`{name}` must be a number; got {value!r}")
+            if not math.isfinite(value):
+                fail(f"`{name}` must be finite; got {value}")
+            return float(value)
+
+        def positive_int(name: str) -> None:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                fail(f"`{name}` must be an integer >= 1; got {value!r}")
+
+        if self.variant not in VARIANTS:
+            fail(f"`variant` must be one of {', '.join(VARIANTS)}; got {self.variant!r}")
+        fat_q = number("fat_q")
+        if not 1.0 <= fat_q < 3.0:
+            fail(
+                f"`fat_q` must be in [1, 3) for a heavy-tailed (fat) q-Gaussian (1 = Gaussian, "
+                f"2 = Cauchy; q >= 3 is not normalisable); got {fat_q}"
+            )
+        thin_q = number("thin_q")
+        if thin_q >= 1.0:
+            fail(f"`thin_q` must be < 1 for a sparse (thin) policy; got {thin_q}")
+        if number("kl_weight") <= 0.0:
+            fail(f"`kl_weight` (tau) must be > 0; got {self.kl_weight}")
+        if number("weight_q") > 1.0:
+            fail(
+                f"`weight_q` must be <= 1 (0: linear weights [1 + A/tau]_+, 1: exp(A/tau)); "
+                f"got {self.weight_q}"
+            )
+        if number("w_max") <= 1e-8:
+            fail(f"`w_max` must be > 1e-8; got {self.w_max}")
+        for name in ("actor_lr", "critic_lr", "value_lr"):
+            if number(name) <= 0.0:
+                fail(f"`{name}` must be > 0; got {getattr(self, name)}")
+        if not 0.0 < number("polyak") <= 1.0:
+            fail(f"`polyak` must be in (0, 1]; got {self.polyak}")
+        if not 0.0 <= number("gamma") <= 1.0:
+            fail(f"`gamma` must be in [0, 1]; got {self.gamma}")
+        if number("kl_ratio_clip") <= 1.0:
+            fail(f"`kl_ratio_clip` must be > 1; got {self.kl_ratio_clip}")
+        for name in (
+            "kl_num_samples",
+            "rar_num_samples",
+            "num_gradient_steps_per_iteration",
+            "train_batch_size_per_learner",
+            "in_memory_max_transitions",
+        ):
+            positive_int(name)
+        for name in ("thin_scale_bounds", "fat_scale_bounds"):
+            bounds = getattr(self, name)
+            if (
+                not isinstance(bounds, (tuple, list))
+                or len(bounds) != 2
+                or not all(isinstance(b, (int, float)) for b in bounds)
+                or not 0.0 < bounds[0] < bounds[1]
+            ):
+                fail(f"`{name}` must be a pair (low, high) with 0 < low < high; got {bounds!r}")
+        if self.thin_scale_torso not in (TORSO_SHARED, TORSO_OWN):
+            fail(
+                f"`thin_scale_torso` must be '{TORSO_SHARED}' or '{TORSO_OWN}'; "
+                f"got {self.thin_scale_torso!r}"
+            )
+        if not isinstance(self.evaluation_duration, int) or self.evaluation_duration < 1:
+            fail(f"`evaluation_duration` must be an integer >= 1; got {self.evaluation_duration!r}")
+        if self.evaluation_duration_unit != "episodes":
+            fail(
+                "`evaluation_duration_unit` must be 'episodes' for FtTPO's evaluation; "
+                f"got {self.evaluation_duration_unit!r}"
+            )
+
+    def _resolve_dataset(self) -> None:
+        from fttpo_ray.algorithms.fttpo.offline_data import InMemoryOfflineData
+        from fttpo_ray.data import check_compatible, ensure_dataset, load_transitions
+
+        if not self.dataset_id:
+            raise ConfigError(
+                "no dataset: call FtTPOConfig().dataset('<minari dataset id>'), e.g. "
+                "'fttpo/treatment/random-v0'"
+            )
+        ensure_dataset(self.dataset_id)
+        transitions = load_transitions(self.dataset_id)
+        if not self.env:
+            self.env = transitions.env_id
+        elif isinstance(self.env, str):
+            check_compatible(self.dataset_id, self.env)
+        if isinstance(self.env, str) and self.observation_space is None:
+            env = gym.make(self.env, **(self.env_config or {}))
+            self.observation_space, self.action_space = env.observation_space, env.action_space
+            env.close()
+        if len(transitions) > self.in_memory_max_transitions:
+            raise ConfigError(
+                f"dataset '{self.dataset_id}' has {len(transitions)} transitions, more than "
+                f"`in_memory_max_transitions` = {self.in_memory_max_transitions}; raise it if "
+                "the machine has the memory (about 4 bytes x (2 obs_dim + act_dim + 3) each)"
+            )
+        self.input_ = [transitions.path]
+        self.offline_data_class = InMemoryOfflineData
+
+
+class FtTPO(Algorithm):
+    """Fat-to-Thin Policy Optimization (and its baselines, by ``config.variant``).
+
+    Each ``train()`` runs ``num_gradient_steps_per_iteration`` gradient steps on uniform
+    minibatches of the dataset, then evaluates the acting policy (``thin``) and, where there is
+    one, the fat proposal (``fat``) with the safety metrics of spec §5.
+    """
+
+    @classmethod
+    def get_default_config(cls) -> FtTPOConfig:
+        return FtTPOConfig()
+
+    def training_step(self) -> None:
+        config = self.config
+        steps = config.num_gradient_steps_per_iteration
+        num_samples = config.train_batch_size_per_learner * steps * max(1, config.num_learners)
+        with self.metrics.log_time((TIMERS, OFFLINE_SAMPLING_TIMER)):
+            batch = self.offline_data.sample(num_samples=num_samples, num_shards=config.num_learners)
+        self.metrics.log_value(NUM_ENV_STEPS_SAMPLED_LIFETIME, num_samples, reduce="lifetime_sum")
+
+        start = time.perf_counter()
+        with self.metrics.log_time((TIMERS, LEARNER_UPDATE_TIMER)):
+            learner_results = self.learner_group.update(
+                training_data=TrainingData(batch=batch),
+                minibatch_size=config.train_batch_size_per_learner,
+                num_epochs=1,
+                timesteps={
+                    NUM_ENV_STEPS_SAMPLED_LIFETIME: self.metrics.peek(
+                        NUM_ENV_STEPS_SAMPLED_LIFETIME, default=0
+                    )
+                },
+            )
+        elapsed = time.perf_counter() - start
+        self.metrics.aggregate(learner_results, key=LEARNER_RESULTS)
+
+        for key in LEARNER_SUMMARY_KEYS:
+            value = self.metrics.peek((LEARNER_RESULTS, DEFAULT_MODULE_ID, key), default=None)
+            if value is not None:
+                self.metrics.log_value((LEARNER_PREFIX, key), value, window=1)
+        self.metrics.log_value((LEARNER_PREFIX, GRAD_STEPS_PER_S), steps / elapsed, window=1)

@@ -1,0 +1,283 @@
+"""Fat and thin q-Gaussian policies (plus critics and value net) as one RLlib ``TorchRLModule``.
+
+Spec: ``shared/spec/fttpo.md`` §1.3 (actions in a box) and §2 (networks). Layout::
+
+    obs -> policy torso (MLP) -> loc head -> tanh            = location, shared by both policies
+                              -> fat scale head               = Student-t scale   (learner only*)
+        -> (detached torso features | own torso) -> thin head = support half-width
+    obs, action -> Q1, Q2 (+ polyak targets);  obs -> V       (learner only)
+
+``*`` In the ``fat_only`` variant the fat policy acts, so its scale head is part of the
+inference module. Environment workers receive the inference-only module: the acting policy and
+nothing else (critics, value net, targets and — for FtTPO — the fat scale head are listed in
+:meth:`get_non_inference_attributes`). The deterministic action is the location.
+
+Deviations from the paper, and why:
+
+- The location is squashed into the action box with ``tanh`` and shared by both policies: the
+  spec's "thin location from the fat policy" (§2 step 4). The thin loss receives it detached.
+- Scales are bounded smoothly in log space, ``exp(log lo + (log hi - log lo) sigmoid(x))``,
+  instead of clamped, so no gradient is ever cut off at a bound.
+- With ``thin_support_in_box`` (default) the half-width is capped at ``1 - |loc|`` (never below
+  its lower bound): the support then lies in ``[-1, 1]`` except when ``|loc| > 1 - lo``; the
+  evaluation reports how often the support leaves the box.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium as gym
+import torch
+from ray.rllib.core.columns import Columns
+from ray.rllib.core.rl_module.apis import InferenceOnlyAPI
+from ray.rllib.core.rl_module.torch import TorchRLModule
+from torch import nn
+
+from fttpo_ray.distributions import HeavyTailedQGaussian, SparseQGaussian
+from fttpo_ray.rl_module.action_distributions import fat_dist_cls, thin_dist_cls
+
+# Keys of the module's model config (set by FtTPOConfig; see its docstrings).
+HIDDENS = "fcnet_hiddens"
+VARIANT = "variant"
+FAT_Q = "fat_q"
+THIN_Q = "thin_q"
+TWIN_Q = "twin_q"
+THIN_SCALE_BOUNDS = "thin_scale_bounds"
+FAT_SCALE_BOUNDS = "fat_scale_bounds"
+THIN_SUPPORT_IN_BOX = "thin_support_in_box"
+THIN_SCALE_TORSO = "thin_scale_torso"
+
+# Variants (spec §2–§3).
+VARIANT_FTTPO = "fttpo"
+VARIANT_RAR = "rar"
+VARIANT_REVERSE_KL = "reverse_kl"
+VARIANT_FAT_ONLY = "fat_only"
+VARIANTS = (VARIANT_FTTPO, VARIANT_RAR, VARIANT_REVERSE_KL, VARIANT_FAT_ONLY)
+THIN_ACTING_VARIANTS = (VARIANT_FTTPO, VARIANT_RAR, VARIANT_REVERSE_KL)
+FAT_VARIANTS = (VARIANT_FTTPO, VARIANT_FAT_ONLY)
+
+# Outputs of forward_train (the policy parameters at the batch's observations).
+LOC = "loc"
+FAT_SCALE = "fat_scale"
+THIN_HALFWIDTH = "thin_halfwidth"
+
+# Where the thin half-width head reads its features.
+TORSO_SHARED = "shared"
+TORSO_OWN = "own"
+
+# Attribute names of the sub-networks.
+POLICY_TORSO = "policy_torso"
+LOC_HEAD = "loc_head"
+FAT_SCALE_HEAD = "fat_scale_head"
+THIN_SCALE_HEAD = "thin_scale_head"
+THIN_TORSO = "thin_torso"
+Q1 = "q1"
+Q2 = "q2"
+TARGET_Q1 = "target_q1"
+TARGET_Q2 = "target_q2"
+VALUE = "value"
+
+DEFAULT_MODEL_CONFIG: dict[str, Any] = {
+    HIDDENS: [256, 256],
+    VARIANT: VARIANT_FTTPO,
+    FAT_Q: 2.0,
+    THIN_Q: 0.0,
+    TWIN_Q: True,
+    THIN_SCALE_BOUNDS: (1e-3, 1.0),
+    FAT_SCALE_BOUNDS: (1e-3, 10.0),
+    THIN_SUPPORT_IN_BOX: True,
+    THIN_SCALE_TORSO: TORSO_SHARED,
+}
+
+
+def mlp(in_dim: int, hiddens: list[int], out_dim: int | None = None) -> nn.Sequential:
+    """ReLU MLP ``in_dim -> hiddens... [-> out_dim]`` (ReLU after every hidden layer)."""
+    layers: list[nn.Module] = []
+    for width in hiddens:
+        layers += [nn.Linear(in_dim, width), nn.ReLU()]
+        in_dim = width
+    if out_dim is not None:
+        layers.append(nn.Linear(in_dim, out_dim))
+    return nn.Sequential(*layers)
+
+
+def bounded_scale(raw: torch.Tensor, low: float, high: float) -> torch.Tensor:
+    """``exp(log low + (log high - log low) * sigmoid(raw))``: smooth, in ``(low, high)``."""
+    log_low, log_high = math.log(low), math.log(high)
+    return torch.exp(log_low + (log_high - log_low) * torch.sigmoid(raw))
+
+
+@dataclass(frozen=True)
+class PolicyParams:
+    """Policy parameters at a batch of states; ``None`` where the variant has no such head."""
+
+    loc: torch.Tensor
+    fat_scale: torch.Tensor | None
+    thin_halfwidth: torch.Tensor | None
+
+
+class FtTPOTorchRLModule(TorchRLModule, InferenceOnlyAPI):
+    """Fat/thin q-Gaussian policy pair with twin critics and a value net (see module docstring)."""
+
+    def setup(self) -> None:
+        cfg = {**DEFAULT_MODEL_CONFIG, **(self.model_config or {})}
+        self.variant: str = cfg[VARIANT]
+        self.fat_q = float(cfg[FAT_Q])
+        self.thin_q = float(cfg[THIN_Q])
+        self.twin_q = bool(cfg[TWIN_Q])
+        self.thin_scale_bounds = tuple(float(x) for x in cfg[THIN_SCALE_BOUNDS])
+        self.fat_scale_bounds = tuple(float(x) for x in cfg[FAT_SCALE_BOUNDS])
+        self.thin_support_in_box = bool(cfg[THIN_SUPPORT_IN_BOX])
+        self.thin_scale_torso = cfg[THIN_SCALE_TORSO]
+        hiddens = list(cfg[HIDDENS])
+
+        if not isinstance(self.action_space, gym.spaces.Box):
+            raise ValueError(
+                f"FtTPO needs a continuous (Box) action space; got {self.action_space}"
+            )
+        obs_dim = int(self.observation_space.shape[0])
+        act_dim = int(self.action_space.shape[0])
+
+        self.policy_torso = mlp(obs_dim, hiddens)
+        self.loc_head = nn.Linear(hiddens[-1], act_dim)
+        if self.variant in FAT_VARIANTS:
+            self.fat_scale_head = nn.Linear(hiddens[-1], act_dim)
+        if self.variant in THIN_ACTING_VARIANTS:
+            if self.thin_scale_torso == TORSO_OWN:
+                self.thin_torso = mlp(obs_dim, hiddens)
+            self.thin_scale_head = nn.Linear(hiddens[-1], act_dim)
+
+        if not self.inference_only:
+            self.q1 = mlp(obs_dim + act_dim, hiddens, 1)
+            self.target_q1 = copy.deepcopy(self.q1).requires_grad_(False)
+            if self.twin_q:
+                self.q2 = mlp(obs_dim + act_dim, hiddens, 1)
+                self.target_q2 = copy.deepcopy(self.q2).requires_grad_(False)
+            self.value = mlp(obs_dim, hiddens, 1)
+
+        self._acting_dist_cls = (
+            thin_dist_cls(self.thin_q)
+            if self.variant in THIN_ACTING_VARIANTS
+            else fat_dist_cls(self.fat_q)
+        )
+
+    # ---- RLlib API -----------------------------------------------------------------------------
+
+    def get_non_inference_attributes(self) -> list[str]:
+        attrs = [Q1, TARGET_Q1, VALUE]
+        if self.twin_q:
+            attrs += [Q2, TARGET_Q2]
+        if self.variant == VARIANT_FTTPO:
+            attrs.append(FAT_SCALE_HEAD)
+        return attrs
+
+    def get_inference_action_dist_cls(self):
+        return self._acting_dist_cls
+
+    def get_exploration_action_dist_cls(self):
+        return self._acting_dist_cls
+
+    def get_train_action_dist_cls(self):
+        return self._acting_dist_cls
+
+    def _forward(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
+        """Acting-policy parameters ``[loc, scale]`` as ``action_dist_inputs``."""
+        params = self.policy_params(batch[Columns.OBS])
+        scale = params.thin_halfwidth if self.variant in THIN_ACTING_VARIANTS else params.fat_scale
+        return {Columns.ACTION_DIST_INPUTS: torch.cat([params.loc, scale], dim=-1)}
+
+    def _forward_train(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
+        """Policy parameters at ``obs``; the learner asks for the critic/value outputs it needs
+        (they depend on sampled actions)."""
+        params = self.policy_params(batch[Columns.OBS])
+        return {LOC: params.loc, FAT_SCALE: params.fat_scale, THIN_HALFWIDTH: params.thin_halfwidth}
+
+    # ---- networks ------------------------------------------------------------------------------
+
+    def policy_params(self, obs: torch.Tensor) -> PolicyParams:
+        """Location, fat scale and thin half-width at ``obs`` (one torso pass).
+
+        For FtTPO the thin head sees the location and torso features *detached*: the thin loss
+        never moves the shared location (spec §2 step 4).
+        """
+        features = self.policy_torso(obs)
+        loc = torch.tanh(self.loc_head(features))
+        fat_scale = None
+        if FAT_SCALE_HEAD in self._modules:  # absent from FtTPO's inference-only module
+            fat_scale = bounded_scale(self.fat_scale_head(features), *self.fat_scale_bounds)
+        thin_halfwidth = None
+        if self.variant in THIN_ACTING_VARIANTS:
+            if self.thin_scale_torso == TORSO_OWN:
+                thin_features = self.thin_torso(obs)
+            elif self.variant == VARIANT_FTTPO:
+                thin_features = features.detach()
+            else:
+                thin_features = features
+            thin_loc = loc.detach() if self.variant == VARIANT_FTTPO else loc
+            thin_halfwidth = self._halfwidth(self.thin_scale_head(thin_features), thin_loc)
+        return PolicyParams(loc=loc, fat_scale=fat_scale, thin_halfwidth=thin_halfwidth)
+
+    def _halfwidth(self, raw: torch.Tensor, loc: torch.Tensor) -> torch.Tensor:
+        low, high = self.thin_scale_bounds
+        halfwidth = bounded_scale(raw, low, high)
+        if self.thin_support_in_box:
+            room = (1.0 - loc.abs()).clamp(min=low)
+            halfwidth = torch.minimum(halfwidth, room)
+        return halfwidth
+
+    def thin_distribution(self, params: PolicyParams, *, detach_loc: bool) -> SparseQGaussian:
+        """The thin policy ``pi_theta(.|s)``; its location is detached for FtTPO's thin loss."""
+        loc = params.loc.detach() if detach_loc else params.loc
+        return SparseQGaussian(loc, params.thin_halfwidth, self.thin_q, validate_args=False)
+
+    def fat_distribution(self, params: PolicyParams, *, detach: bool) -> HeavyTailedQGaussian:
+        """The fat proposal ``pi_phi(.|s)``; fully detached when it only serves as a target."""
+        loc, scale = params.loc, params.fat_scale
+        if detach:
+            loc, scale = loc.detach(), scale.detach()
+        return HeavyTailedQGaussian(loc, scale, self.fat_q, validate_args=False)
+
+    def q_values(
+        self,
+        obs: torch.Tensor,
+        actions: torch.Tensor,
+        *,
+        target: bool = False,
+        frozen: bool = False,
+    ) -> list[torch.Tensor]:
+        """``[Q1(s, a), Q2(s, a)]`` (one entry without twin Q), each of shape ``(B,)``.
+
+        ``target`` uses the polyak-averaged copies. ``frozen`` evaluates the online critics with
+        detached parameters, so gradient reaches ``actions`` but not the critics (reverse KL).
+        """
+        x = torch.cat([obs, actions], dim=-1)
+        nets = [self.target_q1, self.target_q2] if target else [self.q1, self.q2]
+        nets = nets if self.twin_q else nets[:1]
+        if frozen and not target:
+            return [
+                torch.func.functional_call(
+                    net, {k: p.detach() for k, p in net.named_parameters()}, (x,)
+                ).squeeze(-1)
+                for net in nets
+            ]
+        return [net(x).squeeze(-1) for net in nets]
+
+    def q_min(self, obs: torch.Tensor, actions: torch.Tensor, **kwargs) -> torch.Tensor:
+        """``min_i Q_i(s, a)`` over the critics (see :meth:`q_values` for the keywords)."""
+        qs = self.q_values(obs, actions, **kwargs)
+        return torch.minimum(qs[0], qs[1]) if len(qs) == 2 else qs[0]
+
+    def state_value(self, obs: torch.Tensor) -> torch.Tensor:
+        """``V(s)``, shape ``(B,)``."""
+        return self.value(obs).squeeze(-1)
+
+    def target_network_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        """``(online, target)`` critic pairs for the polyak update."""
+        pairs = [(self.q1, self.target_q1)]
+        if self.twin_q:
+            pairs.append((self.q2, self.target_q2))
+        return pairs
