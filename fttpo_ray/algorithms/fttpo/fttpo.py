@@ -334,14 +334,14 @@ class FtTPOConfig(AlgorithmConfig):
             )
 
     def _resolve_dataset(self) -> None:
-        from fttpo_ray.algorithms.fttpo.offline_data import InMemoryOfflineData
-        from fttpo_ray.data import check_compatible, ensure_dataset, load_transitions
-
         if not self.dataset_id:
             raise ConfigError(
                 "no dataset: call FtTPOConfig().dataset('<minari dataset id>'), e.g. "
                 "'fttpo/treatment/random-v0'"
             )
+        from fttpo_ray.algorithms.fttpo.offline_data import InMemoryOfflineData
+        from fttpo_ray.data import check_compatible, ensure_dataset, load_transitions
+
         ensure_dataset(self.dataset_id)
         transitions = load_transitions(self.dataset_id)
         if not self.env:

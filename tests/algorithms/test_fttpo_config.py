@@ -1,0 +1,88 @@
+"""FtTPOConfig validation (layer: exact) and the registry."""
+
+from __future__ import annotations
+
+import pytest
+
+import fttpo_ray
+from fttpo_ray import FtTPO, FtTPOConfig
+from fttpo_ray.errors import ConfigError
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"fat_q": 3.0}, "`fat_q` must be in [1, 3)"),
+        ({"fat_q": 0.5}, "`fat_q` must be in [1, 3)"),
+        ({"thin_q": 1.3}, "`thin_q` must be < 1 for a sparse (thin) policy; got 1.3"),
+        ({"kl_weight": 0.0}, "`kl_weight` (tau) must be > 0; got 0.0"),
+        ({"weight_q": 1.5}, "`weight_q` must be <= 1"),
+        ({"w_max": 0.0}, "`w_max` must be > 1e-8"),
+        ({"actor_lr": -1e-3}, "`actor_lr` must be > 0"),
+        ({"critic_lr": 0.0}, "`critic_lr` must be > 0"),
+        ({"value_lr": 0.0}, "`value_lr` must be > 0"),
+        ({"polyak": 0.0}, "`polyak` must be in (0, 1]"),
+        ({"gamma": 1.5}, "`gamma` must be in [0, 1]"),
+        ({"variant": "awac"}, "`variant` must be one of fttpo, rar, reverse_kl, fat_only; got 'awac'"),
+        ({"kl_num_samples": 0}, "`kl_num_samples` must be an integer >= 1; got 0"),
+        ({"rar_num_samples": 2.5}, "`rar_num_samples` must be an integer >= 1"),
+        ({"num_gradient_steps_per_iteration": 0}, "`num_gradient_steps_per_iteration` must be"),
+        ({"kl_ratio_clip": 1.0}, "`kl_ratio_clip` must be > 1"),
+        ({"thin_scale_bounds": (0.5, 0.1)}, "`thin_scale_bounds` must be a pair (low, high)"),
+        ({"fat_scale_bounds": (0.0, 1.0)}, "`fat_scale_bounds` must be a pair (low, high)"),
+        ({"thin_scale_torso": "other"}, "`thin_scale_torso` must be 'shared' or 'own'"),
+        ({"fat_q": "2"}, "`fat_q` must be a number; got '2'"),
+        ({"thin_q": float("nan")}, "`thin_q` must be finite"),
+    ],
+)
+def test_validate_names_the_field_the_value_and_the_range(settings, message):
+    config = FtTPOConfig().dataset("fttpo/treatment/random-v0").training(**settings)
+    with pytest.raises(ConfigError) as info:
+        config.validate()
+    assert message in str(info.value)
+    assert isinstance(info.value, ValueError)  # RLlib and Tune treat it as a config error
+
+
+def test_validate_requires_a_dataset():
+    with pytest.raises(ConfigError, match="no dataset"):
+        FtTPOConfig().validate()
+
+
+def test_evaluation_must_count_episodes():
+    config = FtTPOConfig().dataset("x").evaluation(evaluation_duration_unit="timesteps")
+    with pytest.raises(ConfigError, match="evaluation_duration_unit"):
+        config.validate()
+
+
+def test_training_setters_return_the_config_and_set_fields():
+    config = FtTPOConfig().training(fat_q=1.5, thin_q=-1.0, kl_weight=0.5, variant="rar", gamma=0.9)
+    assert (config.fat_q, config.thin_q, config.kl_weight, config.variant, config.gamma) == (
+        1.5,
+        -1.0,
+        0.5,
+        "rar",
+        0.9,
+    )
+    model_config = config.model_config
+    assert model_config["fat_q"] == 1.5 and model_config["variant"] == "rar"
+
+
+def test_registry_is_idempotent_and_reaches_tune_and_rllib():
+    from ray.rllib.algorithms.registry import ALGORITHMS
+    from ray.tune.registry import get_trainable_cls
+
+    fttpo_ray.register_all()
+    fttpo_ray.register_all()
+    assert get_trainable_cls("FtTPO") is FtTPO
+    algo_class, default_config = ALGORITHMS["FtTPO"]()
+    assert algo_class is FtTPO and isinstance(default_config, FtTPOConfig)
+
+
+def test_config_survives_tunes_dict_round_trip():
+    config = FtTPOConfig().dataset("fttpo/treatment/random-v0").training(fat_q=1.5, kl_weight=0.3)
+    restored = FtTPOConfig.from_dict(config.to_dict())
+    assert (restored.fat_q, restored.kl_weight, restored.dataset_id) == (
+        1.5,
+        0.3,
+        "fttpo/treatment/random-v0",
+    )
