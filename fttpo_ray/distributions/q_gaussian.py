@@ -262,6 +262,7 @@ class SparseQGaussian(Distribution):
         return self.scale.pow(2) / (self._dim + 2.0 * self.k + 2.0)
 
     def entropy(self) -> Tensor:
+        """``H = log Z - k (psi(k+1) - psi(k+1+n/2))``, batch-shaped."""
         n, k = self._dim, self.k
         psi = torch.special.digamma(torch.tensor([k + 1.0, k + 1.0 + 0.5 * n], dtype=torch.float64))
         return self._log_normalizer() - k * (psi[0] - psi[1]).item()
@@ -275,6 +276,10 @@ class SparseQGaussian(Distribution):
 
     # ----------------------------------------------------------------- sampling / density
     def rsample(self, sample_shape: _size = torch.Size()) -> Tensor:
+        """``x = mu + sigma * sqrt(B) * U``, ``U`` uniform on the sphere, ``B ~ Beta(n/2, k+1)``.
+
+        Differentiable in ``loc`` and ``scale``; see the class docstring for the boundary margin.
+        """
         shape = self._extended_shape(sample_shape)
         dtype, device = self.loc.dtype, self.loc.device
         n = self._dim
@@ -297,6 +302,10 @@ class SparseQGaussian(Distribution):
         return x
 
     def log_prob(self, value: Tensor) -> Tensor:
+        """``k log(1 - r^2) - log Z`` inside the support, ``-inf`` on/outside it, NaN only for NaN.
+
+        The off-support branch is evaluated at ``r^2 = 0`` so gradients stay finite (0 there).
+        """
         if self._validate_args:
             self._validate_sample(value)
         r2 = self._sq_radius(value)
