@@ -19,6 +19,12 @@ from ray.rllib.core import COMPONENT_LEARNER, COMPONENT_RL_MODULE, DEFAULT_MODUL
 from ray.rllib.core.columns import Columns
 from ray.rllib.core.distribution.torch.torch_distribution import TorchDiagGaussian
 from ray.rllib.core.rl_module.rl_module import RLModule, RLModuleSpec
+from ray.rllib.utils.metrics.metrics_logger import MetricsLogger
+from ray.rllib.utils.metrics import (
+    ENV_RUNNER_RESULTS,
+    EPISODE_RETURN_MEAN,
+    EVALUATION_RESULTS,
+)
 
 from fttpo_ray import metrics as m
 from fttpo_ray.evaluation.rollout import EvalPolicy, evaluate_policies
@@ -93,8 +99,22 @@ def reference_scores(dataset_id: str | None) -> tuple[float, float] | None:
     return float(transitions.ref_min_score), float(transitions.ref_max_score)
 
 
-def _episode_steps(results: dict[str, dict[str, float]]) -> int:
-    return int(sum(r[m.EPISODES] * r[m.EPISODE_LEN_MEAN] for r in results.values()))
+def _report(algorithm: Any, results: dict[str, dict[str, float]]) -> tuple[dict, int, int]:
+    """Log ``results`` where RLlib's new stack reads evaluation results (``algorithm.metrics``
+    under ``evaluation/``), plus the acting policy's return under RLlib's standard key
+    ``evaluation/env_runners/episode_return_mean`` (thin if present, else fat), so that
+    RLlib- and Tune-native tooling that looks there finds it."""
+    # RLlib merges evaluation results from (env-runner) loggers; report through one too.
+    logger_ = MetricsLogger()
+    logger_.log_dict(results, window=1)
+    acting = results.get(m.THIN) or results.get(m.FAT)
+    if acting is not None:
+        logger_.log_value(
+            (ENV_RUNNER_RESULTS, EPISODE_RETURN_MEAN), acting[m.EPISODE_RETURN_MEAN], window=1
+        )
+    algorithm.metrics.aggregate([logger_.reduce()], key=EVALUATION_RESULTS)
+    steps = int(sum(r[m.EPISODES] * r[m.EPISODE_LEN_MEAN] for r in results.values()))
+    return results, steps, steps
 
 
 def evaluation_function(algorithm: Any, eval_workers: Any) -> tuple[dict, int, int]:
@@ -109,8 +129,7 @@ def evaluation_function(algorithm: Any, eval_workers: Any) -> tuple[dict, int, i
         explore=config.evaluation_explore,
         reference_scores=reference_scores(config.dataset_id),
     )
-    steps = _episode_steps(results)
-    return results, steps, steps
+    return _report(algorithm, results)
 
 
 class _RLlibDistribution:
@@ -169,8 +188,7 @@ def builtin_evaluation_function(
         explore=explore,
         reference_scores=reference,
     )
-    steps = _episode_steps(results)
-    return results, steps, steps
+    return _report(algorithm, results)
 
 
 def configure_evaluation(

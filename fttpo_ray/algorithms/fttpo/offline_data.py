@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from ray.rllib.core import DEFAULT_MODULE_ID
 from ray.rllib.core.columns import Columns
+from ray.rllib.offline.offline_data import OfflineData
 from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
 
 from fttpo_ray.errors import DatasetError
@@ -48,8 +49,11 @@ def check_finite(table: dict[str, np.ndarray], dataset_id: str) -> None:
                 )
 
 
-class InMemoryOfflineData:
+class InMemoryOfflineData(OfflineData):
     """Flat transitions held as torch tensors; :meth:`sample` returns a uniform minibatch set.
+
+    Subclasses RLlib's ``OfflineData`` (which RLlib requires) but replaces its Ray Data reader:
+    ``OfflineData.__init__`` is deliberately not called.
 
     The constructor signature is RLlib's (``offline_data_class(config)``); the config must be an
     :class:`FtTPOConfig` with a resolved ``dataset_id``. The algorithm sets ``learner_handles``,
