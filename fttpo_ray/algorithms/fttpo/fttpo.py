@@ -29,7 +29,9 @@ from ray.rllib.algorithms.algorithm import Algorithm
 from ray.rllib.algorithms.algorithm_config import AlgorithmConfig, NotProvided
 from ray.rllib.core import DEFAULT_MODULE_ID
 from ray.rllib.core.learner.training_data import TrainingData
+from ray.rllib.core.rl_module.multi_rl_module import MultiRLModule
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+from ray.rllib.utils.checkpoints import Checkpointable
 from ray.rllib.utils.metrics import (
     LEARNER_RESULTS,
     LEARNER_UPDATE_TIMER,
@@ -38,6 +40,7 @@ from ray.rllib.utils.metrics import (
     TIMERS,
 )
 
+from fttpo_ray.algorithms.fttpo.offline_data import InMemoryOfflineData
 from fttpo_ray.errors import ConfigError
 from fttpo_ray.metrics import (
     CRITIC_LOSS,
@@ -119,11 +122,14 @@ class FtTPOConfig(AlgorithmConfig):
         self.thin_scale_torso = TORSO_SHARED
         # Gradient steps per training iteration (one `train()` call).
         self.num_gradient_steps_per_iteration = 1000
-        # Datasets up to this many transitions are held in memory (InMemoryOfflineData).
+        # Datasets up to this many transitions are held in memory (InMemoryOfflineData);
+        # larger ones stream through Ray Data (RLlib's OfflineData).
         self.in_memory_max_transitions = 20_000_000
         # Minibatch size per learner and gradient step.
         self.train_batch_size_per_learner = 256
         self.gamma = 0.99
+        # Offline: no training env runners (the evaluation env runner alone steps the env).
+        self._is_online = False
 
         # Evaluation: both policies, every iteration, on fixed episode seeds (episode i of
         # every evaluation resets with evaluation_seed + i), stochastic actions by default
@@ -339,7 +345,6 @@ class FtTPOConfig(AlgorithmConfig):
                 "no dataset: call FtTPOConfig().dataset('<minari dataset id>'), e.g. "
                 "'fttpo/treatment/random-v0'"
             )
-        from fttpo_ray.algorithms.fttpo.offline_data import InMemoryOfflineData
         from fttpo_ray.data import check_compatible, ensure_dataset, load_transitions
 
         ensure_dataset(self.dataset_id)
@@ -352,14 +357,25 @@ class FtTPOConfig(AlgorithmConfig):
             env = gym.make(self.env, **(self.env_config or {}))
             self.observation_space, self.action_space = env.observation_space, env.action_space
             env.close()
-        if len(transitions) > self.in_memory_max_transitions:
-            raise ConfigError(
-                f"dataset '{self.dataset_id}' has {len(transitions)} transitions, more than "
-                f"`in_memory_max_transitions` = {self.in_memory_max_transitions}; raise it if "
-                "the machine has the memory (about 4 bytes x (2 obs_dim + act_dim + 3) each)"
-            )
-        self.input_ = [transitions.path]
-        self.offline_data_class = InMemoryOfflineData
+        if len(transitions) <= self.in_memory_max_transitions:
+            self.input_ = [transitions.path]
+            self.offline_data_class = InMemoryOfflineData
+        else:
+            from fttpo_ray.algorithms.fttpo.prelearner import FlatTransitionPreLearner
+            from fttpo_ray.data import to_parquet
+
+            # Larger than memory: stream the flat parquet rows through Ray Data (RLlib's
+            # OfflineData) with a pre-learner that only casts columns; a local shuffle buffer
+            # stands in for uniform sampling.
+            self.input_ = [to_parquet(self.dataset_id)]
+            self.input_read_method = "read_parquet"
+            self.offline_data_class = None
+            self.prelearner_class = FlatTransitionPreLearner
+            self.map_batches_kwargs = {"concurrency": 1, **(self.map_batches_kwargs or {})}
+            self.iter_batches_kwargs = {
+                "local_shuffle_buffer_size": 64 * self.train_batch_size_per_learner,
+                **(self.iter_batches_kwargs or {}),
+            }
 
 
 class FtTPO(Algorithm):
@@ -374,18 +390,73 @@ class FtTPO(Algorithm):
     def get_default_config(cls) -> FtTPOConfig:
         return FtTPOConfig()
 
+    def restore_from_path(self, path: Any, *args: Any, **kwargs: Any) -> None:
+        """Restore, then push the learner's weights to the evaluation env runners.
+
+        RLlib 2.60's ``Algorithm.restore_from_path`` syncs the *training* env runners, which an
+        offline algorithm does not have (it fails with ``'NoneType' object has no attribute
+        'sync_weights'``); we restore the components and sync the evaluation runners instead.
+        """
+        if self.env_runner_group is not None:
+            super().restore_from_path(path, *args, **kwargs)
+            return
+        Checkpointable.restore_from_path(self, path, *args, **kwargs)
+        if self.eval_env_runner_group is not None:
+            self.eval_env_runner_group.sync_weights(
+                from_worker_or_learner_group=self.learner_group, inference_only=True
+            )
+
+    def get_module(self, module_id: str = DEFAULT_MODULE_ID) -> Any:
+        """The acting policy's (inference-only) module, with the learner's current weights.
+
+        An offline algorithm has no training env runners, where RLlib's ``get_module`` looks;
+        this returns the evaluation env runner's module after syncing it from the learner, or
+        the learner's own module when there is no evaluation env runner.
+        """
+        if self.env_runner_group is not None:
+            return super().get_module(module_id)
+        if self.eval_env_runner is not None:
+            self.eval_env_runner_group.sync_weights(
+                from_worker_or_learner_group=self.learner_group, inference_only=True
+            )
+            module = self.eval_env_runner.module
+            if isinstance(module, MultiRLModule):
+                return module.get(module_id)
+            return module
+        if self.learner_group.is_local:
+            return self.learner_group._learner.module[module_id]
+        raise ValueError(
+            "no local module: enable evaluation (an evaluation env runner) or use a local "
+            "learner (num_learners=0) to get the acting policy's module"
+        )
+
     def training_step(self) -> None:
         config = self.config
         steps = config.num_gradient_steps_per_iteration
         num_samples = config.train_batch_size_per_learner * steps * max(1, config.num_learners)
+        in_memory = isinstance(self.offline_data, InMemoryOfflineData)
         with self.metrics.log_time((TIMERS, OFFLINE_SAMPLING_TIMER)):
-            batch = self.offline_data.sample(num_samples=num_samples, num_shards=config.num_learners)
+            if in_memory:
+                training_data = TrainingData(
+                    batch=self.offline_data.sample(
+                        num_samples=num_samples, num_shards=config.num_learners
+                    )
+                )
+            else:
+                training_data = TrainingData(
+                    data_iterators=self.offline_data.sample(
+                        num_samples=config.train_batch_size_per_learner,
+                        num_shards=config.num_learners,
+                        return_iterator=True,
+                    )
+                )
         self.metrics.log_value(NUM_ENV_STEPS_SAMPLED_LIFETIME, num_samples, reduce="lifetime_sum")
 
         start = time.perf_counter()
         with self.metrics.log_time((TIMERS, LEARNER_UPDATE_TIMER)):
+            extra = {} if in_memory else {"num_iters": steps, **self.offline_data.iter_batches_kwargs}
             learner_results = self.learner_group.update(
-                training_data=TrainingData(batch=batch),
+                training_data=training_data,
                 minibatch_size=config.train_batch_size_per_learner,
                 num_epochs=1,
                 timesteps={
@@ -393,12 +464,15 @@ class FtTPO(Algorithm):
                         NUM_ENV_STEPS_SAMPLED_LIFETIME, default=0
                     )
                 },
+                **extra,
             )
         elapsed = time.perf_counter() - start
         self.metrics.aggregate(learner_results, key=LEARNER_RESULTS)
 
         for key in LEARNER_SUMMARY_KEYS:
-            value = self.metrics.peek((LEARNER_RESULTS, DEFAULT_MODULE_ID, key), default=None)
-            if value is not None:
-                self.metrics.log_value((LEARNER_PREFIX, key), value, window=1)
+            try:  # a variant without a fat (or thin) policy has no such loss
+                value = self.metrics.peek((LEARNER_RESULTS, DEFAULT_MODULE_ID, key))
+            except KeyError:
+                continue
+            self.metrics.log_value((LEARNER_PREFIX, key), value, window=1)
         self.metrics.log_value((LEARNER_PREFIX, GRAD_STEPS_PER_S), steps / elapsed, window=1)
