@@ -19,12 +19,12 @@ from ray.rllib.core import COMPONENT_LEARNER, COMPONENT_RL_MODULE, DEFAULT_MODUL
 from ray.rllib.core.columns import Columns
 from ray.rllib.core.distribution.torch.torch_distribution import TorchDiagGaussian
 from ray.rllib.core.rl_module.rl_module import RLModule, RLModuleSpec
-from ray.rllib.utils.metrics.metrics_logger import MetricsLogger
 from ray.rllib.utils.metrics import (
     ENV_RUNNER_RESULTS,
     EPISODE_RETURN_MEAN,
     EVALUATION_RESULTS,
 )
+from ray.rllib.utils.metrics.metrics_logger import MetricsLogger
 
 from fttpo_ray import metrics as m
 from fttpo_ray.evaluation.rollout import EvalPolicy, evaluate_policies
@@ -239,7 +239,9 @@ def evaluate_checkpoint(
             policies = fttpo_policies(_learner_module(algorithm))
             dataset_id = config.dataset_id
         else:
-            policies = [rllib_module_policy(algorithm.learner_group._learner.module[DEFAULT_MODULE_ID])]
+            policies = [
+                rllib_module_policy(algorithm.learner_group._learner.module[DEFAULT_MODULE_ID])
+            ]
             dataset_id = None
         return evaluate_policies(
             policies,

@@ -75,9 +75,7 @@ def evaluate_policies(
     envs = [gym.make(env_id, **env_config) for _ in range(min(wave_size, episodes))]
     try:
         return {
-            policy.name: _evaluate_one(
-                policy, envs, episodes, seed, explore, reference_scores
-            )
+            policy.name: _evaluate_one(policy, envs, episodes, seed, explore, reference_scores)
             for policy in policies
         }
     finally:
@@ -114,9 +112,7 @@ def _evaluate_one(
         torch.manual_seed(seed)
         for wave_start in range(0, episodes, len(envs)):
             wave = envs[: min(len(envs), episodes - wave_start)]
-            obs = [
-                env.reset(seed=seed + wave_start + i)[0] for i, env in enumerate(wave)
-            ]
+            obs = [env.reset(seed=seed + wave_start + i)[0] for i, env in enumerate(wave)]
             active = np.ones(len(wave), dtype=bool)
             episode_return = np.zeros(len(wave))
             episode_len = np.zeros(len(wave), dtype=np.int64)

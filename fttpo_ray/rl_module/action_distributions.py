@@ -76,6 +76,4 @@ def thin_dist_cls(q: float) -> type[TorchSparseQGaussian]:
 @functools.cache
 def fat_dist_cls(q: float) -> type[TorchHeavyTailedQGaussian]:
     """The heavy-tailed adapter class with entropic index ``q`` (1 <= q < 3)."""
-    return type(
-        f"TorchHeavyTailedQGaussian_q{q:g}", (TorchHeavyTailedQGaussian,), {"q": float(q)}
-    )
+    return type(f"TorchHeavyTailedQGaussian_q{q:g}", (TorchHeavyTailedQGaussian,), {"q": float(q)})

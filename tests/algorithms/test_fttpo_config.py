@@ -23,7 +23,10 @@ from fttpo_ray.errors import ConfigError
         ({"value_lr": 0.0}, "`value_lr` must be > 0"),
         ({"polyak": 0.0}, "`polyak` must be in (0, 1]"),
         ({"gamma": 1.5}, "`gamma` must be in [0, 1]"),
-        ({"variant": "awac"}, "`variant` must be one of fttpo, rar, reverse_kl, fat_only; got 'awac'"),
+        (
+            {"variant": "awac"},
+            "`variant` must be one of fttpo, rar, reverse_kl, fat_only; got 'awac'",
+        ),
         ({"kl_num_samples": 0}, "`kl_num_samples` must be an integer >= 1; got 0"),
         ({"rar_num_samples": 2.5}, "`rar_num_samples` must be an integer >= 1"),
         ({"num_gradient_steps_per_iteration": 0}, "`num_gradient_steps_per_iteration` must be"),

@@ -90,7 +90,9 @@ def test_thin_support_stays_inside_the_action_box():
         params = module.policy_params(torch.randn(1000, 8) * 5)
     assert (params.loc.abs() < 1).all()
     low, _ = module.thin_scale_bounds
-    inside = (params.loc.abs() + params.thin_halfwidth <= 1.0 + 1e-6) | (params.thin_halfwidth <= low)
+    inside = (params.loc.abs() + params.thin_halfwidth <= 1.0 + 1e-6) | (
+        params.thin_halfwidth <= low
+    )
     assert inside.all()
 
 
@@ -153,7 +155,9 @@ def test_single_backward_pass_equals_one_backward_per_loss():
             if v is not None:
                 separate[n] += v
     for n, v in fused.items():
-        torch.testing.assert_close(v if v is not None else torch.zeros_like(separate[n]), separate[n])
+        torch.testing.assert_close(
+            v if v is not None else torch.zeros_like(separate[n]), separate[n]
+        )
 
 
 def test_reverse_kl_gradient_reaches_the_thin_policy_through_q_not_the_critics():

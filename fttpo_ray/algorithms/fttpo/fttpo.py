@@ -454,7 +454,9 @@ class FtTPO(Algorithm):
 
         start = time.perf_counter()
         with self.metrics.log_time((TIMERS, LEARNER_UPDATE_TIMER)):
-            extra = {} if in_memory else {"num_iters": steps, **self.offline_data.iter_batches_kwargs}
+            extra = (
+                {} if in_memory else {"num_iters": steps, **self.offline_data.iter_batches_kwargs}
+            )
             learner_results = self.learner_group.update(
                 training_data=training_data,
                 minibatch_size=config.train_batch_size_per_learner,

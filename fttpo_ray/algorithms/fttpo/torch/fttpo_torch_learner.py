@@ -38,8 +38,8 @@ from fttpo_ray.rl_module.fttpo_rl_module import (
     FAT_SCALE,
     FAT_VARIANTS,
     LOC,
-    THIN_HALFWIDTH,
     THIN_ACTING_VARIANTS,
+    THIN_HALFWIDTH,
     VARIANT_FTTPO,
     VARIANT_RAR,
     VARIANT_REVERSE_KL,
@@ -49,7 +49,13 @@ from fttpo_ray.rl_module.fttpo_rl_module import (
 
 logger = logging.getLogger(__name__)
 
-BATCH_COLUMNS = (Columns.OBS, Columns.ACTIONS, Columns.REWARDS, Columns.NEXT_OBS, Columns.TERMINATEDS)
+BATCH_COLUMNS = (
+    Columns.OBS,
+    Columns.ACTIONS,
+    Columns.REWARDS,
+    Columns.NEXT_OBS,
+    Columns.TERMINATEDS,
+)
 
 
 def fttpo_losses(
