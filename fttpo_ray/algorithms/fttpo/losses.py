@@ -97,7 +97,7 @@ def reverse_kl_estimate(
     fat_log_prob: torch.Tensor,
     ratio_clip: float = 1e4,
 ) -> torch.Tensor:
-    """``KL(pi_theta || pi_phi) ~= E_{b ~ pi_theta}[r - 1 - log r]``, ``r = pi_phi(b) / pi_theta(b)``.
+    """``KL(pi_theta || pi_phi) ~= E_{b ~ pi_theta}[r - 1 - log r]``, ``r = pi_phi(b)/pi_theta(b)``.
 
     The thin actor's knowledge-injection loss (spec §2 step 4). ``b`` are reparameterised samples
     of the thin policy and both log-densities are evaluated at them (never at dataset actions,
