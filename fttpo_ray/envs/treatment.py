@@ -68,11 +68,14 @@ def treatment_reward(actions: np.ndarray, next_states: np.ndarray) -> np.ndarray
     return -toxicity * a**2 + benefit * a + s[..., 3] + s[..., 7]
 
 
+#: ``mu'[0:4] = tanh(a + mu[0:4])``, ``mu'[4:8] = tanh(-a + mu[4:8])``.
+_DOSE_SIGN = np.concatenate([np.ones(STATE_DIM // 2), -np.ones(STATE_DIM // 2)])
+
+
 def next_hidden_mean(mu: np.ndarray, actions: np.ndarray) -> np.ndarray:
     """``mu'(a)`` for each dose: shape ``(N, 8)`` from ``mu`` ``(8,)`` and ``actions`` ``(N,)``."""
     a = np.asarray(actions, dtype=np.float64)[:, None]
-    sign = np.concatenate([np.ones(STATE_DIM // 2), -np.ones(STATE_DIM // 2)])
-    return np.tanh(sign * a + mu[None, :])
+    return np.tanh(_DOSE_SIGN * a + mu[None, :])
 
 
 def psd_factor(cov: np.ndarray) -> np.ndarray:
@@ -226,13 +229,7 @@ class TreatmentSimEnv(gym.Env[np.ndarray, np.ndarray]):
         ``r̄(a) < r̄(0) - delta`` (worse than no treatment by more than ``delta``; default the
         ``prohibited_delta`` given at make time) or, in the lethal variant, ``|a| > threshold``.
         """
-        delta = self.prohibited_delta if delta is None else float(delta)
-        a = _as_dose_vector(actions)
-        values = self.expected_reward(np.concatenate([a, [0.0]]))
-        bad = values[:-1] < values[-1] - delta
-        if self.lethal:
-            bad |= np.abs(np.clip(a, -1.0, 1.0)) > self.lethal_threshold
-        return bad
+        return self._evaluate(_as_dose_vector(actions), delta)[1]
 
     def myopic_oracle_action(self) -> np.ndarray:
         """The allowed dose with the highest ``r̄`` at the current state, shape ``(1,)`` float32.
@@ -245,15 +242,23 @@ class TreatmentSimEnv(gym.Env[np.ndarray, np.ndarray]):
         best, step = 0.0, 2.0 * high / (ORACLE_GRID_POINTS - 1)
         candidates = np.linspace(-high, high, ORACLE_GRID_POINTS)
         for _ in range(ORACLE_REFINE_ROUNDS + 1):
-            candidates = np.concatenate([candidates, [best, 0.0]]).astype(np.float32)
-            candidates = candidates.astype(np.float64)
-            values = np.where(self.prohibited(candidates), -np.inf, self.expected_reward(candidates))
-            best = float(candidates[int(np.argmax(values))])
+            candidates = np.append(candidates, best).astype(np.float32).astype(np.float64)
+            values, bad = self._evaluate(candidates, None)
+            best = float(candidates[int(np.argmax(np.where(bad, -np.inf, values)))])
             candidates = np.linspace(
                 max(best - step, -high), min(best + step, high), ORACLE_REFINE_POINTS
             )
             step = step * 2.0 / (ORACLE_REFINE_POINTS - 1)
         return np.array([best], dtype=np.float32)
+
+    def _evaluate(self, doses: np.ndarray, delta: float | None) -> tuple[np.ndarray, np.ndarray]:
+        """``(r̄(doses), prohibited(doses))`` with one evaluation of ``r̄`` (``0`` appended)."""
+        delta = self.prohibited_delta if delta is None else float(delta)
+        values = self.expected_reward(np.append(doses, 0.0))
+        bad = values[:-1] < values[-1] - delta
+        if self.lethal:
+            bad |= np.abs(np.clip(doses, -1.0, 1.0)) > self.lethal_threshold
+        return values[:-1], bad
 
     # ------------------------------------------------------------------ helpers
     def _current_mean(self) -> np.ndarray:
