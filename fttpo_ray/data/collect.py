@@ -1,0 +1,341 @@
+"""Collect a local Minari dataset with a behaviour policy (``fttpo collect``).
+
+Episodes are rolled out with ``env.reset(seed=seed + i)`` and written through Minari's own
+storage (``MinariStorage``, Arrow format — no jax/h5py needed), so ``minari.load_dataset(id)``
+reads them in any process. Metadata: the env spec (its entry point is a string, so
+``dataset.recover_environment()`` works without importing fttpo_ray), ``algorithm_name`` = the
+behaviour policy, a description, the seed, and — where a reference policy exists — Minari's
+reference scores: ``ref_min_score`` = mean return of the uniform-random policy and
+``ref_max_score`` = mean return of the reference policy, each over ``reference_episodes``
+episodes with seeds ``REFERENCE_SEED + i`` (the same for every dataset of an env, so normalised
+scores are comparable across datasets). The treatment envs' reference is the myopic oracle.
+
+Writing is atomic: the dataset is built in a hidden temporary directory of the Minari root and
+renamed into place; on any failure nothing is left behind, and an existing dataset is replaced
+only with ``overwrite=True`` (after the new one is complete).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+
+from fttpo_ray.data.envs import make_env
+from fttpo_ray.data.load import dataset_exists, dataset_path, load_transitions
+from fttpo_ray.data.policies import ORACLE, RANDOM, Policy, RandomPolicy, make_policy
+from fttpo_ray.errors import ConfigError, DatasetError, EnvironmentSpecError
+
+logger = logging.getLogger(__name__)
+
+#: Minari storage format we write (needs only pyarrow).
+DATA_FORMAT = "arrow"
+#: Seeds of the reference-score episodes: ``REFERENCE_SEED + i``.
+REFERENCE_SEED = 1_000_000
+#: Episodes averaged for each reference score (Minari's default).
+DEFAULT_REFERENCE_EPISODES = 100
+#: ``reference_policy="auto"``: the oracle where the env has one, otherwise none.
+AUTO = "auto"
+#: Extra metadata keys written by fttpo-ray.
+META_SEED = "fttpo_seed"
+META_POLICY = "fttpo_behaviour_policy"
+META_DETERMINISTIC = "fttpo_deterministic"
+META_REFERENCE_POLICY = "fttpo_reference_policy"
+META_FTTPO_VERSION = "fttpo_ray_version"
+#: Prefix of the temporary directories in the Minari root (hidden: Minari skips them).
+_TMP_PREFIX = ".fttpo-tmp-"
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """Summary of a local dataset (what ``fttpo collect`` prints)."""
+
+    dataset_id: str
+    path: str
+    episodes: int
+    steps: int
+    return_mean: float
+    return_se: float
+    ref_min_score: float | None = None
+    ref_max_score: float | None = None
+
+    def __str__(self) -> str:
+        se = "n/a" if math.isnan(self.return_se) else f"{self.return_se:.3f}"
+        text = (
+            f"dataset '{self.dataset_id}' at {self.path}: {self.episodes} episodes, "
+            f"{self.steps} steps, return {self.return_mean:.3f} ± {se} (mean ± s.e.)"
+        )
+        if self.ref_min_score is not None and self.ref_max_score is not None:
+            text += f", reference scores {self.ref_min_score:.3f} / {self.ref_max_score:.3f}"
+        return text
+
+
+def _summary(
+    dataset_id: str,
+    path: Path,
+    returns: np.ndarray,
+    steps: int,
+    ref_min: float | None,
+    ref_max: float | None,
+) -> DatasetInfo:
+    n = len(returns)
+    se = float(returns.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
+    return DatasetInfo(
+        dataset_id=dataset_id,
+        path=str(path),
+        episodes=n,
+        steps=steps,
+        return_mean=float(returns.mean()),
+        return_se=se,
+        ref_min_score=ref_min,
+        ref_max_score=ref_max,
+    )
+
+
+def dataset_info(dataset_id: str) -> DatasetInfo:
+    """The :class:`DatasetInfo` of an existing local dataset."""
+    transitions = load_transitions(dataset_id)
+    return _summary(
+        dataset_id,
+        Path(transitions.path),
+        transitions.episode_returns(),
+        len(transitions),
+        transitions.ref_min_score,
+        transitions.ref_max_score,
+    )
+
+
+def rollout(
+    env: gym.Env, policy: Policy, episodes: int, seed: int, label: str = "behaviour"
+) -> tuple[list, np.ndarray]:
+    """``episodes`` episodes (reset seeds ``seed + i``) as Minari episode buffers, and returns."""
+    from minari.data_collector.episode_buffer import EpisodeBuffer
+
+    obs_dtype, act_dtype = env.observation_space.dtype, env.action_space.dtype
+    buffers, returns = [], np.empty(episodes)
+    report_every = max(1, episodes // 10)
+    for i in range(episodes):
+        obs, _ = env.reset(seed=seed + i)
+        observations, actions, rewards, terminations, truncations = [obs], [], [], [], []
+        done = False
+        while not done:
+            action = policy.act(obs, env)
+            obs, reward, terminated, truncated, _ = env.step(action)
+            observations.append(obs)
+            actions.append(action)
+            rewards.append(reward)
+            terminations.append(terminated)
+            truncations.append(truncated)
+            done = terminated or truncated
+        returns[i] = float(np.sum(rewards))
+        buffers.append(
+            EpisodeBuffer(
+                id=i,
+                seed=seed + i,
+                observations=np.asarray(observations, dtype=obs_dtype),
+                actions=np.asarray(actions, dtype=act_dtype),
+                rewards=np.asarray(rewards, dtype=np.float64),
+                terminations=np.asarray(terminations, dtype=bool),
+                truncations=np.asarray(truncations, dtype=bool),
+            )
+        )
+        if (i + 1) % report_every == 0:
+            logger.info("Collected %d/%d %s episodes", i + 1, episodes, label)
+    return buffers, returns
+
+
+def reference_scores(
+    env_id: str,
+    reference_policy: str | None,
+    episodes: int = DEFAULT_REFERENCE_EPISODES,
+) -> tuple[float | None, float | None]:
+    """Minari's ``(ref_min_score, ref_max_score)``: mean returns of the random and the reference
+    policy (seeds ``REFERENCE_SEED + i``); ``(None, None)`` without a reference policy."""
+    env = make_env(env_id)
+    try:
+        if reference_policy == AUTO:
+            reference_policy = ORACLE if hasattr(env.unwrapped, "myopic_oracle_action") else None
+        if reference_policy is None:
+            return None, None
+        expert = make_policy(reference_policy, env, seed=REFERENCE_SEED)
+        random = RandomPolicy(env.action_space, REFERENCE_SEED)
+        _, random_returns = rollout(env, random, episodes, REFERENCE_SEED, "reference (random)")
+        _, expert_returns = rollout(env, expert, episodes, REFERENCE_SEED, "reference (expert)")
+    finally:
+        env.close()
+    return float(random_returns.mean()), float(expert_returns.mean())
+
+
+def collect_dataset(
+    env_id: str,
+    policy: str,
+    episodes: int,
+    dataset_id: str,
+    seed: int = 0,
+    overwrite: bool = False,
+    *,
+    deterministic: bool = True,
+    reference_policy: str | None = AUTO,
+    reference_episodes: int = DEFAULT_REFERENCE_EPISODES,
+    description: str | None = None,
+    author: str | None = None,
+    author_email: str | None = None,
+    code_permalink: str | None = None,
+) -> DatasetInfo:
+    """Roll out ``policy`` on ``env_id`` for ``episodes`` episodes into the Minari dataset
+    ``dataset_id`` (see the module docstring).
+
+    Args:
+        env_id: gymnasium id (the treatment ids are registered on import).
+        policy: ``"random"``, ``"oracle"`` (treatment envs) or an RLlib checkpoint directory.
+        episodes: number of episodes (>= 1); the treatment default elsewhere is 50 (1 200 steps).
+        dataset_id: Minari id ``(namespace/)name-v<N>``.
+        seed: reset seed of the first episode (and of the policy's sampling).
+        overwrite: replace an existing dataset with this id.
+        deterministic: checkpoint policies act with their distribution's mode (else sample).
+        reference_policy: ``"auto"`` (the oracle where the env has one), ``"oracle"``, a
+            checkpoint directory, or ``None`` (no reference scores).
+        reference_episodes: episodes per reference score.
+        description, author, author_email, code_permalink: optional Minari metadata.
+    """
+    import minari
+
+    import fttpo_ray
+
+    if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
+        raise ConfigError(f"`episodes` must be an integer >= 1; got {episodes!r}")
+    if isinstance(reference_episodes, bool) or not isinstance(reference_episodes, int) or reference_episodes < 1:
+        raise ConfigError(f"`reference_episodes` must be an integer >= 1; got {reference_episodes!r}")
+    final = dataset_path(dataset_id)
+    if dataset_exists(dataset_id) and not overwrite:
+        raise DatasetError(
+            f"dataset '{dataset_id}' already exists at {final}; pass --overwrite "
+            "(overwrite=True) to replace it"
+        )
+    ref_min, ref_max = reference_scores(env_id, reference_policy, reference_episodes)
+    env = make_env(env_id)
+    try:
+        for name, space in (("observation", env.observation_space), ("action", env.action_space)):
+            if not (isinstance(space, gym.spaces.Box) and len(space.shape) == 1):
+                raise EnvironmentSpecError(
+                    f"env '{env_id}' has a {name} space {space}; only flat Box spaces are "
+                    "supported; wrap the env with gymnasium's FlattenObservation"
+                )
+        behaviour = make_policy(policy, env, seed=seed, deterministic=deterministic)
+        buffers, returns = rollout(env, behaviour, episodes, seed)
+        spec, observation_space, action_space = env.spec, env.observation_space, env.action_space
+    finally:
+        env.close()
+
+    metadata: dict = {
+        "dataset_id": dataset_id,
+        "algorithm_name": behaviour.description,
+        "description": description
+        or (
+            f"{episodes} episodes of {env_id} by the behaviour policy '{behaviour.description}' "
+            f"(reset seeds {seed}..{seed + episodes - 1}), collected with fttpo-ray"
+        ),
+        "minari_version": minari.__version__,
+        META_SEED: seed,
+        META_POLICY: policy,
+        META_DETERMINISTIC: deterministic,
+        META_FTTPO_VERSION: fttpo_ray.__version__,
+    }
+    if author is not None:
+        metadata["author"] = {author}
+    if author_email is not None:
+        metadata["author_email"] = {author_email}
+    if code_permalink is not None:
+        metadata["code_permalink"] = code_permalink
+    if ref_min is not None and ref_max is not None:
+        metadata.update(
+            ref_min_score=ref_min,
+            ref_max_score=ref_max,
+            num_episodes_average_score=reference_episodes,
+        )
+        metadata[META_REFERENCE_POLICY] = str(reference_policy)
+
+    _write_atomically(dataset_id, final, buffers, metadata, spec, observation_space, action_space, overwrite)
+    steps = int(sum(len(b.rewards) for b in buffers))
+    info = _summary(dataset_id, final, returns, steps, ref_min, ref_max)
+    logger.info("%s", info)
+    return info
+
+
+def _write_atomically(
+    dataset_id: str,
+    final: Path,
+    buffers: list,
+    metadata: dict,
+    spec: gym.envs.registration.EnvSpec | None,
+    observation_space: gym.Space,
+    action_space: gym.Space,
+    overwrite: bool,
+) -> None:
+    """Build the dataset in a temporary directory of the Minari root, then rename it into place."""
+    from minari.dataset.minari_dataset import parse_dataset_id
+    from minari.dataset.minari_storage import MinariStorage
+    from minari.namespace import create_namespace, list_local_namespaces
+    from minari.storage import get_dataset_path
+
+    root = Path(get_dataset_path())
+    staging = Path(tempfile.mkdtemp(prefix=_TMP_PREFIX, dir=root))
+    trash: Path | None = None
+    try:
+        storage = MinariStorage.new(
+            staging / "data",
+            observation_space=observation_space,
+            action_space=action_space,
+            env_spec=spec,
+            data_format=DATA_FORMAT,
+        )
+        storage.update_metadata(metadata)
+        storage.update_episodes(buffers)
+        namespace = parse_dataset_id(dataset_id)[0]
+        if namespace is not None and namespace not in list_local_namespaces():
+            try:
+                create_namespace(namespace)
+            except ValueError:
+                if namespace not in list_local_namespaces():
+                    raise
+        final.parent.mkdir(parents=True, exist_ok=True)
+        if final.exists():
+            if not overwrite:
+                raise DatasetError(
+                    f"dataset '{dataset_id}' already exists at {final}; pass --overwrite "
+                    "(overwrite=True) to replace it"
+                )
+            trash = Path(tempfile.mkdtemp(prefix=_TMP_PREFIX, dir=root)) / "old"
+            final.rename(trash)
+        try:
+            staging.rename(final)
+        except OSError:
+            if trash is not None:
+                trash.rename(final)
+                trash = None
+            raise
+    except OSError as err:
+        raise DatasetError(
+            f"could not write dataset '{dataset_id}' under {root} ({err.strerror or err}); "
+            "check the disk space and permissions of MINARI_DATASETS_PATH"
+        ) from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        if trash is not None:
+            shutil.rmtree(trash.parent, ignore_errors=True)
+    logger.info("Wrote dataset '%s' to %s", dataset_id, final)
+
+
+__all__ = [
+    "DatasetInfo",
+    "collect_dataset",
+    "dataset_info",
+    "reference_scores",
+    "rollout",
+]

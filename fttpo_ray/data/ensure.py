@@ -1,0 +1,94 @@
+"""Datasets on demand: load a dataset if it exists, else collect it when we know how.
+
+Used by sweeps and by ``FtTPOConfig.dataset(id)``: a YAML can name a dataset that does not exist
+yet, and the first trial creates it with ``fttpo collect`` semantics (uniform-random behaviour
+policy, reset seeds ``seed + i``, reference scores where a reference policy exists).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from fttpo_ray.data.collect import DatasetInfo, collect_dataset, dataset_info
+from fttpo_ray.data.load import check_compatible, dataset_exists
+from fttpo_ray.data.policies import RANDOM
+from fttpo_ray.envs import TREATMENT_ENV_ID, TREATMENT_ENV_IDS, TREATMENT_LETHAL_ENV_ID
+from fttpo_ray.errors import ConfigError, DatasetError
+
+logger = logging.getLogger(__name__)
+
+#: Episodes of the paper's treatment dataset (50 x 24 = 1 200 transitions).
+TREATMENT_EPISODES = 50
+
+
+@dataclass(frozen=True)
+class DatasetRecipe:
+    """How to collect a known dataset id."""
+
+    env_id: str
+    episodes: int
+    policy: str = RANDOM
+    seed: int = 0
+
+
+#: Dataset ids that :func:`ensure_dataset` can create without being told the env.
+KNOWN_DATASETS: dict[str, DatasetRecipe] = {
+    "fttpo/treatment/random-v0": DatasetRecipe(TREATMENT_ENV_ID, TREATMENT_EPISODES),
+    "fttpo/treatment-lethal/random-v0": DatasetRecipe(TREATMENT_LETHAL_ENV_ID, TREATMENT_EPISODES),
+}
+
+
+def ensure_dataset(
+    dataset_id: str,
+    env_id: str | None = None,
+    episodes: int | None = None,
+    seed: int = 0,
+) -> DatasetInfo:
+    """Return the local dataset ``dataset_id``, collecting it first if it does not exist.
+
+    An existing dataset is returned as it is (if ``env_id`` is given, its spaces are checked
+    against it with :func:`check_compatible`). A missing one is collected with the uniform-random
+    policy when its recipe is known: from ``env_id``/``episodes``/``seed`` if ``env_id`` is
+    given (``episodes`` defaults to 50 for the treatment envs and is required otherwise), or from
+    :data:`KNOWN_DATASETS`. Otherwise :class:`DatasetError` says how to create it.
+    """
+    if dataset_exists(dataset_id):
+        if env_id is not None:
+            check_compatible(dataset_id, env_id)
+        return dataset_info(dataset_id)
+    if env_id is not None:
+        if episodes is None:
+            if env_id not in TREATMENT_ENV_IDS:
+                raise ConfigError(
+                    f"dataset '{dataset_id}' does not exist and no episode count was given for "
+                    f"'{env_id}'; set the dataset's `episodes` or collect it with fttpo collect"
+                )
+            episodes = TREATMENT_EPISODES
+        recipe = DatasetRecipe(env_id, episodes, RANDOM, seed)
+    elif dataset_id in KNOWN_DATASETS:
+        recipe = KNOWN_DATASETS[dataset_id]
+    else:
+        raise DatasetError(
+            f"dataset '{dataset_id}' does not exist and fttpo-ray does not know how to create "
+            f"it; collect it with `fttpo collect --env ENV --episodes N --dataset-id {dataset_id}`"
+        )
+    logger.info(
+        "Dataset '%s' not found; collecting %d %s episodes of %s",
+        dataset_id,
+        recipe.episodes,
+        recipe.policy,
+        recipe.env_id,
+    )
+    try:
+        return collect_dataset(
+            env_id=recipe.env_id,
+            policy=recipe.policy,
+            episodes=recipe.episodes,
+            dataset_id=dataset_id,
+            seed=recipe.seed,
+        )
+    except DatasetError:
+        if dataset_exists(dataset_id):  # another trial created it meanwhile
+            return dataset_info(dataset_id)
+        raise

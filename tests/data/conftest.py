@@ -1,0 +1,41 @@
+"""Datasets shared by the data tests (created once per session in the temporary Minari root)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gymnasium as gym
+import pytest
+
+from fttpo_ray.data import DatasetInfo, collect_dataset
+
+#: The paper's treatment dataset (50 random episodes x 24 steps).
+TREATMENT_ID = "fttpo/treatment/random-v0"
+#: A small lethal-variant dataset (contains deaths: terminated episodes).
+LETHAL_ID = "test/treatment-lethal/random-v0"
+
+
+@pytest.fixture(scope="session")
+def treatment_dataset(minari_root: Path) -> DatasetInfo:
+    return collect_dataset("fttpo/TreatmentSim-v0", "random", 50, TREATMENT_ID, seed=0)
+
+
+@pytest.fixture(scope="session")
+def lethal_dataset(minari_root: Path) -> DatasetInfo:
+    return collect_dataset(
+        "fttpo/TreatmentSimLethal-v0", "random", 20, LETHAL_ID, seed=0, reference_episodes=10
+    )
+
+
+@pytest.fixture(scope="session")
+def pendulum_module_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An Algorithm-checkpoint-shaped directory holding only an untrained PPO RLModule for
+    Pendulum-v1 (action bounds ±2), written without starting Ray."""
+    from ray.rllib.algorithms.ppo import PPOConfig
+
+    root = tmp_path_factory.mktemp("ppo_module_ckpt")
+    spec = PPOConfig().rl_module(model_config={"fcnet_hiddens": [8]}).get_rl_module_spec(
+        env=gym.make("Pendulum-v1")
+    )
+    spec.build().save_to_path(root / "learner_group" / "learner" / "rl_module" / "default_policy")
+    return root
