@@ -11,9 +11,9 @@ columns: ``eps_id`` (int64 episode index), ``t`` (step in the episode), ``obs``,
 ``new_obs`` (float32 fixed-size lists / scalars), ``terminateds``, ``truncateds`` (bool).
 Rows are shuffled once with ``SHUFFLE_SEED`` because RLlib streams the rows in file order.
 
-Settings verified with a one-iteration ``BCConfig`` run on ``fttpo/TreatmentSim-v0`` on a
-2-CPU machine (see ``tests/data/test_parquet.py``); :func:`configure_rllib_offline` applies
-them::
+Settings verified with one or two ``train()`` iterations of RLlib's ``BCConfig``,
+``MARWILConfig``, ``IQLConfig`` and ``CQLConfig`` on ``fttpo/TreatmentSim-v0`` on a 2-CPU machine
+(local learner, no env runners); :func:`configure_rllib_offline` applies them::
 
     obs_space, act_space = dataset_spaces(dataset_id)
     config.environment("fttpo/TreatmentSim-v0",         # the dataset's env; the spaces are
@@ -22,17 +22,19 @@ them::
     config.offline_data(**rllib_offline_data_kwargs(dataset_id))
     # = input_=[to_parquet(dataset_id)], input_read_method="read_parquet",
     #   materialize_data=True, materialize_mapped_data=False,
-    #   map_batches_kwargs={"concurrency": 1, "num_cpus": 1},
-    #   iter_batches_kwargs={"prefetch_batches": 1},
-    #   dataset_num_iters_per_learner=1
+    #   map_batches_kwargs={"concurrency": 1}, iter_batches_kwargs={"prefetch_batches": 1},
+    #   dataset_num_iters_per_learner=2
     config.learners(num_learners=0)                     # local learner; no extra actor
     config.env_runners(num_env_runners=0)
 
-``materialize_data=True`` and a map concurrency of 1 avoid the hang of the default streaming
-pipeline on 2 CPUs. ``materialize_mapped_data`` must stay ``False`` for algorithms whose
-pre-learner connectors depend on the module (IQL/CQL/MARWIL add next-obs/value columns with the
-current module); raise ``dataset_num_iters_per_learner`` for more gradient steps per
-``train()``.
+- ``materialize_data=True`` and a map concurrency of 1 avoid the hang of the default streaming
+  pipeline on 2 CPUs (RLlib's default concurrency is 2 pre-learner actors).
+- ``materialize_mapped_data`` stays ``False``: the pre-learner's connectors use the current
+  module, so mapping once and freezing the result would be wrong for IQL/CQL/MARWIL.
+- ``dataset_num_iters_per_learner=2`` (not 1): with a local learner and exactly 1, RLlib 2.60's
+  CQL passes a batch where the learner expects iterators and fails with ``KeyError: 0``; BC,
+  MARWIL and IQL work with any value. Each ``train()`` then runs that many minibatch updates.
+- CQL (a SAC subclass) also needs ``.training(lr=None)`` — RLlib's own rule, not ours.
 """
 
 from __future__ import annotations
@@ -133,9 +135,9 @@ def rllib_offline_data_kwargs(dataset_id: str, **overrides: Any) -> dict[str, An
         "input_read_method": "read_parquet",
         "materialize_data": True,
         "materialize_mapped_data": False,
-        "map_batches_kwargs": {"concurrency": 1, "num_cpus": 1},
+        "map_batches_kwargs": {"concurrency": 1},
         "iter_batches_kwargs": {"prefetch_batches": 1},
-        "dataset_num_iters_per_learner": 1,
+        "dataset_num_iters_per_learner": 2,
         **overrides,
     }
 

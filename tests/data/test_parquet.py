@@ -80,4 +80,4 @@ def test_rllib_bc_trains_one_iteration_on_the_export(treatment_dataset: DatasetI
         ray.shutdown()
     learner = result["learners"]["default_policy"]
     assert np.isfinite(learner["policy_loss"])
-    assert result["learners"]["__all_modules__"]["num_env_steps_trained"] == 256
+    assert result["learners"]["__all_modules__"]["num_env_steps_trained"] >= 256
