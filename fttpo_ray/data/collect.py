@@ -29,7 +29,7 @@ import numpy as np
 
 from fttpo_ray.data.envs import make_env
 from fttpo_ray.data.load import dataset_exists, dataset_path, load_transitions
-from fttpo_ray.data.policies import ORACLE, RANDOM, Policy, RandomPolicy, make_policy
+from fttpo_ray.data.policies import ORACLE, Policy, RandomPolicy, make_policy
 from fttpo_ray.errors import ConfigError, DatasetError, EnvironmentSpecError
 
 logger = logging.getLogger(__name__)
@@ -210,8 +210,14 @@ def collect_dataset(
 
     if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
         raise ConfigError(f"`episodes` must be an integer >= 1; got {episodes!r}")
-    if isinstance(reference_episodes, bool) or not isinstance(reference_episodes, int) or reference_episodes < 1:
-        raise ConfigError(f"`reference_episodes` must be an integer >= 1; got {reference_episodes!r}")
+    if (
+        isinstance(reference_episodes, bool)
+        or not isinstance(reference_episodes, int)
+        or reference_episodes < 1
+    ):
+        raise ConfigError(
+            f"`reference_episodes` must be an integer >= 1; got {reference_episodes!r}"
+        )
     final = dataset_path(dataset_id)
     if dataset_exists(dataset_id) and not overwrite:
         raise DatasetError(
@@ -261,7 +267,9 @@ def collect_dataset(
         )
         metadata[META_REFERENCE_POLICY] = str(reference_policy)
 
-    _write_atomically(dataset_id, final, buffers, metadata, spec, observation_space, action_space, overwrite)
+    _write_atomically(
+        dataset_id, final, buffers, metadata, spec, observation_space, action_space, overwrite
+    )
     steps = int(sum(len(b.rewards) for b in buffers))
     info = _summary(dataset_id, final, returns, steps, ref_min, ref_max)
     logger.info("%s", info)

@@ -133,7 +133,9 @@ def read_metadata(dataset_id: str) -> dict[str, Any]:
     return metadata
 
 
-def dataset_spaces(dataset_id: str, metadata: dict[str, Any] | None = None) -> tuple[gym.Space, gym.Space]:
+def dataset_spaces(
+    dataset_id: str, metadata: dict[str, Any] | None = None
+) -> tuple[gym.Space, gym.Space]:
     """``(observation_space, action_space)`` stored with the dataset."""
     from minari.serialization import deserialize_space
 
@@ -295,7 +297,9 @@ def _build(dataset_id: str, path: Path, metadata: dict[str, Any], key: str | Non
     arrays = _read_cache(cache_file) if cache_file else None
     if arrays is None:
         start = time.perf_counter()
-        arrays = _convert(dataset_id, path / MINARI_DATA_DIR, metadata, observation_space, action_space)
+        arrays = _convert(
+            dataset_id, path / MINARI_DATA_DIR, metadata, observation_space, action_space
+        )
         arrays["actions"] = normalize_actions(arrays["actions"], low, high)
         logger.info(
             "Converted '%s' (%d transitions) in %.2f s",
@@ -478,7 +482,9 @@ def _read_cache(cache_dir: Path) -> dict[str, np.ndarray] | None:
     if not cache_dir.is_dir():
         return None
     try:
-        arrays = {name: np.load(cache_dir / f"{name}.npy", allow_pickle=False) for name in _ARRAY_FIELDS}
+        arrays = {
+            name: np.load(cache_dir / f"{name}.npy", allow_pickle=False) for name in _ARRAY_FIELDS
+        }
     except Exception as err:  # noqa: BLE001 - a bad cache is rebuilt, never trusted
         logger.warning("Ignoring unreadable cache %s (%s)", cache_dir, _one_line(err))
         return None

@@ -188,4 +188,3 @@ def make_policy(
             )
         return OraclePolicy()
     return CheckpointPolicy(policy, env, deterministic=deterministic, seed=seed)
-

@@ -98,7 +98,9 @@ def policy_stats(
 ) -> PolicyStats:
     """Return (mean ± s.e.), violation rate and deaths of the uniform-random or oracle policy."""
     if policy not in (RANDOM_POLICY, ORACLE_POLICY):
-        raise ConfigError(f"`policy` must be '{RANDOM_POLICY}' or '{ORACLE_POLICY}'; got {policy!r}")
+        raise ConfigError(
+            f"`policy` must be '{RANDOM_POLICY}' or '{ORACLE_POLICY}'; got {policy!r}"
+        )
     env, sim = _treatment(env_id)
     env.action_space.seed(seed)
     returns, violations, actions, deaths = [], 0, 0, 0
@@ -106,7 +108,9 @@ def policy_stats(
         env.reset(seed=seed + episode)
         total, done = 0.0, False
         while not done:
-            action = env.action_space.sample() if policy == RANDOM_POLICY else sim.myopic_oracle_action()
+            action = (
+                env.action_space.sample() if policy == RANDOM_POLICY else sim.myopic_oracle_action()
+            )
             _, reward, terminated, truncated, info = env.step(action)
             total += reward
             violations += int(info[INFO_PROHIBITED])
@@ -130,7 +134,9 @@ def policy_stats(
 def summary(episodes: int = 1000, seed: int = 0) -> str:
     """The reference numbers of ``docs/datasets.md`` as text (one line per measurement)."""
     share, share_se = prohibited_share(TREATMENT_ENV_ID, seed=seed)
-    lines = [f"prohibited share of uniform doses at random-policy states: {share:.4f} ± {share_se:.4f}"]
+    lines = [
+        f"prohibited share of uniform doses at random-policy states: {share:.4f} ± {share_se:.4f}"
+    ]
     for env_id in (TREATMENT_ENV_ID, TREATMENT_LETHAL_ENV_ID):
         for policy in (RANDOM_POLICY, ORACLE_POLICY):
             lines.append(str(policy_stats(env_id, policy, episodes=episodes, seed=seed)))

@@ -177,9 +177,7 @@ class TreatmentSimEnv(gym.Env[np.ndarray, np.ndarray]):
         self._t = 0
         return self._draw(self._mu).astype(np.float32), {}
 
-    def step(
-        self, action: np.ndarray
-    ) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         mu = self._current_mean()
         raw = float(np.asarray(action, dtype=np.float64).reshape(-1)[0])
         if not math.isfinite(raw):

@@ -34,8 +34,10 @@ def pendulum_module_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path
     from ray.rllib.algorithms.ppo import PPOConfig
 
     root = tmp_path_factory.mktemp("ppo_module_ckpt")
-    spec = PPOConfig().rl_module(model_config={"fcnet_hiddens": [8]}).get_rl_module_spec(
-        env=gym.make("Pendulum-v1")
+    spec = (
+        PPOConfig()
+        .rl_module(model_config={"fcnet_hiddens": [8]})
+        .get_rl_module_spec(env=gym.make("Pendulum-v1"))
     )
     spec.build().save_to_path(root / "learner_group" / "learner" / "rl_module" / "default_policy")
     return root

@@ -70,7 +70,11 @@ def test_collect_subprocess_existing_id_exits_2_with_one_line(
 def test_collect_errors_exit_2(
     minari_root: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
 ) -> None:
-    defaults = {"--env": "fttpo/TreatmentSim-v0", "--episodes": "1", "--dataset-id": "test/cli-err-v0"}
+    defaults = {
+        "--env": "fttpo/TreatmentSim-v0",
+        "--episodes": "1",
+        "--dataset-id": "test/cli-err-v0",
+    }
     defaults.update(dict(zip(args[::2], args[1::2], strict=True)))
     argv = ["collect", "--reference-policy", "none"] + [x for kv in defaults.items() for x in kv]
     assert main(argv) == 2

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from fttpo_ray.data import DatasetInfo, collect_dataset, dataset_path, load_transitions
-from fttpo_ray.data.collect import META_POLICY, META_SEED, REFERENCE_SEED
+from fttpo_ray.data.collect import META_POLICY, META_SEED
 from fttpo_ray.data.policies import CheckpointPolicy, find_module_checkpoint
 from fttpo_ray.errors import ConfigError, DatasetError, EnvironmentSpecError
 from tests.data.conftest import LETHAL_ID, TREATMENT_ID
@@ -87,8 +87,12 @@ def test_dataset_matches_a_replay_of_the_same_seeds(treatment_dataset: DatasetIn
 
 
 def test_same_seed_gives_identical_data(minari_root: Path) -> None:
-    collect_dataset("fttpo/TreatmentSim-v0", "random", 3, "test/same-a-v0", seed=5, reference_policy=None)
-    collect_dataset("fttpo/TreatmentSim-v0", "random", 3, "test/same-b-v0", seed=5, reference_policy=None)
+    collect_dataset(
+        "fttpo/TreatmentSim-v0", "random", 3, "test/same-a-v0", seed=5, reference_policy=None
+    )
+    collect_dataset(
+        "fttpo/TreatmentSim-v0", "random", 3, "test/same-b-v0", seed=5, reference_policy=None
+    )
     a, b = load_transitions("test/same-a-v0"), load_transitions("test/same-b-v0")
     for name in ("obs", "actions", "rewards", "new_obs"):
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
@@ -154,7 +158,11 @@ def test_failure_while_writing_leaves_nothing_and_keeps_the_old_dataset(
         ({"env_id": "NoSuchEnv-v3"}, EnvironmentSpecError, "unknown environment id 'NoSuchEnv-v3'"),
         ({"dataset_id": "no version"}, DatasetError, "is malformed"),
         ({"policy": "/no/such/checkpoint"}, ConfigError, "neither 'random' nor an existing"),
-        ({"policy": "oracle", "env_id": "Pendulum-v1"}, ConfigError, "needs an env with a safety oracle"),
+        (
+            {"policy": "oracle", "env_id": "Pendulum-v1"},
+            ConfigError,
+            "needs an env with a safety oracle",
+        ),
     ],
 )
 def test_bad_input_raises_one_line_errors(
@@ -194,9 +202,10 @@ def test_checkpoint_policy_acts_within_the_bounds(
     assert info.ref_min_score is None  # no reference policy for Pendulum
     episode = minari.load_dataset("test/pendulum-ckpt-v0")[0]
     assert np.abs(episode.actions).max() <= 2.0
-    assert "(deterministic)" in minari.load_dataset("test/pendulum-ckpt-v0").storage.metadata[
-        "algorithm_name"
-    ]
+    assert (
+        "(deterministic)"
+        in minari.load_dataset("test/pendulum-ckpt-v0").storage.metadata["algorithm_name"]
+    )
     # Deterministic: the action is the distribution's mode, mapped from [-1, 1] to [-2, 2].
     env = gym.make("Pendulum-v1")
     policy = CheckpointPolicy(pendulum_module_checkpoint, env, deterministic=True)

@@ -41,8 +41,12 @@ def test_parquet_has_rllib_columns_and_all_rows(lethal_dataset: DatasetInfo) -> 
     np.testing.assert_array_equal(new_obs, transitions.new_obs)
     actions = np.stack(table.column("actions").to_numpy(zero_copy_only=False))[order]
     np.testing.assert_array_equal(actions, transitions.actions)
-    np.testing.assert_array_equal(table.column("terminateds").to_numpy()[order], transitions.terminateds)
-    np.testing.assert_array_equal(table.column("truncateds").to_numpy()[order], transitions.truncateds)
+    np.testing.assert_array_equal(
+        table.column("terminateds").to_numpy()[order], transitions.terminateds
+    )
+    np.testing.assert_array_equal(
+        table.column("truncateds").to_numpy()[order], transitions.truncateds
+    )
     np.testing.assert_array_equal(table.column("eps_id").to_numpy()[order], transitions.episode_ids)
 
 

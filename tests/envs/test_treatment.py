@@ -162,7 +162,8 @@ def test_covariance_is_psd_singular_correlation_over_two() -> None:
 
 
 def test_observation_noise_has_covariance_c() -> None:
-    """Statistical: 40 000 draws; empirical covariance within 0.02 of C entry-wise (s.e. ≈ 0.004)."""
+    """Statistical: 40 000 draws; empirical covariance within 0.02 of C entry-wise
+    (s.e. ≈ 0.004)."""
     sim = gym.make(TREATMENT_ENV_ID).unwrapped
     sim.reset(seed=11)
     mu = np.array(sim.hidden_state)
