@@ -30,6 +30,9 @@ class DatasetRecipe:
     episodes: int
     policy: str = RANDOM
     seed: int = 0
+    #: Episodes per reference policy (Minari's ref_min/ref_max scores). The treatment simulator is
+    #: very noisy (s.e. ~0.3 per 1 000 episodes), so its known datasets use 1 000.
+    reference_episodes: int = 1000
 
 
 #: Dataset ids that :func:`ensure_dataset` can create without being told the env.
@@ -87,6 +90,7 @@ def ensure_dataset(
             episodes=recipe.episodes,
             dataset_id=dataset_id,
             seed=recipe.seed,
+            reference_episodes=recipe.reference_episodes,
         )
     except DatasetError:
         if dataset_exists(dataset_id):  # another trial created it meanwhile
