@@ -17,13 +17,23 @@ LETHAL_ID = "test/treatment-lethal/random-v0"
 
 @pytest.fixture(scope="session")
 def treatment_dataset(minari_root: Path) -> DatasetInfo:
-    return collect_dataset("fttpo/TreatmentSim-v0", "random", 50, TREATMENT_ID, seed=0)
+    # Other test packages may already have created this id (``ensure_dataset``) in the shared
+    # session root; recollect it so these tests know exactly how it was made.
+    return collect_dataset(
+        "fttpo/TreatmentSim-v0", "random", 50, TREATMENT_ID, seed=0, overwrite=True
+    )
 
 
 @pytest.fixture(scope="session")
 def lethal_dataset(minari_root: Path) -> DatasetInfo:
     return collect_dataset(
-        "fttpo/TreatmentSimLethal-v0", "random", 20, LETHAL_ID, seed=0, reference_episodes=10
+        "fttpo/TreatmentSimLethal-v0",
+        "random",
+        20,
+        LETHAL_ID,
+        seed=0,
+        reference_episodes=10,
+        overwrite=True,
     )
 
 
