@@ -1,0 +1,213 @@
+"""Shared helpers of the benchmark scripts: machine description, results files, a plain PyTorch
+FtTPO loop (no Ray) over the library's own ``fttpo_losses``, and the benchmark Minari root.
+
+Benchmarks keep their datasets out of the user's Minari root: unless ``MINARI_DATASETS_PATH`` is
+already set, it is set to ``BENCH_MINARI_ROOT`` before anything imports Minari.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+BENCH_MINARI_ROOT = "/tmp/fttpo_bench_minari"
+os.environ.setdefault("MINARI_DATASETS_PATH", BENCH_MINARI_ROOT)
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+TREATMENT_DATASET = "fttpo/treatment/random-v0"
+LETHAL_DATASET = "fttpo/treatment-lethal/random-v0"
+CHEETAH_RANDOM_DATASET = "mujoco/halfcheetah/random-fttpo-v0"
+CHEETAH_RANDOM_EPISODES = 100
+
+
+def machine() -> dict[str, Any]:
+    """nproc, CPU model, torch threads, load averages, versions, git commit."""
+    model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = bool(
+            subprocess.run(
+                ["git", "status", "--porcelain", "--", "fttpo_ray"],
+                cwd=REPO_ROOT,
+                capture_output=True,
+                text=True,
+            ).stdout.strip()
+        )
+    except (OSError, subprocess.CalledProcessError):
+        commit, dirty = "unknown", False
+    import ray
+
+    return {
+        "nproc": os.cpu_count(),
+        "cpu_model": model,
+        "torch_threads": torch.get_num_threads(),
+        "loadavg": list(os.getloadavg()),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "ray": ray.__version__,
+        "git_commit": commit,
+        "fttpo_ray_uncommitted_changes": dirty,
+        "minari_root": os.environ.get("MINARI_DATASETS_PATH"),
+    }
+
+
+def command_line() -> str:
+    return (
+        "MINARI_DATASETS_PATH="
+        + os.environ["MINARI_DATASETS_PATH"]
+        + " "
+        + " ".join(shlex.quote(a) for a in [".venv/bin/python", *sys.argv])
+    )
+
+
+def write_results(name: str, payload: dict[str, Any], markdown: str) -> None:
+    """``benchmarks/results/<name>.json`` and ``<name>.md`` (command, machine, tables)."""
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    info = machine()
+    payload = {"command": command_line(), "machine": info, **payload}
+    (RESULTS_DIR / f"{name}.json").write_text(json.dumps(payload, indent=2, default=float) + "\n")
+    header = (
+        f"# {name}\n\n"
+        f"Command (repository root): `{payload['command']}`\n\n"
+        f"Git commit: `{info['git_commit']}`"
+        f"{' (with uncommitted changes under fttpo_ray/)' if info['fttpo_ray_uncommitted_changes'] else ''}\n\n"
+        f"Machine: {info['nproc']} CPUs ({info['cpu_model']}), torch {info['torch']}, "
+        f"ray {info['ray']}, Python {info['python']}; load average at the end "
+        f"{', '.join(f'{x:.1f}' for x in info['loadavg'])} (the machine is shared with other "
+        f"jobs: compare only numbers measured side by side in one run).\n\n"
+    )
+    (RESULTS_DIR / f"{name}.md").write_text(header + markdown.rstrip() + "\n")
+
+
+def ensure_cheetah_random() -> str:
+    """The HalfCheetah-v5 uniform-random dataset (``CHEETAH_RANDOM_EPISODES`` x 1 000 steps)."""
+    from fttpo_ray.data import collect_dataset, dataset_exists
+
+    if not dataset_exists(CHEETAH_RANDOM_DATASET):
+        collect_dataset(
+            env_id="HalfCheetah-v5",
+            policy="random",
+            episodes=CHEETAH_RANDOM_EPISODES,
+            dataset_id=CHEETAH_RANDOM_DATASET,
+            seed=0,
+            reference_policy=None,
+        )
+    return CHEETAH_RANDOM_DATASET
+
+
+def median(xs: list[float]) -> float:
+    return float(np.median(np.asarray(xs, dtype=np.float64)))
+
+
+class PlainLoop:
+    """FtTPO without Ray: the same module class, ``fttpo_losses``, Adam per network, one backward
+    pass, per-step polyak — what the RLlib learner does, minus RLlib.
+
+    ``config`` is an :class:`FtTPOConfig` (only its hyper-parameters are read).
+    """
+
+    def __init__(self, config: Any, observation_space: Any, action_space: Any, seed: int = 0):
+        from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+
+        from fttpo_ray.rl_module.fttpo_rl_module import FtTPOTorchRLModule
+
+        torch.manual_seed(seed)
+        self.config = config
+        self.module = RLModuleSpec(
+            module_class=FtTPOTorchRLModule,
+            observation_space=observation_space,
+            action_space=action_space,
+            model_config={"fcnet_hiddens": [256, 256], **config._model_config_auto_includes},
+        ).build()
+        self.optimizers = self._optimizers()
+
+    def _optimizers(self) -> list[torch.optim.Optimizer]:
+        from fttpo_ray.rl_module.fttpo_rl_module import (
+            FAT_VARIANTS,
+            THIN_ACTING_VARIANTS,
+            VARIANT_FTTPO,
+        )
+
+        m, c = self.module, self.config
+        groups = [(list(m.q1.parameters()) + list(m.q2.parameters()), c.critic_lr)]
+        groups.append((list(m.value.parameters()), c.value_lr))
+        shared = list(m.policy_torso.parameters()) + list(m.loc_head.parameters())
+        if m.variant in FAT_VARIANTS:
+            groups.append((shared + list(m.fat_scale_head.parameters()), c.actor_lr))
+        if m.variant in THIN_ACTING_VARIANTS:
+            thin = list(m.thin_scale_head.parameters())
+            if m.variant != VARIANT_FTTPO:
+                thin = shared + thin
+            groups.append((thin, c.actor_lr))
+        return [torch.optim.Adam(p, lr=lr) for p, lr in groups]
+
+    def step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        from fttpo_ray.algorithms.fttpo.torch.fttpo_torch_learner import fttpo_losses
+
+        fwd = self.module.forward_train(batch)
+        named, _ = fttpo_losses(self.module, batch, fwd, self.config)
+        for opt in self.optimizers:
+            opt.zero_grad(set_to_none=True)
+        sum(named.values()).backward()
+        for opt in self.optimizers:
+            opt.step()
+        with torch.no_grad():
+            for online, target in self.module.target_network_pairs():
+                torch._foreach_lerp_(
+                    list(target.parameters()), list(online.parameters()), self.config.polyak
+                )
+        return named
+
+
+class BatchSampler:
+    """Uniform minibatches (with replacement) of a dataset's flat transitions, as tensors."""
+
+    def __init__(self, dataset_id: str, batch_size: int = 256, seed: int = 0):
+        from ray.rllib.core.columns import Columns
+
+        from fttpo_ray.data import load_transitions
+
+        tr = load_transitions(dataset_id)
+        self.transitions = tr
+        self.table = {
+            Columns.OBS: torch.from_numpy(tr.obs),
+            Columns.ACTIONS: torch.from_numpy(tr.actions),
+            Columns.REWARDS: torch.from_numpy(tr.rewards),
+            Columns.NEXT_OBS: torch.from_numpy(tr.new_obs),
+            Columns.TERMINATEDS: torch.from_numpy(tr.terminateds).to(torch.bool),
+        }
+        self.n = len(tr)
+        self.batch_size = batch_size
+        self.gen = torch.Generator().manual_seed(seed)
+
+    def __call__(self) -> dict[str, torch.Tensor]:
+        idx = torch.randint(self.n, (self.batch_size,), generator=self.gen)
+        return {k: v[idx] for k, v in self.table.items()}
+
+
+def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
+    start = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - start
