@@ -1,0 +1,500 @@
+"""Quality and safety on the treatment simulator (spec §4–§5): FtTPO and its baselines, RLlib's
+IQL and CQL, and reference policies, all on the same evaluation episodes.
+
+Two modes:
+
+- ``run``: train the given methods for the given seeds on one environment and append one JSON
+  record per (method, seed) to ``benchmarks/results/treatment_runs.jsonl``. Every method is
+  evaluated every ``evaluation.every`` gradient steps on ``evaluation.episodes`` episodes and,
+  at the end, on ``evaluation.final_episodes`` episodes; episode ``i`` resets with
+  ``evaluation.seed + i`` for every policy (common random numbers).
+- ``report``: the reference rows (no treatment, uniform random, myopic oracle on the same
+  episodes) plus the table of the recorded runs -> ``benchmarks/results/treatment.{json,md}``.
+
+Every hyper-parameter (per method), the number of steps and the evaluation protocol come from
+``benchmarks/treatment.yaml`` (``--config``). The commands behind the committed results are in
+``benchmarks/README.md`` and in each record of the runs file; for example::
+
+    .venv/bin/python benchmarks/treatment.py run --env normal --methods fttpo iql --seeds 0 1 2
+    .venv/bin/python benchmarks/treatment.py report
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import _common as c
+import numpy as np
+import torch
+import yaml
+
+ENVS = {
+    "normal": ("fttpo/TreatmentSim-v0", c.TREATMENT_DATASET),
+    "lethal": ("fttpo/TreatmentSimLethal-v0", c.LETHAL_DATASET),
+}
+CONFIG_FILE = Path(__file__).resolve().with_name("treatment.yaml")
+CONFIG_KEYS = {"certified", "common", "evaluation", "methods", "steps"}
+ALGORITHMS = ("FtTPO", "IQL", "CQL")
+RUNS_FILE = c.RESULTS_DIR / "treatment_runs.jsonl"
+CERTIFIED_RUNS_FILE = c.RESULTS_DIR / "treatment_certified_runs.jsonl"
+
+
+def load_config(path: Path = CONFIG_FILE) -> dict[str, Any]:
+    """The benchmark YAML, checked: top-level keys, and each method's ``algorithm``."""
+    cfg = yaml.safe_load(Path(path).read_text())
+    if set(cfg) != CONFIG_KEYS:
+        raise ValueError(
+            f"{path}: expected top-level keys {sorted(CONFIG_KEYS)}; got {sorted(cfg)}"
+        )
+    for name, method in cfg["methods"].items():
+        if set(method) != {"algorithm", "training"} or method["algorithm"] not in ALGORITHMS:
+            raise ValueError(
+                f"{path}: method {name!r} needs `algorithm` (one of {ALGORITHMS}) and `training`; "
+                f"got {method}"
+            )
+    return cfg
+
+
+def fttpo_config(
+    cfg: dict[str, Any], method: str, env_key: str, seed: int, steps_per_iteration: int
+) -> Any:
+    """``FtTPOConfig`` of an FtTPO-family method; evaluation off (``evaluate_policies`` is
+    called directly) unless the caller turns it on."""
+    import fttpo_ray
+
+    return (
+        fttpo_ray.FtTPOConfig()
+        .dataset(ENVS[env_key][1])
+        .training(
+            num_gradient_steps_per_iteration=steps_per_iteration,
+            **cfg["common"],
+            **cfg["methods"][method]["training"],
+        )
+        .evaluation(evaluation_interval=None)
+        .debugging(seed=seed)
+    )
+
+
+def _summary(metrics: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items()}
+
+
+def build_algo(cfg: dict[str, Any], method: str, env_key: str, seed: int) -> Any:
+    """One ``train()`` = ``evaluation.every`` gradient steps + an evaluation on
+    ``evaluation.episodes`` episodes (RLlib built-ins through ``configure_evaluation``)."""
+    from fttpo_ray.data.parquet import configure_rllib_offline
+    from fttpo_ray.evaluation import configure_evaluation
+
+    ev = cfg["evaluation"]
+    algorithm = cfg["methods"][method]["algorithm"]
+    dataset_id = ENVS[env_key][1]
+    if algorithm == "FtTPO":
+        config = fttpo_config(cfg, method, env_key, seed, ev["every"]).evaluation(
+            evaluation_interval=1, evaluation_duration=ev["episodes"], evaluation_seed=ev["seed"]
+        )
+        return config.build_algo()
+    if algorithm == "IQL":
+        from ray.rllib.algorithms.iql import IQLConfig as Config
+    else:
+        from ray.rllib.algorithms.cql import CQLConfig as Config
+    config = Config().training(**cfg["common"], **cfg["methods"][method]["training"])
+    configure_rllib_offline(config, dataset_id, dataset_num_iters_per_learner=ev["every"])
+    config.learners(num_learners=0).env_runners(num_env_runners=0).debugging(seed=seed)
+    configure_evaluation(
+        config, episodes=ev["episodes"], seed=ev["seed"], interval=1, dataset_id=dataset_id
+    )
+    return config.build_algo()
+
+
+def final_policies(algo: Any, algorithm: str) -> list[Any]:
+    from ray.rllib.core import DEFAULT_MODULE_ID
+
+    from fttpo_ray.evaluation import fttpo_policies, rllib_module_policy
+
+    module = algo.learner_group._learner.module[DEFAULT_MODULE_ID]
+    if algorithm == "FtTPO":
+        return fttpo_policies(module.unwrapped())
+    return [rllib_module_policy(module)]
+
+
+def run_one(cfg: dict[str, Any], method: str, env_key: str, seed: int) -> dict[str, Any]:
+    """Train, evaluating every ``evaluation.every`` steps; then the final evaluation."""
+    from fttpo_ray.evaluation import evaluate_policies
+
+    ev = cfg["evaluation"]
+    algo = build_algo(cfg, method, env_key, seed)
+    try:
+        curve = []
+        for it in range(cfg["steps"] // ev["every"]):
+            result = algo.train()
+            point = {
+                "steps": (it + 1) * ev["every"],
+                **{
+                    p: _summary(result["evaluation"][p])
+                    for p in ("thin", "fat")
+                    if p in result["evaluation"]
+                },
+            }
+            curve.append(point)
+            returns = {
+                p: round(point[p]["episode_return_mean"], 3) for p in ("thin", "fat") if p in point
+            }
+            print(method, env_key, seed, point["steps"], returns, flush=True)
+        final = evaluate_policies(
+            final_policies(algo, cfg["methods"][method]["algorithm"]),
+            ENVS[env_key][0],
+            episodes=ev["final_episodes"],
+            seed=ev["seed"],
+        )
+    finally:
+        algo.stop()
+    return {"curve": curve, "final": {p: _summary(v) for p, v in final.items()}}
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    import ray
+
+    import fttpo_ray  # noqa: F401  (registers the envs)
+    from fttpo_ray.data import ensure_dataset
+
+    cfg = load_config(args.config)
+    unknown = sorted(set(args.methods) - set(cfg["methods"]))
+    if unknown:
+        raise SystemExit(
+            f"unknown methods {unknown}; {args.config} defines {sorted(cfg['methods'])}"
+        )
+    torch.set_num_threads(1)
+    ensure_dataset(ENVS[args.env][1])
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        for method in args.methods:
+            for seed in args.seeds:
+                start = time.perf_counter()
+                out = run_one(cfg, method, args.env, seed)
+                record = {
+                    "method": method,
+                    "env": args.env,
+                    "seed": seed,
+                    "steps": cfg["steps"],
+                    "config": {"common": cfg["common"], **cfg["methods"][method]},
+                    "wall_s": time.perf_counter() - start,
+                    "command": c.command_line(),
+                    "machine": c.machine(),
+                    **out,
+                }
+                with Path(args.runs_file).open("a") as f:
+                    f.write(json.dumps(record, default=float) + "\n")
+                print("done", method, args.env, seed, f"{record['wall_s']:.0f}s", flush=True)
+    finally:
+        ray.shutdown()
+
+
+# ---- reference policies -------------------------------------------------------------------------
+
+
+def reference_rollouts(env_id: str, episodes: int, seed: int) -> dict[str, dict[str, float]]:
+    """No treatment (a = 0), uniform random, myopic oracle, on episodes ``seed + i``."""
+    import gymnasium as gym
+
+    from fttpo_ray.evaluation.safety import clopper_pearson_upper
+
+    env = gym.make(env_id)
+    rng = np.random.default_rng(seed)
+    policies = {
+        "no treatment (a = 0)": lambda e: np.zeros(1, np.float32),
+        "uniform random (behaviour)": lambda e: rng.uniform(-1.0, 1.0, size=1).astype(np.float32),
+        "myopic oracle": lambda e: np.asarray(e.myopic_oracle_action(), np.float32).reshape(1),
+    }
+    out = {}
+    for name, act in policies.items():
+        returns, violations, actions, deaths = [], 0, 0, 0
+        for i in range(episodes):
+            env.reset(seed=seed + i)
+            total, done = 0.0, False
+            while not done:
+                a = act(env.unwrapped)
+                violations += int(env.unwrapped.prohibited(a)[0])
+                actions += 1
+                _, r, term, trunc, _ = env.step(a)
+                total += float(r)
+                deaths += int(term)
+                done = term or trunc
+            returns.append(total)
+        r = np.asarray(returns)
+        out[name] = {
+            "episode_return_mean": float(r.mean()),
+            "episode_return_sem": float(r.std(ddof=1) / math.sqrt(len(r))),
+            "violations": float(violations),
+            "actions": float(actions),
+            "violation_rate": violations / actions,
+            "violation_rate_ub95": clopper_pearson_upper(violations, actions),
+            "deaths_per_100_episodes": 100.0 * deaths / episodes,
+        }
+    env.close()
+    return out
+
+
+# ---- report --------------------------------------------------------------------------------------
+
+
+def _mean_se(xs: list[float]) -> tuple[float, float]:
+    a = np.asarray(xs, dtype=np.float64)
+    se = float(a.std(ddof=1) / math.sqrt(len(a))) if len(a) > 1 else float("nan")
+    return float(a.mean()), se
+
+
+def _fmt(mean: float, se: float, digits: int = 2) -> str:
+    return f"{mean:.{digits}f} ± {se:.{digits}f}"
+
+
+def _read(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _policy_row(label: str, finals: list[dict], seeds: list[int], score: Any) -> dict[str, Any]:
+    """Pooled safety counts and mean ± s.e. over seeds of one policy's final evaluations."""
+    from fttpo_ray.evaluation.safety import clopper_pearson_upper
+
+    v = int(sum(f["violations"] for f in finals))
+    n = int(sum(f["actions"] for f in finals))
+    last = _mean_se([f["episode_return_mean"] for f in finals])
+    return {
+        "policy": label,
+        "seeds": seeds,
+        "return_last": last,
+        "score_last": score(last[0]),
+        "violations": v,
+        "actions": n,
+        "violation_rate": v / n,
+        "violation_rate_ub95": clopper_pearson_upper(v, n),
+        "prohibited_mass_mean": _mean_se([f["prohibited_mass_mean"] for f in finals]),
+        "prohibited_mass_zero_frac": float(
+            np.mean([f["prohibited_mass_zero_frac"] for f in finals])
+        ),
+        "support_halfwidth_mean": (
+            _mean_se([f["support_halfwidth_mean"] for f in finals])
+            if "support_halfwidth_mean" in finals[0]
+            else None
+        ),
+        "deaths_per_100_episodes": _mean_se([f["deaths_per_100_episodes"] for f in finals]),
+    }
+
+
+def _safety_cells(row: dict[str, Any], lethal: bool) -> str:
+    hw = row["support_halfwidth_mean"]
+    return (
+        f"{row['violations']}/{row['actions']} | {row['violation_rate']:.4f} | "
+        f"{row['violation_rate_ub95']:.4f} | {_fmt(*row['prohibited_mass_mean'], digits=3)} | "
+        f"{row['prohibited_mass_zero_frac']:.3f} | {_fmt(*hw, digits=3) if hw else '–'} |"
+        + (f" {_fmt(*row['deaths_per_100_episodes'], digits=1)} |" if lethal else "")
+    )
+
+
+def _seeds(seeds: list[int]) -> str:
+    return ",".join(str(s) for s in sorted(seeds))
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    import fttpo_ray  # noqa: F401
+
+    cfg = load_config(args.config)
+    ev = cfg["evaluation"]
+    records = _read(RUNS_FILE)
+    certified = _read(CERTIFIED_RUNS_FILE)
+    config_path = CONFIG_FILE.relative_to(c.REPO_ROOT)
+    payload: dict[str, Any] = {
+        "config": cfg,
+        "runs_file": str(RUNS_FILE.relative_to(c.REPO_ROOT)),
+        "certified_runs_file": str(CERTIFIED_RUNS_FILE.relative_to(c.REPO_ROOT)),
+        "envs": {},
+    }
+    md = [
+        f"Quality and safety on the treatment simulator. Hyper-parameters: `{config_path}` "
+        f"(gamma {cfg['common']['gamma']}, batch {cfg['common']['train_batch_size_per_learner']}, "
+        f"2x256 MLPs, {cfg['steps']} gradient steps per run). Every policy is evaluated on the "
+        f"same episodes: episode i resets with seed {ev['seed']} + i; stochastic actions.\n",
+        f"- **return (last)**: mean ± s.e. over seeds of each run's final "
+        f"{ev['final_episodes']}-episode evaluation; **return (best)**: mean ± s.e. over seeds of "
+        f"each run's best evaluation every {ev['every']} steps on {ev['episodes']} episodes "
+        "(optimistic: selected on the evaluation episodes).",
+        "- **score** = 100 (R − R_random) / (R_oracle − R_random) with the reference rows "
+        "(same episodes).",
+        "- **violations**: executed doses in the prohibited set (spec §5), pooled over seeds, "
+        "with the one-sided 95% Clopper–Pearson upper bound; **prohibited mass**: π(A_bad | s), "
+        "mean ± s.e. over seeds, and the fraction of visited states where it is exactly 0.",
+        "- Per-run records (each with its command, machine, config and learning curve): "
+        "`treatment_runs.jsonl`; the **seeds** column names the seeds of each row.\n",
+    ]
+    for env_key, (env_id, dataset_id) in ENVS.items():
+        lethal = env_key == "lethal"
+        refs = reference_rollouts(env_id, ev["final_episodes"], ev["seed"])
+        r_rand = refs["uniform random (behaviour)"]["episode_return_mean"]
+        r_orc = refs["myopic oracle"]["episode_return_mean"]
+
+        def score(r: float, r_rand: float = r_rand, r_orc: float = r_orc) -> float:
+            return 100.0 * (r - r_rand) / (r_orc - r_rand)
+
+        header = (
+            "| policy | seeds | return (last) | return (best) | score | violations | rate "
+            "| 95% UB | prohibited mass | mass = 0 | thin half-width |"
+            + (" deaths/100 ep |" if lethal else "")
+        )
+        md += [f"\n## {env_id} (dataset `{dataset_id}`)\n", header]
+        md.append("|" + "---|" * (header.count("|") - 1))
+        for name, ref in refs.items():
+            md.append(
+                f"| reference: {name} | – | "
+                f"{_fmt(ref['episode_return_mean'], ref['episode_return_sem'])}"
+                f" (s.e. over episodes) | – | {score(ref['episode_return_mean']):.1f} | "
+                f"{int(ref['violations'])}/{int(ref['actions'])} | {ref['violation_rate']:.4f} | "
+                f"{ref['violation_rate_ub95']:.4f} | – | – | – |"
+                + (f" {ref['deaths_per_100_episodes']:.1f} |" if lethal else "")
+            )
+        rows = []
+        for method in cfg["methods"]:
+            recs = [r for r in records if r["env"] == env_key and r["method"] == method]
+            for policy in ("thin", "fat"):
+                with_policy = [r for r in recs if policy in r["final"]]
+                if not with_policy:
+                    continue
+                label = (
+                    f"{method} ({policy})" if method in ("fttpo", "rar", "reverse_kl") else method
+                )
+                row = _policy_row(
+                    label,
+                    [r["final"][policy] for r in with_policy],
+                    [r["seed"] for r in with_policy],
+                    score,
+                )
+                row["return_best"] = _mean_se(
+                    [max(p[policy]["episode_return_mean"] for p in r["curve"]) for r in with_policy]
+                )
+                rows.append(row)
+                md.append(
+                    f"| {label} | {_seeds(row['seeds'])} | {_fmt(*row['return_last'])} | "
+                    f"{_fmt(*row['return_best'])} | {row['score_last']:.1f} | "
+                    + _safety_cells(row, lethal)
+                )
+        payload["envs"][env_key] = {"env_id": env_id, "references": refs, "rows": rows}
+        cert = [r for r in certified if r["env"] == env_key]
+        if cert:
+            md += certified_section(cert, refs, score, lethal, cfg)
+            payload["envs"][env_key]["certified_rows"] = [
+                _policy_row(p, [r["final"][p] for r in cert], [r["seed"] for r in cert], score)
+                for p in CERTIFIED_POLICIES
+            ]
+    md.append(
+        "\nPublished reference numbers (the paper's simulator code, 1 000 episodes, quoted in "
+        "issue 6, not produced here): no treatment −0.30 ± 0.34, random −8.86 ± 0.31, myopic "
+        "oracle +5.59 ± 0.25; the authors' FtTPO after 50 000 steps: thin −4.19 ± 0.32 with "
+        "45.8% of doses worse than no treatment.\n"
+    )
+    text = "\n".join(md)
+    print(text)
+    c.write_results("treatment", payload, text)
+
+
+CERTIFIED_POLICIES = ("thin", "thin_loc", "thin_certified")
+
+
+def certified_section(
+    recs: list[dict], refs: dict[str, dict], score: Any, lethal: bool, cfg: dict[str, Any]
+) -> list[str]:
+    """Rows of ``treatment_certified.py``: where FtTPO's violations come from, and a proposed
+    change (critic-certified support) — not FtTPO as specified."""
+    seeds = [r["seed"] for r in recs]
+    rows = {
+        p: _policy_row(p, [r["final"][p] for r in recs], seeds, score) for p in CERTIFIED_POLICIES
+    }
+    thin, loc, cert = rows["thin"], rows["thin_loc"], rows["thin_certified"]
+    a0 = refs["no treatment (a = 0)"]
+    oracle = refs["myopic oracle"]
+    header = (
+        "| policy | seeds | return | score | violations | rate | 95% UB | prohibited mass "
+        "| mass = 0 | half-width |" + (" deaths/100 ep |" if lethal else "")
+    )
+    lines = [
+        "\n### Can FtTPO reach zero violations? (`benchmarks/treatment_certified.py`)\n",
+        f"FtTPO trained exactly as above ({recs[0]['steps']} steps, seeds {_seeds(seeds)}), then "
+        "the same learner module evaluated three ways on the same "
+        f"{int(recs[0]['final']['thin']['episodes'])} episodes:\n",
+        "- `thin`: FtTPO's thin policy as specified (stochastic);",
+        "- `thin_loc`: its location only (deterministic, half-width 0);",
+        "- `thin_certified` — **a proposed change to the method, not FtTPO as specified**: the "
+        "thin support intersected with the critic-certified set "
+        f"{{a : Q(s, a) ≥ Q(s, 0) + {cfg['certified']['margin']}}} (Q = min(Q1, Q2) scanned on "
+        f"{cfg['certified']['grid_points']} doses); if the location is not certified it moves to "
+        "the critic's argmax, and if no dose is certified the policy gives a = 0.\n",
+        header,
+        "|" + "---|" * (header.count("|") - 1),
+    ]
+    for label, ref in (("no treatment (a = 0)", a0), ("myopic oracle", oracle)):
+        lines.append(
+            f"| reference: {label} | – | "
+            f"{_fmt(ref['episode_return_mean'], ref['episode_return_sem'])} | "
+            f"{score(ref['episode_return_mean']):.1f} | "
+            f"{int(ref['violations'])}/{int(ref['actions'])} | {ref['violation_rate']:.4f} | "
+            f"{ref['violation_rate_ub95']:.4f} | – | – | – |"
+            + (f" {ref['deaths_per_100_episodes']:.1f} |" if lethal else "")
+        )
+    for row in rows.values():
+        lines.append(
+            f"| {row['policy']} | {_seeds(row['seeds'])} | {_fmt(*row['return_last'])} | "
+            f"{row['score_last']:.1f} | " + _safety_cells(row, lethal)
+        )
+    lines += [
+        "",
+        f"**Finding.** FtTPO as specified does not reach zero violations: its thin policy "
+        f"violates at {thin['violation_rate']:.3f} (95% UB {thin['violation_rate_ub95']:.3f}) "
+        f"and its location alone at {loc['violation_rate']:.3f}. The location comes from the fat "
+        "proposal, i.e. from advantage-weighted regression on the data; shrinking the support "
+        f"around it (half-width {_fmt(*thin['support_halfwidth_mean'], digits=3)}) cannot remove "
+        "violations that the location itself commits. The prohibited set depends on the hidden "
+        "mean μ and covariance C, which the policy does not observe (it sees one noisy draw "
+        "s ~ N(μ, C)); nothing in the loss penalises prohibited doses, and the only safety "
+        "information in the data is the reward, through the critic.",
+        "",
+        f"What is attainable: a = 0 violates at {a0['violation_rate']:.4f} by definition (its "
+        f"return {a0['episode_return_mean']:.2f}), the myopic oracle, which sees μ and C, at "
+        f"{oracle['violation_rate']:.4f} with return {oracle['episode_return_mean']:.2f}. A "
+        "policy that observes only s can be safe at every state only by abstaining wherever the "
+        "sign of r̄(a) − r̄(0) is uncertain given s.",
+        "",
+        f"**Proposed change (not FtTPO as specified).** Certify the support with the critic: "
+        f"thin support ∩ {{a : Q(s,a) ≥ Q(s,0) + margin}}. Measured: violation rate "
+        f"{cert['violation_rate']:.3f} (95% UB {cert['violation_rate_ub95']:.3f}), return "
+        f"{_fmt(*cert['return_last'])} (score {cert['score_last']:.1f}) vs FtTPO's "
+        f"{_fmt(*thin['return_last'])} (score {thin['score_last']:.1f}). The critic is learned "
+        "from 1 200 noisy transitions, so the certificate is only as good as Q; zero violations "
+        "would need a margin that covers the critic's error (e.g. a lower confidence bound from "
+        "an ensemble, margin > 0, falling back to a = 0), trading return for safety.",
+    ]
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="mode", required=True)
+    p = sub.add_parser("run")
+    p.add_argument("--config", type=Path, default=CONFIG_FILE)
+    p.add_argument("--env", choices=tuple(ENVS), required=True)
+    p.add_argument("--methods", nargs="+", required=True)
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--runs-file", default=str(RUNS_FILE), help="JSON-lines file to append to")
+    p.set_defaults(func=cmd_run)
+    p = sub.add_parser("report")
+    p.add_argument("--config", type=Path, default=CONFIG_FILE)
+    p.set_defaults(func=cmd_report)
+    args = parser.parse_args()
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()
