@@ -49,7 +49,7 @@ def machine() -> dict[str, Any]:
         ).stdout.strip()
         dirty = bool(
             subprocess.run(
-                ["git", "status", "--porcelain", "--", "fttpo_ray"],
+                ["git", "status", "--porcelain", "--untracked-files=no", "--", "fttpo_ray"],
                 cwd=REPO_ROOT,
                 capture_output=True,
                 text=True,
@@ -88,11 +88,15 @@ def write_results(name: str, payload: dict[str, Any], markdown: str) -> None:
     info = machine()
     payload = {"command": command_line(), "machine": info, **payload}
     (RESULTS_DIR / f"{name}.json").write_text(json.dumps(payload, indent=2, default=float) + "\n")
+    dirty = (
+        " (with uncommitted changes under fttpo_ray/)"
+        if info["fttpo_ray_uncommitted_changes"]
+        else ""
+    )
     header = (
         f"# {name}\n\n"
         f"Command (repository root): `{payload['command']}`\n\n"
-        f"Git commit: `{info['git_commit']}`"
-        f"{' (with uncommitted changes under fttpo_ray/)' if info['fttpo_ray_uncommitted_changes'] else ''}\n\n"
+        f"Git commit: `{info['git_commit']}`{dirty}\n\n"
         f"Machine: {info['nproc']} CPUs ({info['cpu_model']}), torch {info['torch']}, "
         f"ray {info['ray']}, Python {info['python']}; load average at the end "
         f"{', '.join(f'{x:.1f}' for x in info['loadavg'])} (the machine is shared with other "
