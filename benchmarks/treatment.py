@@ -399,10 +399,16 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 
 def certified_rows(recs: list[dict], score: Any) -> dict[str, dict[str, Any]]:
-    """``thin``, ``thin_loc``, then one ``thin_certified_m<margin>`` row per margin."""
-    names = ["thin", "thin_loc"] + sorted(p for p in recs[0]["final"] if p.startswith("thin_cert"))
+    """``thin``, ``thin_loc``, then the ``certified_*`` policies of ``treatment_certified.py``,
+    each with its mean abstention rate on the dataset's states where recorded."""
+    names = ["thin", "thin_loc"] + sorted(p for p in recs[0]["final"] if p.startswith("certified"))
     seeds = [r["seed"] for r in recs]
-    return {p: _policy_row(p, [r["final"][p] for r in recs], seeds, score) for p in names}
+    rows = {p: _policy_row(p, [r["final"][p] for r in recs], seeds, score) for p in names}
+    for name, row in rows.items():
+        rates = [r["abstention_rate_on_dataset_states"].get(name) for r in recs]
+        if all(x is not None for x in rates):
+            row["abstention_rate"] = float(np.mean(rates))
+    return rows
 
 
 def certified_section(
@@ -413,26 +419,39 @@ def certified_section(
     seeds = [r["seed"] for r in recs]
     rows = certified_rows(recs, score)
     thin, loc = rows["thin"], rows["thin_loc"]
-    certs = [row for name, row in rows.items() if name.startswith("thin_cert")]
+    certs = [row for name, row in rows.items() if name.startswith("certified")]
+    safest = min(certs, key=lambda row: row["violation_rate"])
     a0 = refs["no treatment (a = 0)"]
     oracle = refs["myopic oracle"]
     header = (
         "| policy | seeds | return | score | violations | rate | 95% UB | prohibited mass "
         "| mass = 0 | half-width |" + (" deaths/100 ep |" if lethal else "")
     )
+    cert_cfg = cfg["certified"]
     lines = [
         "\n### Can FtTPO reach zero violations? (`benchmarks/treatment_certified.py`)\n",
-        f"FtTPO trained exactly as above ({recs[0]['steps']} steps, seeds {_seeds(seeds)}), then "
-        "the same learner module evaluated three ways on the same "
-        f"{int(recs[0]['final']['thin']['episodes'])} episodes:\n",
+        f"FtTPO trained with the `fttpo` entry above ({recs[0]['steps']} steps, seeds "
+        f"{_seeds(seeds)}; one `train()` call, so the runs differ slightly from the table above), "
+        "then the same learner module evaluated on the same "
+        f"{int(recs[0]['final']['thin']['episodes'])} episodes as:\n",
         "- `thin`: FtTPO's thin policy as specified (stochastic);",
-        "- `thin_loc`: its location only (deterministic, half-width 0);",
-        "- `thin_certified_m<margin>` — **a proposed change to the method, not FtTPO as "
-        "specified**: the thin support intersected with the critic-certified set "
-        "{a : Q(s, a) ≥ Q(s, 0) + margin}, margins "
-        f"{cfg['certified']['margins']} (Q = min(Q1, Q2) scanned on "
-        f"{cfg['certified']['grid_points']} doses); if the location is not certified it moves to "
-        "the critic's argmax, and if no dose is certified the policy gives a = 0.\n",
+        "- `thin_loc`: its location only (deterministic);",
+        "- `certified_abstain_m<margin>` — **a proposed change to the method, not FtTPO as "
+        "specified**: the thin support cut to the critic-certified interval around the location, "
+        "{a : Q(s, a) ≥ Q(s, 0) + margin} with Q = min(Q1, Q2) scanned on "
+        f"{cert_cfg['grid_points']} doses, margins {cert_cfg['margins']}; where the location "
+        "itself is not certified the policy abstains (exactly a = 0);",
+        "- `certified_argmax_m0`: as above with margin 0, but an uncertified location moves to "
+        "the critic's argmax instead of abstaining.\n",
+        "Prohibited mass of the `certified_*` rows is a Monte-Carlo estimate (they are mixtures "
+        "with an atom at a = 0); their half-width column is empty. "
+        + "; ".join(
+            f"`{row['policy']}` abstains on {100 * row['abstention_rate']:.1f}% of the dataset's "
+            "states"
+            for row in certs
+            if "abstention_rate" in row
+        )
+        + ".\n",
         header,
         "|" + "---|" * (header.count("|") - 1),
     ]
@@ -452,39 +471,56 @@ def certified_section(
         )
     lines += [
         "",
-        f"**Finding.** FtTPO as specified does not reach zero violations: its thin policy "
-        f"violates at {thin['violation_rate']:.3f} (95% UB {thin['violation_rate_ub95']:.3f}) "
-        f"and its location alone at {loc['violation_rate']:.3f}. The location comes from the fat "
-        "proposal, i.e. from advantage-weighted regression on the data; shrinking the support "
-        f"around it (half-width {_fmt(*thin['support_halfwidth_mean'], digits=3)}) cannot remove "
-        "violations that the location itself commits. The prohibited set depends on the hidden "
-        "mean μ and covariance C, which the policy does not observe (it sees one noisy draw "
-        "s ~ N(μ, C)); nothing in the loss penalises prohibited doses, and the only safety "
-        "information in the data is the reward, through the critic.",
+        "**Finding.** FtTPO as specified "
+        + ("does not reach" if thin["violations"] > 0 else "reaches")
+        + " zero violations here: its thin policy "
+        f"violates at {thin['violation_rate']:.3f} (95% UB {thin['violation_rate_ub95']:.3f}), "
+        f"its deterministic location alone at {loc['violation_rate']:.3f}"
+        + (
+            f" ({100 * loc['violation_rate'] / thin['violation_rate']:.0f}% of the thin policy's "
+            "rate)"
+            if thin["violation_rate"] > 0
+            else ""
+        )
+        + ". The location comes from the fat proposal, i.e. from advantage-weighted "
+        "regression on the data; shrinking the support around it (mean half-width "
+        f"{_fmt(*thin['support_halfwidth_mean'], digits=3)}) cannot remove violations that the "
+        "location itself commits. The prohibited set depends on the hidden mean μ and "
+        "covariance C, which the policy does not observe (it sees one noisy draw s ~ N(μ, C)); "
+        "nothing in FtTPO's losses refers to the prohibited set, and the only safety information "
+        "in the data is the reward, through the critic.",
         "",
-        f"What is attainable: a = 0 violates at {a0['violation_rate']:.4f} by definition (its "
-        f"return {a0['episode_return_mean']:.2f}), the myopic oracle, which sees μ and C, at "
-        f"{oracle['violation_rate']:.4f} with return {oracle['episode_return_mean']:.2f}. A "
-        "policy that observes only s can be safe at every state only by abstaining wherever the "
-        "sign of r̄(a) − r̄(0) is uncertain given s.",
+        f"What is attainable: a = 0 violates at {a0['violation_rate']:.4f} by definition (return "
+        f"{a0['episode_return_mean']:.2f}), the myopic oracle, which sees μ and C, at "
+        f"{oracle['violation_rate']:.4f} (return {oracle['episode_return_mean']:.2f}). A policy "
+        "that observes only s is safe at every state only if it abstains wherever the sign of "
+        "r̄(a) − r̄(0) is uncertain given s; zero violations with a positive dose needs a "
+        "certificate that holds with high probability given s.",
         "",
-        "**Proposed change (not FtTPO as specified).** Certify the support with the critic: "
-        "thin support ∩ {a : Q(s,a) ≥ Q(s,0) + margin}, falling back to a = 0 where no dose is "
-        "certified. Measured (same episodes; FtTPO's thin policy: "
-        f"{_fmt(*thin['return_last'])}, score {thin['score_last']:.1f}, violation rate "
-        f"{thin['violation_rate']:.3f}):",
+        "**Proposed change (not FtTPO as specified): certify or abstain.** Intersect the thin "
+        "support with a critic certificate {a : Q(s,a) ≥ Q(s,0) + margin} and give a = 0 where "
+        "the location is not certified. Measured on the same episodes (FtTPO's thin policy: "
+        f"return {_fmt(*thin['return_last'])}, violation rate {thin['violation_rate']:.3f}):",
         "",
         *[
             f"- `{row['policy']}`: violation rate {row['violation_rate']:.3f} (95% UB "
             f"{row['violation_rate_ub95']:.3f}), return {_fmt(*row['return_last'])}, score "
-            f"{row['score_last']:.1f}."
+            f"{row['score_last']:.1f}"
+            + (
+                f", abstains on {100 * row['abstention_rate']:.1f}% of dataset states."
+                if "abstention_rate" in row
+                else "."
+            )
             for row in certs
         ],
         "",
-        "The critic is learned from 1 200 noisy transitions, so the certificate is only as good "
-        "as Q: zero violations needs a margin that covers the critic's error (e.g. a lower "
-        "confidence bound from a critic ensemble instead of a fixed margin), trading return for "
-        "safety, with a = 0 as the fallback that is safe by definition.",
+        f"Lowest violation rate: `{safest['policy']}` ({safest['violation_rate']:.3f} vs "
+        f"{thin['violation_rate']:.3f}). The certificate is only as good as the critic, learned "
+        "from 1 200 noisy transitions: trusting its argmax (`certified_argmax_m0`) relies on its "
+        "ranking of doses, abstaining relies only on its sign at the location. Reaching zero "
+        "would need a margin that covers the critic's error at each state — a lower confidence "
+        "bound on Q(s,a) − Q(s,0) from a critic ensemble rather than a fixed margin — trading "
+        "return for safety, with a = 0 as the fallback that is safe by definition.",
     ]
     return lines
 
