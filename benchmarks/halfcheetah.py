@@ -59,7 +59,12 @@ def build_algo(cfg: dict[str, Any], method: str, dataset_id: str, seed: int) -> 
         from fttpo_ray.data.parquet import configure_rllib_offline
 
         config = IQLConfig().training(**training)
-        configure_rllib_offline(config, dataset_id, dataset_num_iters_per_learner=cfg["steps"])
+        configure_rllib_offline(
+            config,
+            dataset_id,
+            dataset_num_iters_per_learner=cfg["steps"],
+            **spec.get("offline_data", {}),
+        )
         config.learners(num_learners=0).env_runners(num_env_runners=0)
     else:
         raise ValueError(f"method {method!r}: algorithm must be FtTPO or IQL; got {spec}")

@@ -52,10 +52,13 @@ def load_config(path: Path = CONFIG_FILE) -> dict[str, Any]:
             f"{path}: expected top-level keys {sorted(CONFIG_KEYS)}; got {sorted(cfg)}"
         )
     for name, method in cfg["methods"].items():
-        if set(method) != {"algorithm", "training"} or method["algorithm"] not in ALGORITHMS:
+        keys_ok = (
+            {"algorithm", "training"} <= set(method) <= {"algorithm", "training", "offline_data"}
+        )
+        if not keys_ok or method["algorithm"] not in ALGORITHMS:
             raise ValueError(
-                f"{path}: method {name!r} needs `algorithm` (one of {ALGORITHMS}) and `training`; "
-                f"got {method}"
+                f"{path}: method {name!r} needs `algorithm` (one of {ALGORITHMS}) and `training`, "
+                f"optionally `offline_data` (RLlib built-ins); got {method}"
             )
     return cfg
 
@@ -103,7 +106,12 @@ def build_algo(cfg: dict[str, Any], method: str, env_key: str, seed: int) -> Any
     else:
         from ray.rllib.algorithms.cql import CQLConfig as Config
     config = Config().training(**cfg["common"], **cfg["methods"][method]["training"])
-    configure_rllib_offline(config, dataset_id, dataset_num_iters_per_learner=ev["every"])
+    configure_rllib_offline(
+        config,
+        dataset_id,
+        dataset_num_iters_per_learner=ev["every"],
+        **cfg["methods"][method].get("offline_data", {}),
+    )
     config.learners(num_learners=0).env_runners(num_env_runners=0).debugging(seed=seed)
     configure_evaluation(
         config, episodes=ev["episodes"], seed=ev["seed"], interval=1, dataset_id=dataset_id
