@@ -1,0 +1,138 @@
+"""The key numbers of ``benchmarks/results/*.json`` as one table, written between the summary
+markers of ``benchmarks/README.md`` (nothing else in the README is touched).
+
+    .venv/bin/python benchmarks/summary.py
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
+README = Path(__file__).resolve().parent / "README.md"
+START, END = "<!-- summary:start -->", "<!-- summary:end -->"
+
+
+def _load(name: str) -> dict[str, Any] | None:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _pm(pair: list[float], digits: int = 2) -> str:
+    return f"{pair[0]:.{digits}f} ± {pair[1]:.{digits}f}"
+
+
+def throughput_lines(r: dict[str, Any]) -> list[str]:
+    lines = [
+        "**Learner throughput** ([throughput.md](results/throughput.md); 1 torch thread, medians "
+        "of interleaved rounds; load average during each comparison in the file):\n",
+        "| data | (a) plain steps/s | (b) RLlib learner steps/s | (b)/(a) | (a)/matmul "
+        "| num_learners=1 / (a) | Ray Data / (a) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for ds in ("treatment", "halfcheetah"):
+        o = r[f"{ds}_1t"]
+        ratio = o.get("paired_ratio_median", {}).get("rllib", o["ratio_rllib_over_plain"])
+        learners = r[f"{ds}_learners"]
+        remote = learners.get("paired_ratio_median", {}).get(
+            "num_learners_1", learners["num_learners_1"]["median"] / learners["plain"]["median"]
+        )
+        path = r["halfcheetah_data_path"]
+        ray_data = (
+            path.get("paired_ratio_median", {}).get(
+                "ray_data", path["ray_data"]["median"] / path["plain"]["median"]
+            )
+            if ds == "halfcheetah"
+            else None
+        )
+        lines.append(
+            f"| {ds} | {o['plain']['median']:.1f} | {o['rllib']['median']:.1f} | {ratio:.2f} | "
+            f"{o['plain_flop_rate_over_matmul']:.2f} | {remote:.2f} | "
+            f"{'–' if ray_data is None else f'{ray_data:.2f}'} |"
+        )
+    return lines
+
+
+def sweep_lines(r: dict[str, Any]) -> list[str]:
+    m = r["trials_per_hour_median"]
+    one, two = m.get("1", m.get(1)), m.get("2", m.get(2))
+    init = sorted(r["ray_init_s"])[len(r["ray_init_s"]) // 2]
+    return [
+        f"\n**Sweep scaling** ([sweep_scaling.md](results/sweep_scaling.md)): {one:.0f} trials/h "
+        f"with 1 concurrent trial, {two:.0f} with 2 ({two / one:.2f}x); `ray.init` {init:.1f} s.",
+    ]
+
+
+def treatment_lines(r: dict[str, Any]) -> list[str]:
+    lines = []
+    for env_key, env in r["envs"].items():
+        lethal = env_key == "lethal"
+        lines += [
+            f"\n**Treatment, {env['env_id']}** ([treatment.md](results/treatment.md); return of "
+            "the final 1 000-episode evaluation, mean ± s.e. over seeds):\n",
+            "| policy | seeds | return | score | violation rate (95% UB) |"
+            + (" deaths/100 ep |" if lethal else ""),
+            "|---|---|---|---|---|" + ("---|" if lethal else ""),
+        ]
+        for name, ref in env["references"].items():
+            lines.append(
+                f"| reference: {name} | – | {ref['episode_return_mean']:.2f} | – | "
+                f"{ref['violation_rate']:.3f} ({ref['violation_rate_ub95']:.3f}) |"
+                + (f" {ref['deaths_per_100_episodes']:.1f} |" if lethal else "")
+            )
+        for row in env["rows"]:
+            lines.append(
+                f"| {row['policy']} | {','.join(str(s) for s in sorted(row['seeds']))} | "
+                f"{_pm(row['return_last'])} | {row['score_last']:.1f} | "
+                f"{row['violation_rate']:.3f} ({row['violation_rate_ub95']:.3f}) |"
+                + (f" {_pm(row['deaths_per_100_episodes'], 1)} |" if lethal else "")
+            )
+        for row in env.get("certified_rows", []):
+            if row["policy"].startswith("certified"):
+                lines.append(
+                    f"| *proposed:* {row['policy']} | "
+                    f"{','.join(str(s) for s in sorted(row['seeds']))} | "
+                    f"{_pm(row['return_last'])} | {row['score_last']:.1f} | "
+                    f"{row['violation_rate']:.3f} ({row['violation_rate_ub95']:.3f}) |"
+                    + (f" {_pm(row['deaths_per_100_episodes'], 1)} |" if lethal else "")
+                )
+    return lines
+
+
+def halfcheetah_lines(r: dict[str, Any]) -> list[str]:
+    lines = [
+        f"\n**HalfCheetah-v5, random dataset** ([halfcheetah.md](results/halfcheetah.md); "
+        f"{r['config']['steps']} steps per run; score against the dataset's own random return "
+        f"{r['dataset_return_mean']:.1f} and D4RL's expert {r['d4rl_expert']}):\n",
+        "| policy | seeds | return | score |",
+        "|---|---|---|---|",
+    ]
+    for row in r["rows"]:
+        lines.append(
+            f"| {row['policy']} | {row['seeds']} | {_pm(row['return'], 1)} | {_pm(row['score'])} |"
+        )
+    return lines
+
+
+def main() -> None:
+    parts: list[str] = []
+    for name, render in (
+        ("throughput", throughput_lines),
+        ("sweep_scaling", sweep_lines),
+        ("treatment", treatment_lines),
+        ("halfcheetah", halfcheetah_lines),
+    ):
+        result = _load(name)
+        parts += render(result) if result else [f"\n`results/{name}.json`: not produced yet."]
+    block = "\n".join(parts)
+    text = README.read_text()
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    README.write_text(f"{head}{START}\n{block}\n{END}{tail}")
+    print(block)
+
+
+if __name__ == "__main__":
+    main()
