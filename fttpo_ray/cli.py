@@ -1,16 +1,50 @@
 """The ``fttpo`` command line: argument parsing only; the work is done by the library.
 
 Errors a user can fix (:class:`fttpo_ray.errors.FttpoError`) are printed as one line on stderr
-with exit status 2, never as a traceback.
+with exit status 2, never as a traceback. Progress is the library's log (INFO, on stderr);
+results go to stdout.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
+import math
 import sys
+import warnings
 from collections.abc import Sequence
+from typing import Any
 
 from fttpo_ray.errors import FttpoError
+
+LOG_FORMAT = "%(asctime)s %(message)s"
+LOG_DATE_FORMAT = "%H:%M:%S"
+EXIT_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+def _setup_logging() -> None:
+    """INFO lines of fttpo_ray on stderr; RLlib's internal gymnasium warnings silenced."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT, LOG_DATE_FORMAT))
+    package = logging.getLogger("fttpo_ray")
+    if not any(getattr(h, "_fttpo_cli", False) for h in package.handlers):
+        handler._fttpo_cli = True  # type: ignore[attr-defined]
+        package.addHandler(handler)
+    package.setLevel(logging.INFO)
+    package.propagate = False
+    warnings.filterwarnings("ignore", category=UserWarning, module="gymnasium")
+
+
+def _where_to_look(uri: str, experiment: str, lines: list[tuple[str, str]]) -> str:
+    rows = [
+        ("MLflow store", f"{uri} (experiment '{experiment}')"),
+        ("MLflow dashboard", f"mlflow ui --backend-store-uri {uri}"),
+        *lines,
+    ]
+    width = max(len(name) for name, _ in rows)
+    return "\n".join(f"{name.ljust(width)}  {value}" for name, value in rows)
 
 
 def _cmd_collect(args: argparse.Namespace) -> int:
@@ -31,10 +65,141 @@ def _cmd_collect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from fttpo_ray.tuning.results import markdown
+    from fttpo_ray.tuning.sweep import run_sweep
+
+    outcome = run_sweep(
+        args.config,
+        address=args.address,
+        mlflow_uri=args.mlflow_uri,
+        storage=args.storage,
+        iterations=args.iterations,
+        resume=args.resume,
+        max_concurrent=args.max_concurrent,
+    )
+    if outcome.interrupted:
+        print(
+            f"Sweep '{outcome.experiment}' interrupted after {outcome.wall_s:.0f} s; continue it "
+            f"with: fttpo sweep {args.config} --resume"
+            + (f" --storage {args.storage}" if args.storage else ""),
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+    print(
+        f"\nResults of '{outcome.experiment}' ({outcome.trials} trials, {outcome.errored} "
+        f"failed, {outcome.wall_s:.0f} s): mean ± s.e. over seeds, last evaluation\n"
+    )
+    print(markdown(outcome.table) if not outcome.table.empty else "(no evaluation results)")
+    report = [("Report", str(outcome.report_dir))] if outcome.report_dir else []
+    print()
+    print(
+        _where_to_look(
+            outcome.tracking_uri,
+            outcome.experiment,
+            [("Tune storage", str(outcome.sweep_dir)), *report],
+        )
+    )
+    return 1 if outcome.errored else 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from fttpo_ray.tuning.train import train_once
+
+    outcome = train_once(
+        args.config,
+        overrides=args.set,
+        run=args.run,
+        mlflow_uri=args.mlflow_uri,
+        storage=args.storage,
+        iterations=args.iterations,
+        seed=args.seed,
+    )
+    print(json.dumps(_finite(outcome.metrics), indent=1, sort_keys=True))
+    print()
+    print(
+        _where_to_look(
+            outcome.tracking_uri,
+            outcome.experiment,
+            [("MLflow run", outcome.mlflow_run_id), ("Checkpoint", str(outcome.checkpoint))],
+        )
+    )
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from fttpo_ray.tuning.train import evaluate
+
+    results = evaluate(
+        args.checkpoint, episodes=args.episodes, seed=args.seed, explore=not args.deterministic
+    )
+    print(json.dumps(_finite(results), indent=1, sort_keys=True))
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from fttpo_ray.tuning.report import write_report
+    from fttpo_ray.tuning.results import markdown
+
+    report = write_report(args.experiment, args.out, tracking_uri=args.mlflow_uri, sweep=args.sweep)
+    print(markdown(report.compact))
+    print()
+    for path in report.files:
+        print(path)
+    return 0
+
+
+def _finite(value: Any) -> Any:
+    """JSON-safe: NaN and inf become null."""
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1; got '{text}'") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1; got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0; got '{text}'") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0; got {value}")
+    return value
+
+
+def _add_tracking_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--mlflow-uri",
+        default=None,
+        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else "
+        "sqlite:///<working directory>/mlflow.db)",
+    )
+
+
+def _add_storage_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--storage",
+        default=None,
+        help="directory of Tune results and checkpoints (default: ./ray_results)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fttpo",
-        description="Fat-to-Thin Policy Optimization on Ray RLlib: datasets, training, sweeps, reports.",
+        description="Fat-to-Thin Policy Optimization on Ray RLlib: datasets, training, sweeps, "
+        "reports.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -67,20 +232,124 @@ def build_parser() -> argparse.ArgumentParser:
         help="episodes per reference score (default 100)",
     )
     p.set_defaults(func=_cmd_collect)
+
+    p = sub.add_parser(
+        "sweep",
+        help="run an experiment YAML as Ray Tune experiments tracked in MLflow",
+        description="Run every run of the YAML over its search block and seeds; one MLflow "
+        "experiment per YAML, a parent run per sweep, one nested run per trial. Prints a "
+        "results table at the end.",
+    )
+    p.add_argument("config", help="experiment YAML, e.g. tune_configs/quickstart.yaml")
+    p.add_argument(
+        "--address",
+        default=None,
+        help="Ray cluster to use: HOST:PORT, ray://HOST:PORT or 'auto' (default: a local Ray "
+        "started for this sweep)",
+    )
+    _add_tracking_options(p)
+    _add_storage_option(p)
+    p.add_argument(
+        "--iterations",
+        type=_positive_int,
+        default=None,
+        help="training iterations per trial (default: the YAML's stop.iterations)",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the latest sweep of this YAML in --storage: finished trials are kept, "
+        "interrupted ones continue from their last checkpoint, MLflow runs are reused",
+    )
+    p.add_argument(
+        "--max-concurrent",
+        type=_non_negative_int,
+        default=None,
+        help="trials at once (default: the YAML's max_concurrent; 0 = as many as the CPUs allow)",
+    )
+    p.set_defaults(func=_cmd_sweep)
+
+    p = sub.add_parser(
+        "train",
+        help="train one run of an experiment YAML once (its config, no search)",
+        description="Train the first run of the YAML (or --run NAME) with its config block and "
+        "the first seed; metrics to MLflow, a checkpoint written, final metrics printed.",
+    )
+    p.add_argument("config", help="experiment YAML")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key of the run (fat_q=1.5) or a section key "
+        "(stop.iterations=2, evaluation.episodes=10); repeatable",
+    )
+    p.add_argument("--run", default=None, help="name of the run in the YAML (default: the first)")
+    p.add_argument(
+        "--iterations",
+        type=_positive_int,
+        default=None,
+        help="training iterations (default: the YAML's stop.iterations)",
+    )
+    p.add_argument(
+        "--seed",
+        type=_non_negative_int,
+        default=None,
+        help="seed (default: the first of the YAML's seeds)",
+    )
+    _add_tracking_options(p)
+    _add_storage_option(p)
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser(
+        "eval",
+        help="evaluate an algorithm checkpoint: returns and safety metrics as JSON",
+    )
+    p.add_argument("checkpoint", help="algorithm checkpoint directory (fttpo train / sweep)")
+    p.add_argument(
+        "--episodes", type=_positive_int, default=100, help="evaluation episodes (default 100)"
+    )
+    p.add_argument(
+        "--seed",
+        type=_non_negative_int,
+        default=1_000_000,
+        help="seed of the first episode (default 1000000, as in training evaluations)",
+    )
+    p.add_argument(
+        "--deterministic",
+        action="store_true",
+        help="act with each distribution's mode instead of sampling",
+    )
+    p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser(
+        "report",
+        help="results table (markdown + CSV) and PNG plots of an MLflow experiment",
+    )
+    p.add_argument("--experiment", required=True, help="MLflow experiment (= the YAML's name)")
+    _add_tracking_options(p)
+    p.add_argument("--out", required=True, help="directory to write the report into")
+    p.add_argument(
+        "--sweep",
+        default="latest",
+        help="which sweep: 'latest' (default), 'all', or a parent run id",
+    )
+    p.set_defaults(func=_cmd_report)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    _setup_logging()
     try:
         return int(args.func(args))
     except FttpoError as err:
         print(f"fttpo {args.command}: error: {err}", file=sys.stderr)
-        return 2
+        return EXIT_ERROR
     except KeyboardInterrupt:
         print(f"fttpo {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -1,0 +1,94 @@
+"""Ray start-up / connection and the storage directory, with one-line errors for bad input."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+from urllib.parse import urlparse
+
+from fttpo_ray.errors import ConfigError
+from fttpo_ray.tuning.tracking import check_reachable
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_STORAGE_DIR = "ray_results"
+AUTO_ADDRESS = "auto"
+RAY_CLIENT_SCHEME = "ray"
+DEFAULT_RAY_PORT = 6379
+DEFAULT_RAY_CLIENT_PORT = 10001
+RAY_DEDUP_LOGS_ENV = "RAY_DEDUP_LOGS"
+#: "0" selects Tune's classic reporter, which ``verbose=0`` silences.
+TUNE_NEW_OUTPUT_ENV = "RAY_AIR_NEW_OUTPUT"
+
+
+def storage_root(storage: str | Path | None) -> Path:
+    """The absolute storage directory (``./ray_results`` by default), created and checked."""
+    root = Path(storage or Path.cwd() / DEFAULT_STORAGE_DIR).expanduser().resolve()
+    fix = "choose a writable directory with --storage"
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=root, prefix=".fttpo-write-test-"):
+            pass
+    except OSError as err:
+        raise ConfigError(
+            f"cannot write to storage directory '{root}' ({err.strerror or err}); {fix}"
+        ) from None
+    return root
+
+
+def _address_host_port(address: str) -> tuple[str, int] | None:
+    if address == AUTO_ADDRESS:
+        return None
+    parsed = urlparse(address if "://" in address else f"//{address}")
+    if not parsed.hostname:
+        raise ConfigError(f"--address '{address}' is not HOST:PORT, ray://HOST:PORT or 'auto'")
+    default_port = (
+        DEFAULT_RAY_CLIENT_PORT if parsed.scheme == RAY_CLIENT_SCHEME else DEFAULT_RAY_PORT
+    )
+    try:
+        port = parsed.port or default_port
+    except ValueError:
+        raise ConfigError(f"--address '{address}' has an invalid port") from None
+    return parsed.hostname, port
+
+
+def start_ray(address: str | None = None) -> bool:
+    """Connect to the cluster at ``address``, or start a local Ray; True if started here.
+
+    An address that does not answer within a few seconds is a :class:`ConfigError` (Ray itself
+    would keep retrying for a long time).
+    """
+    import ray
+
+    # Our progress lines (fttpo_ray.tuning.progress) replace Tune's status tables.
+    os.environ.setdefault(TUNE_NEW_OUTPUT_ENV, "0")
+    if ray.is_initialized():
+        return False
+    fix = "start the cluster (`ray start --head`) or omit --address to run locally"
+    if address:
+        host_port = _address_host_port(address)
+        if host_port is not None:
+            check_reachable(*host_port, what="the Ray cluster", fix=fix)
+        try:
+            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+        except (ConnectionError, RuntimeError, ValueError) as err:
+            detail = " ".join(str(err).split())[:200]
+            raise ConfigError(
+                f"cannot connect to the Ray cluster at '{address}': {detail}; {fix}"
+            ) from None
+        logger.info("Connected to the Ray cluster at %s", address)
+        return True
+    os.environ.setdefault(RAY_DEDUP_LOGS_ENV, "1")
+    ray.init(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+    logger.info("Started a local Ray instance (%s CPUs)", ray.cluster_resources().get("CPU"))
+    return True
+
+
+def stop_ray(started: bool) -> None:
+    """Shut Ray down if this process started or connected it."""
+    import ray
+
+    if started and ray.is_initialized():
+        ray.shutdown()

@@ -1,0 +1,658 @@
+"""The experiment YAML (``tune_configs/*.yaml``): loading and strict validation.
+
+One file describes one experiment — one MLflow experiment named after the file. Its schema
+(version 1; documented with examples in ``docs/tuning.md``)::
+
+    checkpoint: {at_end: true, frequency: 1, num_to_keep: 2}       # optional
+    dataset: {episodes: 50, env: fttpo/TreatmentSim-v0, id: fttpo/treatment/random-v0, seed: 0}
+    evaluation: {episodes: 20, explore: true, interval: 1, seed: 1000000}
+    max_concurrent: 0        # optional: trials at once (0 = as many as the CPUs allow)
+    mlflow: {log_checkpoint: true}                                  # optional
+    num_samples: 1           # optional: Tune's repeats of the search (random domains)
+    resources: {cpus_per_trial: 1}                                   # optional
+    runs:                    # one Tune experiment per run, all in the same MLflow experiment
+      - algorithm: FtTPO     # a Tune/RLlib trainable name: FtTPO, IQL, CQL, BC, MARWIL, ...
+        config: {...}        # every hyper-parameter: AlgorithmConfig field names and values
+        name: fttpo          # unique; [A-Za-z0-9_.-]
+        search:              # optional: config keys swept, in Tune's vocabulary
+          kl_weight: {grid_search: [0.01, 0.1, 1.0]}
+    seeds: [0, 1]            # every search point runs once per seed
+    stop: {iterations: 5}
+
+Unknown keys, missing keys, duplicate keys and ill-typed values raise
+:class:`~fttpo_ray.errors.ConfigError` naming the key (as a path such as
+``runs[0].config.fat_q``) and the file. ``config`` keys are checked against the algorithm's own
+default config: the key must exist there and the value must have the default's type (an
+integer is accepted for a float). Numbers such as ``3e-4`` are read as floats (YAML 1.2), not
+as strings as PyYAML's YAML 1.1 resolver would.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fttpo_ray.errors import ConfigError
+
+# ---- top-level keys ------------------------------------------------------------------------
+CHECKPOINT = "checkpoint"
+DATASET = "dataset"
+EVALUATION = "evaluation"
+MAX_CONCURRENT = "max_concurrent"
+MLFLOW = "mlflow"
+NUM_SAMPLES = "num_samples"
+RESOURCES = "resources"
+RUNS = "runs"
+SEEDS = "seeds"
+STOP = "stop"
+
+# ---- keys of the sections ------------------------------------------------------------------
+AT_END = "at_end"
+FREQUENCY = "frequency"
+NUM_TO_KEEP = "num_to_keep"
+ID = "id"
+ENV = "env"
+EPISODES = "episodes"
+SEED = "seed"
+EXPLORE = "explore"
+INTERVAL = "interval"
+LOG_CHECKPOINT = "log_checkpoint"
+CPUS_PER_TRIAL = "cpus_per_trial"
+ITERATIONS = "iterations"
+TIME_S = "time_s"
+
+# ---- keys of a run -------------------------------------------------------------------------
+ALGORITHM = "algorithm"
+CONFIG = "config"
+NAME = "name"
+SEARCH = "search"
+
+# ---- Tune's search vocabulary ----------------------------------------------------------------
+GRID_SEARCH = "grid_search"
+CHOICE = "choice"
+UNIFORM = "uniform"
+LOGUNIFORM = "loguniform"
+RANDINT = "randint"
+#: Domains that list values (any type) and domains given as ``[low, high]`` bounds.
+LIST_DOMAINS = (GRID_SEARCH, CHOICE)
+RANGE_DOMAINS = (UNIFORM, LOGUNIFORM, RANDINT)
+SEARCH_DOMAINS = LIST_DOMAINS + RANGE_DOMAINS
+
+# ---- AlgorithmConfig fields that the YAML sets through its own sections ----------------------
+#: ``config`` key -> the YAML key that sets it instead.
+RESERVED_CONFIG_KEYS = {
+    "seed": SEEDS,
+    "env": f"{DATASET}.{ID}",
+    "dataset_id": f"{DATASET}.{ID}",
+    "input": f"{DATASET}.{ID}",
+    "evaluation_interval": f"{EVALUATION}.{INTERVAL}",
+    "evaluation_duration": f"{EVALUATION}.{EPISODES}",
+    "evaluation_duration_unit": f"{EVALUATION}.{EPISODES}",
+    "evaluation_seed": f"{EVALUATION}.{SEED}",
+    "evaluation_explore": f"{EVALUATION}.{EXPLORE}",
+    "custom_evaluation_function": EVALUATION,
+}
+
+RUN_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+DEFAULT_CHECKPOINT_FREQUENCY = 0
+DEFAULT_NUM_TO_KEEP = 2
+DEFAULT_EVALUATION_SEED = 1_000_000
+DEFAULT_CPUS_PER_TRIAL = 1
+
+_SCALAR_TYPES = (bool, int, float, str)
+
+
+# ---- data classes -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SearchDomain:
+    """One swept key: a Tune domain ``kind`` (``grid_search``, ``choice``, ...) and its values
+    (the listed values, or the ``[low, high]`` bounds)."""
+
+    kind: str
+    values: tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One entry of ``runs``: an algorithm, its full config and the keys it sweeps."""
+
+    name: str
+    algorithm: str
+    config: dict[str, Any]
+    search: dict[str, SearchDomain] = field(default_factory=dict)
+    #: YAML key -> key of the algorithm's ``to_dict()`` (they differ for properties such as
+    #: ``train_batch_size_per_learner`` and ``model_config``, stored as ``_<name>``).
+    dict_keys: dict[str, str] = field(default_factory=dict)
+
+    def dict_key(self, key: str) -> str:
+        """The ``to_dict()``/Tune config key of the YAML key ``key``."""
+        return self.dict_keys.get(key, key)
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """The dataset every run learns from; created on demand where the data layer can."""
+
+    id: str
+    env: str | None = None
+    episodes: int | None = None
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class EvaluationSpec:
+    """Evaluation every ``interval`` iterations on ``episodes`` episodes seeded from ``seed``."""
+
+    episodes: int
+    interval: int = 1
+    seed: int = DEFAULT_EVALUATION_SEED
+    explore: bool = True
+
+
+@dataclass(frozen=True)
+class CheckpointSpec:
+    """Checkpoint every ``frequency`` iterations (0: never in between) and/or at the end."""
+
+    frequency: int = DEFAULT_CHECKPOINT_FREQUENCY
+    at_end: bool = True
+    num_to_keep: int = DEFAULT_NUM_TO_KEEP
+
+
+@dataclass(frozen=True)
+class ExperimentSpec:
+    """A validated experiment YAML."""
+
+    name: str
+    path: Path
+    dataset: DatasetSpec
+    evaluation: EvaluationSpec
+    runs: tuple[RunSpec, ...]
+    seeds: tuple[int, ...]
+    iterations: int
+    time_s: float | None = None
+    checkpoint: CheckpointSpec = field(default_factory=CheckpointSpec)
+    num_samples: int = 1
+    cpus_per_trial: float = DEFAULT_CPUS_PER_TRIAL
+    max_concurrent: int = 0
+    log_checkpoint: bool = True
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    def run(self, name: str | None = None) -> RunSpec:
+        """The run called ``name`` (the first run when ``name`` is None)."""
+        if name is None:
+            return self.runs[0]
+        for run in self.runs:
+            if run.name == name:
+                return run
+        names = ", ".join(run.name for run in self.runs)
+        raise ConfigError(f"{self.path}: no run named '{name}'; the runs are: {names}")
+
+
+# ---- YAML loading -----------------------------------------------------------------------------
+
+_FLOAT_PATTERN = re.compile(
+    r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |[-+]?\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+    re.X,
+)
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that rejects duplicate keys and reads ``3e-4`` as a float (YAML 1.2)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key '{key}'", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", _FLOAT_PATTERN, list("-+0123456789.")
+)
+
+
+def parse_yaml_text(text: str, source: str) -> Any:
+    """Parse YAML text with the strict loader; syntax errors become :class:`ConfigError`."""
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as err:
+        detail = " ".join(str(err).split())
+        raise ConfigError(f"{source}: invalid YAML: {detail}") from None
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read an experiment YAML file into a dict (not validated)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(
+            f"experiment file '{path}' not found; give the path of a YAML such as "
+            "tune_configs/quickstart.yaml"
+        )
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise ConfigError(f"cannot read experiment file '{path}': {err.strerror}") from None
+    data = parse_yaml_text(text, str(path))
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys to values")
+    return data
+
+
+# ---- overrides (`fttpo train --set`) ------------------------------------------------------------
+
+
+def apply_overrides(
+    raw: dict[str, Any], overrides: Sequence[str], *, run: str | None = None, source: str = ""
+) -> dict[str, Any]:
+    """Apply ``key=value`` overrides to a raw YAML dict (a copy is returned).
+
+    A plain key (``fat_q=1.5``) sets that key in the ``config`` of the run ``run`` (the first
+    run by default); a dotted key (``stop.iterations=2``) sets a top-level section's key.
+    Values are parsed as YAML (``1e-3`` is a float, ``true`` a bool, ``[1, 2]`` a list).
+    """
+    data = copy.deepcopy(raw)
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"--set expects key=value (e.g. --set fat_q=1.5); got '{item}'")
+        value = parse_yaml_text(text, f"--set {key}")
+        if "." in key:
+            section, _, name = key.partition(".")
+            target = data.setdefault(section, {})
+            if not isinstance(target, dict) or "." in name:
+                raise ConfigError(f"--set {key}: '{section}' is not a section of {source}")
+            target[name] = value
+            continue
+        runs = data.get(RUNS)
+        if not isinstance(runs, list) or not runs or not all(isinstance(r, dict) for r in runs):
+            raise ConfigError(f"--set {key}: {source} has no valid `{RUNS}` list to apply it to")
+        index = 0
+        if run is not None:
+            names = [r.get(NAME) for r in runs]
+            if run not in names:
+                raise ConfigError(f"{source}: no run named '{run}'; the runs are: {names}")
+            index = names.index(run)
+        config = runs[index].setdefault(CONFIG, {})
+        if not isinstance(config, dict):
+            raise ConfigError(
+                f"--set {key}: `{RUNS}[{index}].{CONFIG}` of {source} is not a mapping"
+            )
+        if key not in config:
+            raise ConfigError(
+                f"--set {key}: unknown key; `{RUNS}[{index}].{CONFIG}` of {source} lists every "
+                "hyper-parameter of the run, add it there first"
+            )
+        config[key] = value
+    return data
+
+
+# ---- validation -------------------------------------------------------------------------------
+
+
+class _Checker:
+    """Type checks that name the key path and the file in their errors."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def fail(self, key: str, message: str) -> None:
+        raise ConfigError(f"{self.source}: `{key}` {message}")
+
+    def mapping(self, value: Any, key: str) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            self.fail(key, f"must be a mapping; got {_show(value)}")
+        for name in value:
+            if not isinstance(name, str):
+                self.fail(key, f"has a non-string key {_show(name)}")
+        return value
+
+    def keys(
+        self, value: dict[str, Any], key: str, required: Sequence[str], optional: Sequence[str]
+    ) -> None:
+        allowed = set(required) | set(optional)
+        for name in value:
+            if name not in allowed:
+                where = f"{key}.{name}" if key else name
+                self.fail(where, f"is not a known key; allowed here: {', '.join(sorted(allowed))}")
+        for name in required:
+            if name not in value:
+                where = f"{key}.{name}" if key else name
+                self.fail(where, "is missing (required)")
+
+    def integer(self, value: Any, key: str, minimum: int | None = None) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.fail(key, f"must be an integer; got {_show(value)}")
+        if minimum is not None and value < minimum:
+            self.fail(key, f"must be >= {minimum}; got {value}")
+        return int(value)
+
+    def number(self, value: Any, key: str, positive: bool = False) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            self.fail(key, f"must be a number; got {_show(value)}")
+        if not math.isfinite(value):
+            self.fail(key, f"must be finite; got {value}")
+        if positive and value <= 0:
+            self.fail(key, f"must be > 0; got {value}")
+        return float(value)
+
+    def boolean(self, value: Any, key: str) -> bool:
+        if not isinstance(value, bool):
+            self.fail(key, f"must be true or false; got {_show(value)}")
+        return value
+
+    def string(self, value: Any, key: str) -> str:
+        if not isinstance(value, str) or not value.strip():
+            self.fail(key, f"must be a non-empty string; got {_show(value)}")
+        return value
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    kind = type(value).__name__
+    return f"{text[:80]} ({kind})" if len(text) <= 80 else f"{text[:77]}... ({kind})"
+
+
+def config_value(default: Any, value: Any, key: str, check: _Checker) -> Any:
+    """``value`` checked against the type of the algorithm's default ``default``.
+
+    bool ↔ bool; int ↔ int; float ↔ int or float (returned as float); str ↔ str; tuple/list ↔
+    list (returned as the default's sequence type); dict ↔ dict; ``None`` default ↔ any plain
+    YAML value. Defaults of other types (classes, callables) cannot be set from a YAML.
+    """
+    if value is None:
+        return None
+    if default is None:
+        if isinstance(value, (*_SCALAR_TYPES, list, dict)):
+            return value
+        check.fail(
+            key, f"must be a plain value (number, string, list, mapping); got {_show(value)}"
+        )
+    if isinstance(default, bool):
+        return check.boolean(value, key)
+    if isinstance(default, int):
+        return check.integer(value, key)
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            check.fail(key, f"must be a number; got {_show(value)}")
+        return float(value)
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            check.fail(key, f"must be a string; got {_show(value)}")
+        return value
+    if isinstance(default, (list, tuple)):
+        if not isinstance(value, list):
+            check.fail(key, f"must be a list; got {_show(value)}")
+        return tuple(value) if isinstance(default, tuple) else list(value)
+    if isinstance(default, dict):
+        return check.mapping(value, key)
+    check.fail(key, f"cannot be set from a YAML (its default is a {type(default).__name__})")
+    return None
+
+
+def _search_domain(
+    value: Any, key: str, default: Any, check: _Checker, known_default: bool
+) -> SearchDomain:
+    spec = check.mapping(value, key)
+    if len(spec) != 1 or next(iter(spec)) not in SEARCH_DOMAINS:
+        check.fail(
+            key,
+            f"must be one of {{{', '.join(f'{d}: ...' for d in SEARCH_DOMAINS)}}}; "
+            f"got {_show(value)}",
+        )
+    kind, values = next(iter(spec.items()))
+    where = f"{key}.{kind}"
+    if not isinstance(values, list) or not values:
+        check.fail(where, f"must be a non-empty list; got {_show(values)}")
+    if kind in LIST_DOMAINS:
+        items = [
+            config_value(default, item, f"{where}[{i}]", check) if known_default else item
+            for i, item in enumerate(values)
+        ]
+        return SearchDomain(kind, tuple(items))
+    if len(values) != 2:
+        check.fail(where, f"must be [low, high]; got {_show(values)}")
+    if kind == RANDINT:
+        low, high = (check.integer(v, f"{where}[{i}]") for i, v in enumerate(values))
+        if known_default and default is not None and not isinstance(default, int):
+            check.fail(key, f"is not an integer key; use {UNIFORM} or {LOGUNIFORM}")
+    else:
+        low, high = (check.number(v, f"{where}[{i}]") for i, v in enumerate(values))
+        if (
+            known_default
+            and default is not None
+            and (isinstance(default, bool) or not isinstance(default, float))
+        ):
+            check.fail(key, f"is not a float key; use {GRID_SEARCH}, {CHOICE} or {RANDINT}")
+        if kind == LOGUNIFORM and low <= 0:
+            check.fail(where, f"needs low > 0; got {low}")
+    if not low < high:
+        check.fail(where, f"needs low < high; got {values}")
+    return SearchDomain(kind, (low, high))
+
+
+def _run(value: Any, index: int, check: _Checker, defaults_of: Any) -> RunSpec:
+    key = f"{RUNS}[{index}]"
+    run = check.mapping(value, key)
+    check.keys(run, key, required=(ALGORITHM, CONFIG, NAME), optional=(SEARCH,))
+    name = check.string(run[NAME], f"{key}.{NAME}")
+    if not RUN_NAME_PATTERN.match(name):
+        check.fail(f"{key}.{NAME}", f"may use only letters, digits, '_', '.', '-'; got '{name}'")
+    algorithm = check.string(run[ALGORITHM], f"{key}.{ALGORITHM}")
+    defaults = defaults_of(algorithm, f"{key}.{ALGORITHM}", check)
+    config_key = f"{key}.{CONFIG}"
+    raw_config = check.mapping(run[CONFIG], config_key)
+    config: dict[str, Any] = {}
+    dict_keys: dict[str, str] = {}
+    for name_, item in raw_config.items():
+        where = f"{config_key}.{name_}"
+        if name_ in RESERVED_CONFIG_KEYS:
+            check.fail(
+                where, f"is set by `{RESERVED_CONFIG_KEYS[name_]}`; remove it from `{CONFIG}`"
+            )
+        if defaults is None:
+            if not isinstance(item, (*_SCALAR_TYPES, list, dict)) and item is not None:
+                check.fail(where, f"must be a plain value; got {_show(item)}")
+            config[name_] = item
+            continue
+        dict_key = _dict_key(name_, defaults)
+        if dict_key is None:
+            public = {k.lstrip("_"): v for k, v in defaults.items()}
+            close = _close_matches(name_, public)
+            hint = f" (did you mean {close}?)" if close else ""
+            check.fail(where, f"is not a config field of {algorithm}{hint}")
+        dict_keys[name_] = dict_key
+        config[name_] = config_value(defaults[dict_key], item, where, check)
+    search: dict[str, SearchDomain] = {}
+    if SEARCH in run and run[SEARCH] is not None:
+        search_key = f"{key}.{SEARCH}"
+        for name_, item in check.mapping(run[SEARCH], search_key).items():
+            where = f"{search_key}.{name_}"
+            if name_ in RESERVED_CONFIG_KEYS:
+                check.fail(where, f"is set by `{RESERVED_CONFIG_KEYS[name_]}`, not searched")
+            if name_ not in config:
+                check.fail(
+                    where,
+                    f"is not listed in `{config_key}`; list every hyper-parameter there with its "
+                    "default (used by `fttpo train`) and sweep it here",
+                )
+            known = defaults is not None
+            search[name_] = _search_domain(
+                item, where, defaults.get(dict_keys[name_]) if known else None, check, known
+            )
+    return RunSpec(
+        name=name, algorithm=algorithm, config=config, search=search, dict_keys=dict_keys
+    )
+
+
+def _dict_key(name: str, defaults: Mapping[str, Any]) -> str | None:
+    """``name`` itself, or ``_<name>`` for config properties; None if neither is a field."""
+    if name.startswith("_"):
+        return None
+    if name in defaults:
+        return name
+    if f"_{name}" in defaults:
+        return f"_{name}"
+    return None
+
+
+def _close_matches(name: str, candidates: Mapping[str, Any]) -> str:
+    import difflib
+
+    return ", ".join(f"`{c}`" for c in difflib.get_close_matches(name, list(candidates), n=2))
+
+
+def validate_experiment(
+    data: dict[str, Any], path: str | Path, *, defaults_of: Any = None
+) -> ExperimentSpec:
+    """Validate a raw experiment dict; ``path`` names the file in errors and the experiment.
+
+    ``defaults_of(algorithm, key, checker)`` returns the algorithm's default config as a dict
+    (``None`` for a trainable without one); it defaults to
+    :func:`fttpo_ray.tuning.space.algorithm_defaults`.
+    """
+    if defaults_of is None:
+        from fttpo_ray.tuning.space import algorithm_defaults
+
+        defaults_of = algorithm_defaults
+    path = Path(path)
+    check = _Checker(str(path))
+    check.mapping(data, "")
+    check.keys(
+        data,
+        "",
+        required=(DATASET, EVALUATION, RUNS, SEEDS, STOP),
+        optional=(CHECKPOINT, MAX_CONCURRENT, MLFLOW, NUM_SAMPLES, RESOURCES),
+    )
+
+    ds = check.mapping(data[DATASET], DATASET)
+    check.keys(ds, DATASET, required=(ID,), optional=(ENV, EPISODES, SEED))
+    dataset = DatasetSpec(
+        id=check.string(ds[ID], f"{DATASET}.{ID}"),
+        env=check.string(ds[ENV], f"{DATASET}.{ENV}") if ds.get(ENV) is not None else None,
+        episodes=(
+            check.integer(ds[EPISODES], f"{DATASET}.{EPISODES}", minimum=1)
+            if ds.get(EPISODES) is not None
+            else None
+        ),
+        seed=check.integer(ds.get(SEED, 0), f"{DATASET}.{SEED}", minimum=0),
+    )
+
+    ev = check.mapping(data[EVALUATION], EVALUATION)
+    check.keys(ev, EVALUATION, required=(EPISODES,), optional=(EXPLORE, INTERVAL, SEED))
+    evaluation = EvaluationSpec(
+        episodes=check.integer(ev[EPISODES], f"{EVALUATION}.{EPISODES}", minimum=1),
+        interval=check.integer(ev.get(INTERVAL, 1), f"{EVALUATION}.{INTERVAL}", minimum=1),
+        seed=check.integer(
+            ev.get(SEED, DEFAULT_EVALUATION_SEED), f"{EVALUATION}.{SEED}", minimum=0
+        ),
+        explore=check.boolean(ev.get(EXPLORE, True), f"{EVALUATION}.{EXPLORE}"),
+    )
+
+    st = check.mapping(data[STOP], STOP)
+    check.keys(st, STOP, required=(ITERATIONS,), optional=(TIME_S,))
+    iterations = check.integer(st[ITERATIONS], f"{STOP}.{ITERATIONS}", minimum=1)
+    time_s = (
+        check.number(st[TIME_S], f"{STOP}.{TIME_S}", positive=True)
+        if st.get(TIME_S) is not None
+        else None
+    )
+
+    seeds_raw = data[SEEDS]
+    if not isinstance(seeds_raw, list) or not seeds_raw:
+        check.fail(SEEDS, f"must be a non-empty list of integers; got {_show(seeds_raw)}")
+    seeds = tuple(check.integer(s, f"{SEEDS}[{i}]", minimum=0) for i, s in enumerate(seeds_raw))
+    if len(set(seeds)) != len(seeds):
+        check.fail(SEEDS, f"has repeated seeds: {list(seeds)}")
+
+    checkpoint = CheckpointSpec()
+    if data.get(CHECKPOINT) is not None:
+        ck = check.mapping(data[CHECKPOINT], CHECKPOINT)
+        check.keys(ck, CHECKPOINT, required=(), optional=(AT_END, FREQUENCY, NUM_TO_KEEP))
+        checkpoint = CheckpointSpec(
+            frequency=check.integer(
+                ck.get(FREQUENCY, DEFAULT_CHECKPOINT_FREQUENCY), f"{CHECKPOINT}.{FREQUENCY}", 0
+            ),
+            at_end=check.boolean(ck.get(AT_END, True), f"{CHECKPOINT}.{AT_END}"),
+            num_to_keep=check.integer(
+                ck.get(NUM_TO_KEEP, DEFAULT_NUM_TO_KEEP), f"{CHECKPOINT}.{NUM_TO_KEEP}", 1
+            ),
+        )
+
+    log_checkpoint = True
+    if data.get(MLFLOW) is not None:
+        ml = check.mapping(data[MLFLOW], MLFLOW)
+        check.keys(ml, MLFLOW, required=(), optional=(LOG_CHECKPOINT,))
+        log_checkpoint = check.boolean(ml.get(LOG_CHECKPOINT, True), f"{MLFLOW}.{LOG_CHECKPOINT}")
+
+    cpus_per_trial: float = DEFAULT_CPUS_PER_TRIAL
+    if data.get(RESOURCES) is not None:
+        rs = check.mapping(data[RESOURCES], RESOURCES)
+        check.keys(rs, RESOURCES, required=(), optional=(CPUS_PER_TRIAL,))
+        cpus_per_trial = check.number(
+            rs.get(CPUS_PER_TRIAL, DEFAULT_CPUS_PER_TRIAL),
+            f"{RESOURCES}.{CPUS_PER_TRIAL}",
+            positive=True,
+        )
+
+    num_samples = check.integer(data.get(NUM_SAMPLES, 1), NUM_SAMPLES, minimum=1)
+    max_concurrent = check.integer(data.get(MAX_CONCURRENT, 0), MAX_CONCURRENT, minimum=0)
+
+    runs_raw = data[RUNS]
+    if not isinstance(runs_raw, list) or not runs_raw:
+        check.fail(RUNS, f"must be a non-empty list of runs; got {_show(runs_raw)}")
+    runs = tuple(_run(item, i, check, defaults_of) for i, item in enumerate(runs_raw))
+    names = [run.name for run in runs]
+    for name in names:
+        if names.count(name) > 1:
+            check.fail(RUNS, f"has two runs named '{name}'; run names must be unique")
+
+    return ExperimentSpec(
+        name=path.stem,
+        path=path,
+        dataset=dataset,
+        evaluation=evaluation,
+        runs=runs,
+        seeds=seeds,
+        iterations=iterations,
+        time_s=time_s,
+        checkpoint=checkpoint,
+        num_samples=num_samples,
+        cpus_per_trial=cpus_per_trial,
+        max_concurrent=max_concurrent,
+        log_checkpoint=log_checkpoint,
+        raw=copy.deepcopy(data),
+    )
+
+
+def load_experiment(
+    path: str | Path,
+    *,
+    overrides: Sequence[str] = (),
+    run: str | None = None,
+    defaults_of: Any = None,
+) -> ExperimentSpec:
+    """Read, override (``key=value`` strings, see :func:`apply_overrides`) and validate a YAML."""
+    data = read_yaml(path)
+    if overrides:
+        data = apply_overrides(data, overrides, run=run, source=str(path))
+    return validate_experiment(data, path, defaults_of=defaults_of)

@@ -1,0 +1,281 @@
+"""From a validated experiment to what Tune runs: the trainable and its ``param_space``.
+
+Three kinds of trainables are supported, by their registered Tune name:
+
+* ``FtTPO`` — :class:`fttpo_ray.FtTPOConfig`; the dataset is set with ``.dataset(id)`` and
+  resolved lazily in each trial.
+* any other RLlib algorithm (``IQL``, ``CQL``, ``BC``, ``MARWIL``, ...) — learns from the
+  dataset's flat Parquet export (:func:`fttpo_ray.data.to_parquet`) and is evaluated with the
+  same episodes and safety metrics as FtTPO (:func:`fttpo_ray.evaluation.configure_evaluation`).
+* any other Tune trainable (a function or class registered with
+  :func:`ray.tune.register_trainable`) — receives the YAML's ``config`` plus ``seed``,
+  ``dataset_id``, ``env`` and the evaluation settings as a plain dict.
+
+An RLlib config is built in the driver (all YAML ``config`` keys applied with
+``update_from_dict``, one CPU per trial: ``num_env_runners=0``, local learner), turned into a
+dict with ``to_dict()``, and the swept keys are replaced by Tune domains; ``seed`` becomes a
+``grid_search`` over the YAML's ``seeds``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+from fttpo_ray.errors import ConfigError
+from fttpo_ray.tuning.schema import (
+    CHOICE,
+    GRID_SEARCH,
+    LOGUNIFORM,
+    RANDINT,
+    UNIFORM,
+    ExperimentSpec,
+    RunSpec,
+    SearchDomain,
+)
+
+logger = logging.getLogger(__name__)
+
+#: Kinds of trainables (see the module docstring).
+KIND_FTTPO = "fttpo"
+KIND_RLLIB = "rllib"
+KIND_TRAINABLE = "trainable"
+
+#: Config keys of the plain dict given to a non-RLlib trainable (besides the YAML's ``config``).
+SEED_KEY = "seed"
+DATASET_ID_KEY = "dataset_id"
+ENV_KEY = "env"
+EVALUATION_EPISODES_KEY = "evaluation_duration"
+EVALUATION_INTERVAL_KEY = "evaluation_interval"
+EVALUATION_SEED_KEY = "evaluation_seed"
+EVALUATION_EXPLORE_KEY = "evaluation_explore"
+VARIANT_KEY = "variant"
+
+#: ``offline_data`` settings that the YAML may choose for RLlib's own offline algorithms (the
+#: data layer's defaults otherwise: see :func:`fttpo_ray.data.rllib_offline_data_kwargs`).
+OFFLINE_DATA_KEYS = frozenset(
+    {
+        "input_read_method",
+        "materialize_data",
+        "materialize_mapped_data",
+        "map_batches_kwargs",
+        "iter_batches_kwargs",
+        "dataset_num_iters_per_learner",
+    }
+)
+
+#: CPUs of the cluster kept free for the Ray Data tasks of RLlib's offline algorithms (they run
+#: outside the trials' placement groups; see :func:`fttpo_ray.tuning.sweep.trial_concurrency`).
+RAY_DATA_RESERVED_CPUS = 1
+
+#: Algorithm names in the hint of the "unknown algorithm" error.
+KNOWN_ALGORITHMS_HINT = "FtTPO, IQL, CQL, BC, MARWIL"
+
+
+@dataclass(frozen=True)
+class DatasetRef:
+    """A resolved dataset: its id and the id of the environment it was collected on."""
+
+    id: str
+    env_id: str | None
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """What Tune needs for one run of the YAML."""
+
+    run: RunSpec
+    kind: str
+    trainable: Any
+    param_space: dict[str, Any]
+    algorithm_config: Any | None
+
+
+def _registered_trainable(name: str) -> Any:
+    from ray.tune.error import TuneError
+    from ray.tune.registry import get_trainable_cls
+
+    import fttpo_ray  # noqa: F401 - registers FtTPO with Tune and RLlib
+
+    try:
+        return get_trainable_cls(name)
+    except TuneError:
+        raise ConfigError(
+            f"unknown algorithm '{name}'; use a registered Tune/RLlib algorithm such as "
+            f"{KNOWN_ALGORITHMS_HINT} (names are case-sensitive), or register your trainable "
+            "with ray.tune.register_trainable before running"
+        ) from None
+
+
+def trainable_class(name: str) -> Any:
+    """The Tune trainable class registered as ``name`` (FtTPO and RLlib's algorithms included)."""
+    return _registered_trainable(name)
+
+
+def trainable_kind(name: str) -> str:
+    """``fttpo``, ``rllib`` or ``trainable`` (see the module docstring)."""
+    from ray.rllib.algorithms.algorithm import Algorithm
+
+    from fttpo_ray.algorithms.fttpo.fttpo import FtTPO
+
+    cls = trainable_class(name)
+    if isinstance(cls, type) and issubclass(cls, FtTPO):
+        return KIND_FTTPO
+    if isinstance(cls, type) and issubclass(cls, Algorithm):
+        return KIND_RLLIB
+    return KIND_TRAINABLE
+
+
+@cache
+def _default_config_dict(name: str) -> dict[str, Any] | None:
+    cls = trainable_class(name)
+    if trainable_kind(name) == KIND_TRAINABLE:
+        return None
+    return cls.get_default_config().to_dict()
+
+
+def algorithm_defaults(name: str, key: str, check: Any) -> dict[str, Any] | None:
+    """Default config of the algorithm ``name`` as a dict (``None`` for a plain trainable).
+
+    ``check`` is the YAML checker: an unknown name is reported with the key and the file.
+    """
+    try:
+        return _default_config_dict(name)
+    except ConfigError as err:
+        check.fail(key, str(err))
+        return None
+
+
+# ---- the dataset -------------------------------------------------------------------------------
+
+
+def prepare_dataset(spec: ExperimentSpec) -> DatasetRef:
+    """Make sure the YAML's dataset exists (created on demand where possible) and read its env."""
+    from fttpo_ray.data import ensure_dataset, load_transitions
+
+    ds = spec.dataset
+    ensure_dataset(ds.id, env_id=ds.env, episodes=ds.episodes, seed=ds.seed)
+    env_id = ds.env or load_transitions(ds.id).env_id
+    logger.info("Dataset '%s' ready (environment %s)", ds.id, env_id)
+    return DatasetRef(id=ds.id, env_id=env_id)
+
+
+def needs_dataset(spec: ExperimentSpec) -> bool:
+    """Whether any run is an RLlib algorithm (those read the dataset; plain trainables may not)."""
+    return any(trainable_kind(run.algorithm) != KIND_TRAINABLE for run in spec.runs)
+
+
+# ---- configs and param spaces --------------------------------------------------------------------
+
+
+def tune_domain(domain: SearchDomain) -> Any:
+    """The Tune search-space object of a YAML search entry."""
+    from ray import tune
+
+    values = list(domain.values)
+    if domain.kind == GRID_SEARCH:
+        return tune.grid_search(values)
+    if domain.kind == CHOICE:
+        return tune.choice(values)
+    if domain.kind == UNIFORM:
+        return tune.uniform(*values)
+    if domain.kind == LOGUNIFORM:
+        return tune.loguniform(*values)
+    if domain.kind == RANDINT:
+        return tune.randint(*values)
+    raise ConfigError(f"unknown search domain '{domain.kind}'")
+
+
+def algorithm_config(
+    spec: ExperimentSpec,
+    run: RunSpec,
+    dataset: DatasetRef,
+    *,
+    seed: int,
+    overrides: dict[str, Any] | None = None,
+) -> Any:
+    """The RLlib ``AlgorithmConfig`` of ``run`` with fixed values (``config`` + ``overrides``)."""
+    from fttpo_ray.evaluation import configure_evaluation
+
+    kind = trainable_kind(run.algorithm)
+    if kind == KIND_TRAINABLE:
+        raise ConfigError(f"'{run.algorithm}' is not an RLlib algorithm; it has no AlgorithmConfig")
+    config = trainable_class(run.algorithm).get_default_config()
+    values = {**run.config, **(overrides or {})}
+    config.update_from_dict({run.dict_key(key): value for key, value in values.items()})
+    if "num_env_runners" not in run.config:
+        config.env_runners(num_env_runners=0)
+    if config.num_learners == 0:
+        config.learners(num_cpus_per_learner=spec.cpus_per_trial)
+    config.resources(num_cpus_for_main_process=spec.cpus_per_trial)
+    config.debugging(seed=seed)
+    if kind == KIND_FTTPO:
+        config.dataset(dataset.id)
+        if dataset.env_id:
+            config.environment(env=dataset.env_id)
+    else:
+        from fttpo_ray.data import configure_rllib_offline
+
+        chosen = {key: value for key, value in run.config.items() if key in OFFLINE_DATA_KEYS}
+        configure_rllib_offline(config, dataset.id, **chosen)
+    ev = spec.evaluation
+    return configure_evaluation(
+        config,
+        episodes=ev.episodes,
+        seed=ev.seed,
+        explore=ev.explore,
+        interval=ev.interval,
+        dataset_id=dataset.id,
+    )
+
+
+def plain_config(
+    spec: ExperimentSpec, run: RunSpec, dataset: DatasetRef, *, seed: int
+) -> dict[str, Any]:
+    """The plain dict config of a non-RLlib trainable (YAML ``config`` + context keys)."""
+    ev = spec.evaluation
+    return {
+        **run.config,
+        SEED_KEY: seed,
+        DATASET_ID_KEY: dataset.id,
+        ENV_KEY: dataset.env_id,
+        EVALUATION_EPISODES_KEY: ev.episodes,
+        EVALUATION_INTERVAL_KEY: ev.interval,
+        EVALUATION_SEED_KEY: ev.seed,
+        EVALUATION_EXPLORE_KEY: ev.explore,
+    }
+
+
+def plan_run(spec: ExperimentSpec, run: RunSpec, dataset: DatasetRef) -> RunPlan:
+    """Trainable and ``param_space`` of one run (search keys as Tune domains, seeds as a grid)."""
+    from ray import tune
+
+    kind = trainable_kind(run.algorithm)
+    first_seed = spec.seeds[0]
+    if kind == KIND_TRAINABLE:
+        config = None
+        space = plain_config(spec, run, dataset, seed=first_seed)
+        trainable = tune.with_resources(
+            trainable_class(run.algorithm), {"cpu": spec.cpus_per_trial}
+        )
+    else:
+        config = algorithm_config(spec, run, dataset, seed=first_seed)
+        space = config.to_dict()
+        trainable = run.algorithm
+    for key, domain in run.search.items():
+        space[run.dict_key(key)] = tune_domain(domain)
+    space[SEED_KEY] = tune.grid_search(list(spec.seeds))
+    return RunPlan(
+        run=run, kind=kind, trainable=trainable, param_space=space, algorithm_config=config
+    )
+
+
+def trial_variant(algorithm: str, config: Mapping[str, Any]) -> str:
+    """The label that tables group by: FtTPO's ``variant``, else the algorithm name."""
+    variant = config.get(VARIANT_KEY)
+    if isinstance(variant, str) and variant:
+        return variant
+    return algorithm.lower()

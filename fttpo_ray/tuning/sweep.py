@@ -1,0 +1,371 @@
+"""``fttpo sweep``: run an experiment YAML as Ray Tune experiments tracked in MLflow.
+
+Each entry of ``runs`` becomes one ``tune.Tuner`` (one trainable per Tuner); the Tuners run one
+after another on the same Ray instance and all their trials go into one MLflow experiment,
+nested under one parent run per sweep. Storage layout::
+
+    <storage>/<experiment>/<sweep id>/sweep.json      the YAML as run, MLflow ids, overrides
+    <storage>/<experiment>/<sweep id>/<run name>/     Tune's experiment directory of that run
+
+``resume=True`` continues the latest sweep of the experiment in ``storage``: every Tuner that
+was started is restored with ``Tuner.restore`` (finished trials are kept, unfinished and errored
+ones continue from their last checkpoint) and the ones not started yet are started; the MLflow
+runs are reused, not duplicated (see :mod:`fttpo_ray.tuning.tracking`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from fttpo_ray.errors import ConfigError
+from fttpo_ray.tuning import report as rep
+from fttpo_ray.tuning.progress import ProgressCallback
+from fttpo_ray.tuning.runtime import start_ray, stop_ray, storage_root
+from fttpo_ray.tuning.schema import ExperimentSpec, load_experiment, validate_experiment
+from fttpo_ray.tuning.space import (
+    KIND_RLLIB,
+    KIND_TRAINABLE,
+    RAY_DATA_RESERVED_CPUS,
+    DatasetRef,
+    RunPlan,
+    needs_dataset,
+    plan_run,
+    prepare_dataset,
+)
+from fttpo_ray.tuning.tracking import (
+    FAILED,
+    FINISHED,
+    KILLED,
+    KIND_SWEEP,
+    KIND_TAG,
+    RUNNING,
+    SWEEP_DIR_TAG,
+    TRAINING_ITERATION,
+    YAML_TAG,
+    MLflowTrackingCallback,
+    RunContext,
+    experiment_id,
+    open_tracking_store,
+    resolve_tracking_uri,
+)
+
+logger = logging.getLogger(__name__)
+
+SWEEP_STATE_FILE = "sweep.json"
+SWEEP_YAML_ARTIFACT = "experiment.yaml"
+REPORT_DIR = "report"
+TIME_FORMAT = "%Y%m%d-%H%M%S"
+TIME_TOTAL_S = "time_total_s"
+
+# ---- keys of sweep.json ---------------------------------------------------------------------
+STATE_YAML = "yaml"
+STATE_SOURCE = "source"
+STATE_TRACKING_URI = "tracking_uri"
+STATE_EXPERIMENT_ID = "experiment_id"
+STATE_PARENT_RUN_ID = "parent_run_id"
+STATE_ITERATIONS = "iterations"
+STATE_MAX_CONCURRENT = "max_concurrent"
+STATE_STARTED = "started"
+
+
+@dataclass
+class SweepOutcome:
+    """What a sweep did and where to look."""
+
+    experiment: str
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str
+    sweep_dir: Path
+    trials: int = 0
+    errored: int = 0
+    interrupted: bool = False
+    wall_s: float = 0.0
+    table: pd.DataFrame = field(default_factory=pd.DataFrame)
+    report_dir: Path | None = None
+    report_files: list[Path] = field(default_factory=list)
+
+
+def _new_sweep_dir(root: Path, name: str) -> Path:
+    base = root / name / datetime.now().strftime(TIME_FORMAT)
+    path, index = base, 1
+    while path.exists():
+        path = base.with_name(f"{base.name}-{index}")
+        index += 1
+    path.mkdir(parents=True)
+    return path
+
+
+def latest_sweep_dir(root: Path, name: str) -> Path:
+    """The most recent sweep directory of ``name`` under ``root`` (for ``--resume``)."""
+    candidates = sorted(
+        (p.parent for p in (root / name).glob(f"*/{SWEEP_STATE_FILE}")),
+        key=lambda p: p.stat().st_mtime,
+    )
+    if not candidates:
+        raise ConfigError(
+            f"no sweep of '{name}' to resume under '{root}'; run without --resume, or pass the "
+            "--storage of the interrupted sweep"
+        )
+    return candidates[-1]
+
+
+def _read_state(sweep_dir: Path) -> dict[str, Any]:
+    try:
+        return json.loads((sweep_dir / SWEEP_STATE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise ConfigError(
+            f"cannot read '{sweep_dir / SWEEP_STATE_FILE}' to resume: {err}"
+        ) from None
+
+
+def _write_state(sweep_dir: Path, state: dict[str, Any]) -> None:
+    path = sweep_dir / SWEEP_STATE_FILE
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=1, sort_keys=True, default=str), encoding="utf-8")
+    tmp.replace(path)
+
+
+def trial_concurrency(plan: RunPlan, spec: ExperimentSpec, requested: int) -> int | None:
+    """Trials of ``plan`` allowed at once (``None``: as many as the resources allow).
+
+    RLlib's own offline algorithms read their data with Ray Data, whose tasks run outside the
+    trial's placement group: :data:`RAY_DATA_RESERVED_CPUS` CPUs of the cluster are left free
+    for them, or their trials would wait forever on a small machine.
+    """
+    import ray
+
+    limit = requested or None
+    if plan.kind == KIND_RLLIB:
+        cpus = float(ray.cluster_resources().get("CPU", 1.0))
+        fit = max(1, int((cpus - RAY_DATA_RESERVED_CPUS) // spec.cpus_per_trial))
+        limit = min(limit, fit) if limit else fit
+    return limit
+
+
+def _tuner(
+    plan: RunPlan,
+    spec: ExperimentSpec,
+    sweep_dir: Path,
+    *,
+    iterations: int,
+    max_concurrent: int,
+    callbacks: list[Any],
+    resume: bool,
+) -> Any:
+    from ray import tune
+
+    path = sweep_dir / plan.run.name
+    if resume and tune.Tuner.can_restore(str(path)):
+        logger.info("Restoring run '%s' from %s", plan.run.name, path)
+        return tune.Tuner.restore(
+            str(path),
+            trainable=plan.trainable,
+            resume_unfinished=True,
+            resume_errored=True,
+            param_space=plan.param_space,
+        )
+    stop: dict[str, float] = {TRAINING_ITERATION: iterations}
+    if spec.time_s is not None:
+        stop[TIME_TOTAL_S] = spec.time_s
+    ck = spec.checkpoint
+    if plan.kind == KIND_TRAINABLE:
+        checkpoint = tune.CheckpointConfig(num_to_keep=ck.num_to_keep)
+    else:
+        checkpoint = tune.CheckpointConfig(
+            checkpoint_frequency=ck.frequency,
+            checkpoint_at_end=ck.at_end,
+            num_to_keep=ck.num_to_keep,
+        )
+    return tune.Tuner(
+        plan.trainable,
+        param_space=plan.param_space,
+        tune_config=tune.TuneConfig(
+            num_samples=spec.num_samples,
+            max_concurrent_trials=trial_concurrency(plan, spec, max_concurrent),
+            reuse_actors=False,
+        ),
+        run_config=tune.RunConfig(
+            name=plan.run.name,
+            storage_path=str(sweep_dir),
+            stop=stop,
+            checkpoint_config=checkpoint,
+            failure_config=tune.FailureConfig(max_failures=0),
+            callbacks=callbacks,
+            verbose=0,
+            log_to_file=False,
+        ),
+    )
+
+
+def _parent_run(
+    client: Any, exp_id: str, spec: ExperimentSpec, sweep_dir: Path, iterations: int
+) -> str:
+    from mlflow.entities import Param
+
+    run = client.create_run(
+        exp_id,
+        run_name=f"sweep-{sweep_dir.name}",
+        tags={KIND_TAG: KIND_SWEEP, SWEEP_DIR_TAG: str(sweep_dir), YAML_TAG: str(spec.path)},
+    )
+    run_id = run.info.run_id
+    params = {
+        "yaml": spec.path.name,
+        "runs": ",".join(r.name for r in spec.runs),
+        "algorithms": ",".join(sorted({r.algorithm for r in spec.runs})),
+        "seeds": ",".join(str(s) for s in spec.seeds),
+        "iterations": str(iterations),
+        "dataset_id": spec.dataset.id,
+        "evaluation_episodes": str(spec.evaluation.episodes),
+    }
+    client.log_batch(run_id, params=[Param(k, v[:250]) for k, v in params.items()])
+    client.log_text(run_id, spec.path.read_text(encoding="utf-8"), SWEEP_YAML_ARTIFACT)
+    return run_id
+
+
+def run_sweep(
+    config_path: str | Path,
+    *,
+    address: str | None = None,
+    mlflow_uri: str | None = None,
+    storage: str | Path | None = None,
+    iterations: int | None = None,
+    resume: bool = False,
+    max_concurrent: int | None = None,
+    report: bool = True,
+) -> SweepOutcome:
+    """Run (or with ``resume`` continue) the sweep of an experiment YAML; see the module doc."""
+    start = time.perf_counter()
+    spec = load_experiment(config_path)
+    root = storage_root(storage)
+    if iterations is not None and iterations < 1:
+        raise ConfigError(f"--iterations must be >= 1; got {iterations}")
+    if max_concurrent is not None and max_concurrent < 0:
+        raise ConfigError(f"--max-concurrent must be >= 0; got {max_concurrent}")
+
+    state: dict[str, Any] = {}
+    if resume:
+        sweep_dir = latest_sweep_dir(root, spec.name)
+        state = _read_state(sweep_dir)
+        stored = state.get(STATE_TRACKING_URI)
+        requested = resolve_tracking_uri(mlflow_uri)
+        if mlflow_uri and stored and mlflow_uri != stored:
+            raise ConfigError(
+                f"the sweep in '{sweep_dir}' is tracked in '{stored}'; resume it with that "
+                f"--mlflow-uri (got '{mlflow_uri}')"
+            )
+        uri = stored or requested
+        spec = validate_experiment(state[STATE_YAML], spec.path)
+        iterations = state.get(STATE_ITERATIONS) or spec.iterations
+        max_concurrent = (
+            state.get(STATE_MAX_CONCURRENT, 0) if max_concurrent is None else max_concurrent
+        )
+        logger.info("Resuming sweep %s", sweep_dir)
+    else:
+        uri = resolve_tracking_uri(mlflow_uri)
+        iterations = iterations or spec.iterations
+        max_concurrent = spec.max_concurrent if max_concurrent is None else max_concurrent
+
+    client = open_tracking_store(uri)
+    exp_id = experiment_id(client, spec.name, uri)
+    if not resume:
+        sweep_dir = _new_sweep_dir(root, spec.name)
+
+    started_ray = start_ray(address)
+    parent_id = state.get(STATE_PARENT_RUN_ID, "")
+    outcome = SweepOutcome(spec.name, uri, exp_id, parent_id, sweep_dir)
+    status = FAILED
+    try:
+        if needs_dataset(spec):
+            dataset = prepare_dataset(spec)
+        else:
+            dataset = DatasetRef(spec.dataset.id, spec.dataset.env)
+        if parent_id:
+            client.update_run(parent_id, status=RUNNING)
+        else:
+            parent_id = _parent_run(client, exp_id, spec, sweep_dir, iterations)
+            outcome.parent_run_id = parent_id
+            state = {
+                STATE_YAML: spec.raw,
+                STATE_SOURCE: str(spec.path),
+                STATE_TRACKING_URI: uri,
+                STATE_EXPERIMENT_ID: exp_id,
+                STATE_PARENT_RUN_ID: parent_id,
+                STATE_ITERATIONS: iterations,
+                STATE_MAX_CONCURRENT: max_concurrent,
+                STATE_STARTED: datetime.now().isoformat(timespec="seconds"),
+            }
+            _write_state(sweep_dir, state)
+        logger.info(
+            "Sweep '%s': %d run(s), storage %s, MLflow %s (experiment %s, parent run %s)",
+            spec.name,
+            len(spec.runs),
+            sweep_dir,
+            uri,
+            exp_id,
+            parent_id,
+        )
+        for run in spec.runs:
+            plan = plan_run(spec, run, dataset)
+            context = RunContext(
+                experiment_id=exp_id,
+                parent_run_id=parent_id,
+                run_name=run.name,
+                algorithm=run.algorithm,
+                env=dataset.env_id,
+                dataset_id=dataset.id,
+                yaml_keys={key: run.dict_key(key) for key in run.config},
+                searched=tuple(run.search),
+                sweep_dir=str(sweep_dir),
+                log_checkpoint=spec.log_checkpoint,
+            )
+            callbacks = [
+                MLflowTrackingCallback(tracking_uri=uri, context=context),
+                ProgressCallback(run.name, iterations),
+            ]
+            tuner = _tuner(
+                plan,
+                spec,
+                sweep_dir,
+                iterations=iterations,
+                max_concurrent=max_concurrent,
+                callbacks=callbacks,
+                resume=resume,
+            )
+            logger.info("Run '%s' (%s) starts", run.name, run.algorithm)
+            grid = tuner.fit()
+            outcome.trials += len(grid)
+            outcome.errored += grid.num_errors
+            if grid.num_terminated + grid.num_errors < len(grid):
+                outcome.interrupted = True
+                break
+        status = KILLED if outcome.interrupted else (FAILED if outcome.errored else FINISHED)
+    except KeyboardInterrupt:
+        outcome.interrupted = True
+        status = KILLED
+        raise
+    finally:
+        if parent_id:
+            client.set_terminated(parent_id, status=status)
+        stop_ray(started_ray)
+        outcome.wall_s = time.perf_counter() - start
+
+    if report and not outcome.interrupted and parent_id:
+        report_dir = sweep_dir / REPORT_DIR
+        written = rep.write_report(
+            spec.name, report_dir, tracking_uri=uri, sweep=parent_id, densities=False
+        )
+        outcome.table = written.compact
+        outcome.report_dir = report_dir
+        outcome.report_files = written.files
+        client.log_artifacts(parent_id, str(report_dir), REPORT_DIR)
+    outcome.wall_s = time.perf_counter() - start
+    return outcome

@@ -1,0 +1,178 @@
+"""``fttpo train``: one run of one algorithm from an experiment YAML, on a local Ray.
+
+The run's ``config`` block is used as it is (its ``search`` block is ignored), with ``--set``
+overrides, the first of the YAML's ``seeds`` (or ``seed``) and ``stop.iterations`` (or
+``iterations``). Metrics go to the YAML's MLflow experiment as a top-level run (tag
+``fttpo.kind = train``); the final checkpoint is written to
+``<storage>/<experiment>/train-<time>/checkpoint`` and logged as an artifact.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from fttpo_ray.errors import ConfigError
+from fttpo_ray.tuning.progress import describe_result
+from fttpo_ray.tuning.runtime import start_ray, stop_ray, storage_root
+from fttpo_ray.tuning.schema import load_experiment
+from fttpo_ray.tuning.space import (
+    KIND_TRAINABLE,
+    algorithm_config,
+    prepare_dataset,
+    trainable_kind,
+)
+from fttpo_ray.tuning.sweep import TIME_FORMAT
+from fttpo_ray.tuning.tracking import (
+    CHECKPOINT_ARTIFACT_DIR,
+    FAILED,
+    FINISHED,
+    KILLED,
+    KIND_TRAIN,
+    TRAINING_ITERATION,
+    RunContext,
+    create_trial_run,
+    experiment_id,
+    log_result,
+    open_tracking_store,
+    resolve_tracking_uri,
+    select_metrics,
+)
+
+logger = logging.getLogger(__name__)
+
+TRAIN_DIR_PREFIX = "train-"
+CHECKPOINT_DIR = "checkpoint"
+#: The file that marks an RLlib algorithm checkpoint directory.
+ALGORITHM_STATE_FILE = "rllib_checkpoint.json"
+
+
+@dataclass
+class TrainOutcome:
+    """Result of :func:`train_once`."""
+
+    experiment: str
+    run: str
+    tracking_uri: str
+    mlflow_run_id: str
+    checkpoint: Path
+    iterations: int
+    seed: int
+    metrics: dict[str, float] = field(default_factory=dict)
+    wall_s: float = 0.0
+
+
+def train_once(
+    config_path: str | Path,
+    *,
+    overrides: Sequence[str] = (),
+    run: str | None = None,
+    mlflow_uri: str | None = None,
+    storage: str | Path | None = None,
+    iterations: int | None = None,
+    seed: int | None = None,
+) -> TrainOutcome:
+    """Train one run of the YAML (see the module docstring) and return its final metrics."""
+    start = time.perf_counter()
+    spec = load_experiment(config_path, overrides=overrides, run=run)
+    run_spec = spec.run(run)
+    if trainable_kind(run_spec.algorithm) == KIND_TRAINABLE:
+        raise ConfigError(
+            f"{spec.path}: run '{run_spec.name}' uses '{run_spec.algorithm}', which is not an "
+            "RLlib algorithm; `fttpo train` runs RLlib algorithms, use `fttpo sweep` for others"
+        )
+    if iterations is not None and iterations < 1:
+        raise ConfigError(f"--iterations must be >= 1; got {iterations}")
+    seed = spec.seeds[0] if seed is None else seed
+    iterations = iterations or spec.iterations
+    root = storage_root(storage)
+    uri = resolve_tracking_uri(mlflow_uri)
+    client = open_tracking_store(uri)
+    exp_id = experiment_id(client, spec.name, uri)
+    stamp = datetime.now().strftime(TIME_FORMAT)
+    out_dir = root / spec.name / f"{TRAIN_DIR_PREFIX}{stamp}"
+
+    started_ray = start_ray(None)
+    algo = None
+    run_id = ""
+    status = FAILED
+    try:
+        dataset = prepare_dataset(spec)
+        config = algorithm_config(spec, run_spec, dataset, seed=seed)
+        algo = config.build_algo()
+        context = RunContext(
+            experiment_id=exp_id,
+            parent_run_id="",
+            run_name=run_spec.name,
+            algorithm=run_spec.algorithm,
+            env=dataset.env_id,
+            dataset_id=dataset.id,
+            yaml_keys={key: run_spec.dict_key(key) for key in run_spec.config},
+            searched=(),
+            sweep_dir=str(out_dir),
+        )
+        run_id = create_trial_run(
+            client,
+            context,
+            name=f"train:{run_spec.name}:seed{seed}",
+            trial_id=f"{TRAIN_DIR_PREFIX}{stamp}",
+            config=config.to_dict(),
+            trial_dir=str(out_dir),
+            kind=KIND_TRAIN,
+        )
+        result: dict = {}
+        for index in range(1, iterations + 1):
+            result = algo.train()
+            step = int(result.get(TRAINING_ITERATION, index))
+            log_result(client, run_id, result, step)
+            logger.info(
+                "%s iter %d/%d: %s", run_spec.name, step, iterations, describe_result(result)
+            )
+        checkpoint = Path(algo.save_to_path(str(out_dir / CHECKPOINT_DIR)))
+        client.log_artifacts(run_id, str(checkpoint), CHECKPOINT_ARTIFACT_DIR)
+        status = FINISHED
+        return TrainOutcome(
+            experiment=spec.name,
+            run=run_spec.name,
+            tracking_uri=uri,
+            mlflow_run_id=run_id,
+            checkpoint=checkpoint,
+            iterations=iterations,
+            seed=seed,
+            metrics=select_metrics(result),
+            wall_s=time.perf_counter() - start,
+        )
+    except KeyboardInterrupt:
+        status = KILLED
+        raise
+    finally:
+        if run_id:
+            client.set_terminated(run_id, status=status)
+        if algo is not None:
+            algo.stop()
+        stop_ray(started_ray)
+
+
+def evaluate(
+    checkpoint: str | Path, *, episodes: int = 100, seed: int = 1_000_000, explore: bool = True
+) -> dict[str, dict[str, float]]:
+    """Returns and safety metrics of an algorithm checkpoint (``fttpo eval``), per policy."""
+    from fttpo_ray.evaluation import evaluate_checkpoint
+
+    path = Path(checkpoint).expanduser().resolve()
+    if not (path / ALGORITHM_STATE_FILE).is_file():
+        raise ConfigError(
+            f"'{checkpoint}' is not an algorithm checkpoint (no {ALGORITHM_STATE_FILE}); give "
+            "the checkpoint directory that `fttpo train` printed or a trial's checkpoint_NNNNNN"
+        )
+    if episodes < 1:
+        raise ConfigError(f"--episodes must be >= 1; got {episodes}")
+    started_ray = start_ray(None)
+    try:
+        return evaluate_checkpoint(str(path), episodes=episodes, seed=seed, explore=explore)
+    finally:
+        stop_ray(started_ray)
