@@ -25,7 +25,8 @@ EXIT_INTERRUPTED = 130
 
 
 def _setup_logging() -> None:
-    """INFO lines of fttpo_ray on stderr; RLlib's internal gymnasium warnings silenced."""
+    """INFO lines of fttpo_ray on stderr; MLflow's INFO lines and the gymnasium warnings of
+    RLlib's internal environments silenced."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(LOG_FORMAT, LOG_DATE_FORMAT))
     package = logging.getLogger("fttpo_ray")
@@ -35,6 +36,7 @@ def _setup_logging() -> None:
     package.setLevel(logging.INFO)
     package.propagate = False
     warnings.filterwarnings("ignore", category=UserWarning, module="gymnasium")
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
 
 
 def _where_to_look(uri: str, experiment: str, lines: list[tuple[str, str]]) -> str:

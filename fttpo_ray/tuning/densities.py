@@ -121,9 +121,16 @@ def plot_policy_densities(data: Any, out: Path) -> list[Path]:
     if not has_oracle:
         logger.info("No density plot: %s has no safety oracle with a 1-D dose", env_id)
         return []
-    states = treatment_states(env_id)
-    chosen = _pick_trials(trials[trials[ENV_PARAM] == env_id])
     client = MlflowClient(tracking_uri=data.tracking_uri)
+    on_env = trials[trials[ENV_PARAM] == env_id]
+    with_checkpoint = on_env[
+        [bool(client.list_artifacts(r, CHECKPOINT_ARTIFACT_DIR)) for r in on_env[RUN_ID]]
+    ]
+    if with_checkpoint.empty:
+        logger.info("No density plot: no trial of %s has a checkpoint artifact", env_id)
+        return []
+    chosen = _pick_trials(with_checkpoint)
+    states = treatment_states(env_id)
     grid = np.linspace(-1.0, 1.0, GRID_POINTS)
     doses = low + (grid + 1.0) * 0.5 * (high - low)
     jacobian = 2.0 / (high - low)

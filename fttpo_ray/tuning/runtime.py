@@ -21,6 +21,7 @@ DEFAULT_RAY_CLIENT_PORT = 10001
 RAY_DEDUP_LOGS_ENV = "RAY_DEDUP_LOGS"
 #: "0" selects Tune's classic reporter, which ``verbose=0`` silences.
 TUNE_NEW_OUTPUT_ENV = "RAY_AIR_NEW_OUTPUT"
+ADDRESS_FIX = "start the cluster (`ray start --head`) or omit --address to run locally"
 
 
 def storage_root(storage: str | Path | None) -> Path:
@@ -54,6 +55,13 @@ def _address_host_port(address: str) -> tuple[str, int] | None:
     return parsed.hostname, port
 
 
+def check_address(address: str) -> None:
+    """:class:`ConfigError` unless ``address`` parses and (unless ``auto``) answers quickly."""
+    host_port = _address_host_port(address)
+    if host_port is not None:
+        check_reachable(*host_port, what="the Ray cluster", fix=ADDRESS_FIX)
+
+
 def start_ray(address: str | None = None) -> bool:
     """Connect to the cluster at ``address``, or start a local Ray; True if started here.
 
@@ -66,17 +74,14 @@ def start_ray(address: str | None = None) -> bool:
     os.environ.setdefault(TUNE_NEW_OUTPUT_ENV, "0")
     if ray.is_initialized():
         return False
-    fix = "start the cluster (`ray start --head`) or omit --address to run locally"
     if address:
-        host_port = _address_host_port(address)
-        if host_port is not None:
-            check_reachable(*host_port, what="the Ray cluster", fix=fix)
+        check_address(address)
         try:
             ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
         except (ConnectionError, RuntimeError, ValueError) as err:
             detail = " ".join(str(err).split())[:200]
             raise ConfigError(
-                f"cannot connect to the Ray cluster at '{address}': {detail}; {fix}"
+                f"cannot connect to the Ray cluster at '{address}': {detail}; {ADDRESS_FIX}"
             ) from None
         logger.info("Connected to the Ray cluster at %s", address)
         return True

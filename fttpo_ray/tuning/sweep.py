@@ -28,7 +28,7 @@ import pandas as pd
 from fttpo_ray.errors import ConfigError
 from fttpo_ray.tuning import report as rep
 from fttpo_ray.tuning.progress import ProgressCallback
-from fttpo_ray.tuning.runtime import start_ray, stop_ray, storage_root
+from fttpo_ray.tuning.runtime import check_address, start_ray, stop_ray, storage_root
 from fttpo_ray.tuning.schema import ExperimentSpec, load_experiment, validate_experiment
 from fttpo_ray.tuning.space import (
     KIND_RLLIB,
@@ -151,6 +151,24 @@ def trial_concurrency(plan: RunPlan, spec: ExperimentSpec, requested: int) -> in
     return limit
 
 
+def unfinished_trials(grid: Any, iterations: int, time_s: float | None) -> int:
+    """Trials of a finished ``Tuner.fit`` that neither failed nor reached a stop criterion.
+
+    After Ctrl-C Tune stops every trial and marks it terminated, so an interruption shows only
+    in the results: fewer iterations than the stop criterion (none at all for pending trials).
+    """
+    count = 0
+    for result in grid:
+        if result.error is not None:
+            continue
+        metrics = result.metrics or {}
+        done = int(metrics.get(TRAINING_ITERATION) or 0) >= iterations
+        timed_out = time_s is not None and float(metrics.get(TIME_TOTAL_S) or 0.0) >= time_s
+        if not (done or timed_out):
+            count += 1
+    return count
+
+
 def _tuner(
     plan: RunPlan,
     spec: ExperimentSpec,
@@ -246,6 +264,8 @@ def run_sweep(
     start = time.perf_counter()
     spec = load_experiment(config_path)
     root = storage_root(storage)
+    if address:
+        check_address(address)
     if iterations is not None and iterations < 1:
         raise ConfigError(f"--iterations must be >= 1; got {iterations}")
     if max_concurrent is not None and max_concurrent < 0:
@@ -344,7 +364,7 @@ def run_sweep(
             grid = tuner.fit()
             outcome.trials += len(grid)
             outcome.errored += grid.num_errors
-            if grid.num_terminated + grid.num_errors < len(grid):
+            if unfinished_trials(grid, iterations, spec.time_s):
                 outcome.interrupted = True
                 break
         status = KILLED if outcome.interrupted else (FAILED if outcome.errored else FINISHED)
