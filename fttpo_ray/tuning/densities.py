@@ -1,6 +1,6 @@
 """Thin vs fat policy densities at a few states of the treatment simulator (a report plot).
 
-For a few trials of a sweep (one per run and variant, lowest seed) the final checkpoint is
+For a few FtTPO trials of a sweep (one per run and variant, lowest seed) the final checkpoint is
 downloaded from MLflow and its RLModule loaded without Ray; at the states of one
 evaluation-style episode (reset with :data:`STATE_EPISODE_SEED`, mid-range doses in between)
 each policy's density is drawn over the dose range, with the doses that the safety oracle
@@ -50,13 +50,10 @@ def load_module(checkpoint_dir: Path) -> Any:
 
 
 def module_policies(module: Any) -> list[Any]:
-    """Evaluation policies of a module: FtTPO's thin and/or fat ones, else RLlib's as fat."""
-    from fttpo_ray.evaluation import fttpo_policies, rllib_module_policy
-    from fttpo_ray.rl_module.fttpo_rl_module import FtTPOTorchRLModule
+    """The thin and/or fat evaluation policies of an FtTPO module (as its variant has them)."""
+    from fttpo_ray.evaluation import fttpo_policies
 
-    if isinstance(module, FtTPOTorchRLModule):
-        return fttpo_policies(module)
-    return [rllib_module_policy(module)]
+    return fttpo_policies(module)
 
 
 def treatment_states(env_id: str) -> list[tuple[int, np.ndarray, np.ndarray]]:
@@ -105,8 +102,15 @@ def plot_policy_densities(data: Any, out: Path) -> list[Path]:
     """Write :data:`DENSITIES_PNG` into ``out``; ``[]`` if the environment has no oracle."""
     from mlflow.tracking import MlflowClient
 
+    from fttpo_ray.registry import ALGORITHM_NAME
     from fttpo_ray.tuning.report import RUN_ID
-    from fttpo_ray.tuning.tracking import ENV_PARAM, RUN_PARAM, SEED_PARAM, VARIANT_PARAM
+    from fttpo_ray.tuning.tracking import (
+        ALGORITHM_PARAM,
+        ENV_PARAM,
+        RUN_PARAM,
+        SEED_PARAM,
+        VARIANT_PARAM,
+    )
 
     trials = data.trials
     if trials.empty or ENV_PARAM not in trials:
@@ -122,12 +126,12 @@ def plot_policy_densities(data: Any, out: Path) -> list[Path]:
         logger.info("No density plot: %s has no safety oracle with a 1-D dose", env_id)
         return []
     client = MlflowClient(tracking_uri=data.tracking_uri)
-    on_env = trials[trials[ENV_PARAM] == env_id]
+    on_env = trials[(trials[ENV_PARAM] == env_id) & (trials.get(ALGORITHM_PARAM) == ALGORITHM_NAME)]
     with_checkpoint = on_env[
         [bool(client.list_artifacts(r, CHECKPOINT_ARTIFACT_DIR)) for r in on_env[RUN_ID]]
     ]
     if with_checkpoint.empty:
-        logger.info("No density plot: no trial of %s has a checkpoint artifact", env_id)
+        logger.info("No density plot: no FtTPO trial on %s has a checkpoint artifact", env_id)
         return []
     chosen = _pick_trials(with_checkpoint)
     states = treatment_states(env_id)

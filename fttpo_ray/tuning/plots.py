@@ -15,6 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - after choosing the non-interactive backend
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from fttpo_ray import metrics as m  # noqa: E402
 
@@ -22,6 +23,8 @@ logger = logging.getLogger(__name__)
 
 DPI = 110
 MAX_LEGEND_ENTRIES = 14
+#: Legend columns per column of panels.
+LEGEND_COLUMNS = 2
 CURVE_METRICS = ((m.EPISODE_RETURN_MEAN, "return"), (m.VIOLATION_RATE, "violation rate"))
 HEATMAP_X = "kl_weight"
 HEATMAP_Y = "thin_q"
@@ -60,7 +63,7 @@ def learning_curves(data: Any, path: Path) -> Path | None:
     fig, axes = plt.subplots(
         len(CURVE_METRICS),
         len(policies),
-        figsize=(5.2 * len(policies) + 2.8, 6.4),
+        figsize=(5.4 * len(policies) + 0.6, 7.0),
         squeeze=False,
         sharex=True,
     )
@@ -92,16 +95,27 @@ def learning_curves(data: Any, path: Path) -> Path | None:
         for row, (_, title) in enumerate(CURVE_METRICS):
             ax = axes[row][col]
             ax.set_title(f"{policy} policy: {title}", fontsize=10)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.grid(alpha=0.3)
             ax.set_ylabel(title)
             if row == len(CURVE_METRICS) - 1:
                 ax.set_xlabel("training iteration")
+    columns = LEGEND_COLUMNS * len(policies)
+    legend_rows = math.ceil(min(len(handles), MAX_LEGEND_ENTRIES) / columns)
+    bottom = (0.25 + 0.22 * legend_rows) / fig.get_figheight()
     if len(handles) <= MAX_LEGEND_ENTRIES:
-        fig.legend(handles.values(), handles.keys(), loc="center right", fontsize=8, frameon=False)
+        fig.legend(
+            handles.values(),
+            handles.keys(),
+            loc="lower center",
+            ncol=columns,
+            fontsize=8,
+            frameon=False,
+        )
     else:
-        fig.text(0.99, 0.5, f"{len(handles)} groups\n(see results.csv)", ha="right", fontsize=8)
+        fig.text(0.5, 0.01, f"{len(handles)} groups (see results.csv)", ha="center", fontsize=8)
     fig.suptitle(f"{data.experiment}: mean ± s.e. over seeds", fontsize=11)
-    fig.tight_layout(rect=(0, 0, 1 - 2.6 / fig.get_figwidth(), 0.96))
+    fig.tight_layout(rect=(0, bottom, 1, 0.96))
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return path
