@@ -151,22 +151,21 @@ def trial_concurrency(plan: RunPlan, spec: ExperimentSpec, requested: int) -> in
     return limit
 
 
-def unfinished_trials(grid: Any, iterations: int, time_s: float | None) -> int:
-    """Trials of a finished ``Tuner.fit`` that neither failed nor reached a stop criterion.
+def interrupted(grid: Any, iterations: int, time_s: float | None) -> bool:
+    """Whether a finished ``Tuner.fit`` was interrupted rather than run to its end.
 
-    After Ctrl-C Tune stops every trial and marks it terminated, so an interruption shows only
-    in the results: fewer iterations than the stop criterion (none at all for pending trials).
+    After Ctrl-C Tune stops every trial and marks it terminated (one stopped in its set-up may
+    carry an error without being counted as failed), so an interruption shows only in the
+    results: more trials short of the stop criterion (no iteration at all for one that had not
+    reported yet) than trials that failed.
     """
-    count = 0
+    short = 0
     for result in grid:
-        if result.error is not None:
-            continue
         metrics = result.metrics or {}
         done = int(metrics.get(TRAINING_ITERATION) or 0) >= iterations
         timed_out = time_s is not None and float(metrics.get(TIME_TOTAL_S) or 0.0) >= time_s
-        if not (done or timed_out):
-            count += 1
-    return count
+        short += not (done or timed_out)
+    return short > grid.num_errors
 
 
 def _tuner(
@@ -364,7 +363,7 @@ def run_sweep(
             grid = tuner.fit()
             outcome.trials += len(grid)
             outcome.errored += grid.num_errors
-            if unfinished_trials(grid, iterations, spec.time_s):
+            if interrupted(grid, iterations, spec.time_s):
                 outcome.interrupted = True
                 break
         status = KILLED if outcome.interrupted else (FAILED if outcome.errored else FINISHED)
