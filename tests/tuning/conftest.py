@@ -20,7 +20,9 @@ def ray_local() -> Iterator[None]:
         ray.shutdown()
 
 
-@pytest.fixture(scope="session")
-def toy_registered() -> str:
+@pytest.fixture
+def toy_registered(ray_local: None) -> str:
+    # Tune keeps registrations in the Ray cluster's key-value store: register again on every
+    # cluster (another module's fixture may have started a new one).
     toy_trainable.register()
     return toy_trainable.TOY_NAME
