@@ -147,8 +147,8 @@ def cmd_report(args: argparse.Namespace) -> None:
 
     ev = cfg["evaluation"]
     lines = [
-        f"Hyper-parameters: `benchmarks/halfcheetah.yaml` ({cfg['steps']} gradient steps per run "
-        "— a short budget on 2 shared cores —, batch "
+        f"Hyper-parameters: `benchmarks/halfcheetah.yaml` ({cfg['steps']} gradient steps per run, "
+        "a short budget on 2 shared cores; batch "
         f"{cfg['common']['train_batch_size_per_learner']}, "
         f"2x256 MLPs, gamma {cfg['common']['gamma']}); evaluation at the end of each run on "
         f"{ev['episodes']} episodes of {ENV_ID} (episode i resets with seed {ev['seed']} + i, the "
