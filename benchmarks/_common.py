@@ -33,8 +33,30 @@ CHEETAH_RANDOM_DATASET = "mujoco/halfcheetah/random-fttpo-v0"
 CHEETAH_RANDOM_EPISODES = 100
 
 
+def _git_state() -> tuple[str, bool]:
+    """(HEAD commit, whether tracked files under fttpo_ray/ differ from it)."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", "fttpo_ray"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown", False
+    return commit, bool(dirty)
+
+
+#: The commit of the code this process runs: read once at start-up, because HEAD can move
+#: while a long benchmark is running.
+START_COMMIT, START_DIRTY = _git_state()
+
+
 def machine() -> dict[str, Any]:
-    """nproc, CPU model, torch threads, load averages, versions, git commit."""
+    """nproc, CPU model, torch threads, load averages now, versions, git commit at start-up."""
     model = "unknown"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -43,20 +65,6 @@ def machine() -> dict[str, Any]:
                 break
     except OSError:
         pass
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = bool(
-            subprocess.run(
-                ["git", "status", "--porcelain", "--untracked-files=no", "--", "fttpo_ray"],
-                cwd=REPO_ROOT,
-                capture_output=True,
-                text=True,
-            ).stdout.strip()
-        )
-    except (OSError, subprocess.CalledProcessError):
-        commit, dirty = "unknown", False
     import ray
 
     return {
@@ -67,8 +75,8 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "ray": ray.__version__,
-        "git_commit": commit,
-        "fttpo_ray_uncommitted_changes": dirty,
+        "git_commit": START_COMMIT,
+        "fttpo_ray_uncommitted_changes": START_DIRTY,
         "minari_root": os.environ.get("MINARI_DATASETS_PATH"),
     }
 

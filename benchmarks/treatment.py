@@ -390,7 +390,23 @@ def cmd_report(args: argparse.Namespace) -> None:
                     f"{_fmt(*row['return_best'])} | {row['score_last']:.1f} | "
                     + _safety_cells(row, lethal)
                 )
-        payload["envs"][env_key] = {"env_id": env_id, "references": refs, "rows": rows}
+        missing = [
+            m
+            for m in cfg["methods"]
+            if not any(r["method"] == m for r in records if r["env"] == env_key)
+        ]
+        if missing:
+            md.append(
+                f"\nMethods of `{config_path}` without records for this environment: "
+                + ", ".join(f"`{m}`" for m in missing)
+                + " (see `benchmarks/README.md`)."
+            )
+        payload["envs"][env_key] = {
+            "env_id": env_id,
+            "references": refs,
+            "rows": rows,
+            "methods_without_records": missing,
+        }
         cert = [r for r in certified if r["env"] == env_key]
         if cert:
             md += certified_section(cert, refs, score, lethal, cfg)
