@@ -23,10 +23,14 @@ LOG_DATE_FORMAT = "%H:%M:%S"
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
 
+#: Logger of Ray Data's execution statistics (warns with a traceback after ``ray.shutdown``).
+RAY_DATA_STATS_LOGGER = "ray.data._internal.stats"
+
 
 def _setup_logging() -> None:
-    """INFO lines of fttpo_ray on stderr; MLflow's INFO lines and the gymnasium warnings of
-    RLlib's internal environments silenced."""
+    """INFO lines of fttpo_ray on stderr; MLflow's INFO lines, the gymnasium warnings of
+    RLlib's internal environments and the traceback Ray Data's prefetch thread logs when it
+    reports statistics after Ray has shut down (RLlib's offline algorithms) silenced."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(LOG_FORMAT, LOG_DATE_FORMAT))
     package = logging.getLogger("fttpo_ray")
@@ -37,6 +41,7 @@ def _setup_logging() -> None:
     package.propagate = False
     warnings.filterwarnings("ignore", category=UserWarning, module="gymnasium")
     logging.getLogger("mlflow").setLevel(logging.WARNING)
+    logging.getLogger(RAY_DATA_STATS_LOGGER).setLevel(logging.ERROR)
 
 
 def _where_to_look(uri: str, experiment: str, lines: list[tuple[str, str]]) -> str:
