@@ -165,7 +165,7 @@ def cmd_report(args: argparse.Namespace) -> None:
         f"(the dataset's own random return); D4RL score uses D4RL's random reference "
         f"{D4RL_RANDOM}. Boundary-action rate: fraction of action coordinates at the box edge.\n",
         "| policy | seeds | return | score | D4RL score | boundary-action rate | thin half-width "
-        "| learner grad steps/s |",
+        "| steps/s (build + train wall) |",
         "|---|---|---|---|---|---|---|---|",
     ]
     rows = []
@@ -185,7 +185,7 @@ def cmd_report(args: argparse.Namespace) -> None:
                 if "support_halfwidth_mean" in evs[0]
                 else "–"
             )
-            rate = c.median([r["grad_steps_per_s"] for r in recs])
+            rate = c.median([r["steps"] / r["train_s"] for r in recs])
             label = f"{method} ({policy})" if method == "fttpo" else method
             rows.append(
                 {"policy": label, "seeds": seeds, "return": ret, "score": sc, "d4rl_score": sc_d4rl}
