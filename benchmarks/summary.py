@@ -7,6 +7,7 @@ markers of ``benchmarks/README.md`` (nothing else in the README is touched).
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +59,7 @@ def throughput_lines(r: dict[str, Any]) -> list[str]:
 def sweep_lines(r: dict[str, Any]) -> list[str]:
     m = r["trials_per_hour_median"]
     one, two = m.get("1", m.get(1)), m.get("2", m.get(2))
-    init = sorted(r["ray_init_s"])[len(r["ray_init_s"]) // 2]
+    init = statistics.median(r["ray_init_s"])
     return [
         f"\n**Sweep scaling** ([sweep_scaling.md](results/sweep_scaling.md)): {one:.0f} trials/h "
         f"with 1 concurrent trial, {two:.0f} with 2 ({two / one:.2f}x); `ray.init` {init:.1f} s.",

@@ -467,6 +467,9 @@ def certified_section(
         "itself is not certified the policy abstains (exactly a = 0);",
         "- `certified_argmax_m0`: as above with margin 0, but an uncertified location moves to "
         "the critic's argmax instead of abstaining.\n",
+        "The prohibited mass and half-width of `thin_loc` are those of the thin distribution "
+        "it is the location of (the evaluator reports them for the distribution; the executed "
+        "action is the location). "
         "Prohibited mass of the `certified_*` rows is a Monte-Carlo estimate (they are mixtures "
         "with an atom at a = 0); their half-width column is empty. "
         + "; ".join(

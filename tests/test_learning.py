@@ -6,18 +6,19 @@ Calibration (``benchmarks/treatment.py``, ``benchmarks/results/treatment_runs.js
 gradient steps the thin policy's return on the 200 evaluation episodes used here (seeds
 1 000 000 + i) was +2.6 to +3.3 over seeds 0–4 (s.e. ≈ 0.7 per run) with violation rates 0.12 to
 0.18; the uniform-random behaviour policy returns ≈ −10.3 (the dataset's reference score) and
-violates at ≈ 0.5. The assertions keep a wide margin below those numbers so that the test fails
-only when learning breaks:
+violates at 0.58 (on the benchmark's 1 000 episodes). The assertions keep a wide margin below
+those numbers so that the test fails only when learning breaks:
 
-- thin return > random's + ``RETURN_MARGIN`` = 10 (i.e. > ≈ −0.3, the level of no treatment;
-  ≥ 4 s.e. below the worst calibrated seed);
-- thin violation rate < ``MAX_VIOLATION_RATE`` = 0.30 (worst calibrated seed 0.18; random 0.5).
+- thin return > random's + ``RETURN_MARGIN`` = 10 (i.e. > ≈ −0.35, just below no treatment's
+  +0.23 on the benchmark's episodes; 4 s.e. below the worst calibrated seed);
+- thin violation rate < ``MAX_VIOLATION_RATE`` = 0.30 (worst calibrated seed 0.18; random 0.58).
 
 Zero violations is **not** asserted: FtTPO as specified does not reach it. Its thin support is
 centred on the fat proposal's location, and the location itself commits most of the
-violations (``benchmarks/treatment_certified.py``: the deterministic location violates about as
-often as the stochastic thin policy), because the prohibited set depends on the hidden mean and
-covariance that the policy does not observe and nothing in the loss penalises prohibited doses.
+violations (``benchmarks/treatment_certified.py``: the deterministic location violates at
+0.215, the stochastic thin policy at 0.234), because the prohibited set depends on the hidden
+mean and covariance that the policy does not observe and nothing in the loss penalises
+prohibited doses.
 See ``benchmarks/results/treatment.md``.
 
 Runtime: 61 s (``pytest -m learning``, including collecting the dataset and its reference
