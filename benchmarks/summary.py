@@ -28,7 +28,7 @@ def _pm(pair: list[float], digits: int = 2) -> str:
 def throughput_lines(r: dict[str, Any]) -> list[str]:
     lines = [
         "**Learner throughput** ([throughput.md](results/throughput.md); 1 torch thread, medians "
-        "of interleaved rounds; load average during each comparison in the file):\n",
+        "of interleaved rounds; machine load in the file):\n",
         "| data | (a) plain steps/s | (b) RLlib learner steps/s | (b)/(a) | (a)/matmul "
         "| num_learners=1 / (a) | Ray Data / (a) |",
         "|---|---|---|---|---|---|---|",
