@@ -5,12 +5,12 @@ Calibration (``benchmarks/treatment.py``, ``benchmarks/results/treatment_runs.js
 ``fttpo`` entry of ``benchmarks/treatment.yaml`` (gamma 0.9, tau 0.1, batch 256), after 1 000
 gradient steps the thin policy's return on the 200 evaluation episodes used here (seeds
 1 000 000 + i) was +2.6 to +3.3 over seeds 0–4 (s.e. ≈ 0.7 per run) with violation rates 0.12 to
-0.18; the uniform-random behaviour policy returns ≈ −10.3 (the dataset's reference score) and
-violates at 0.58 (on the benchmark's 1 000 episodes). The assertions keep a wide margin below
-those numbers so that the test fails only when learning breaks:
+0.18; the uniform-random behaviour policy returns −8.68 (the dataset's reference score, 1 000
+episodes) and violates at 0.58 (on the benchmark's 1 000 episodes). The assertions keep a wide
+margin below those numbers so that the test fails only when learning breaks:
 
-- thin return > random's + ``RETURN_MARGIN`` = 10 (i.e. > ≈ −0.35, just below no treatment's
-  +0.23 on the benchmark's episodes; 4 s.e. below the worst calibrated seed);
+- thin return > random's + ``RETURN_MARGIN`` = 8 (i.e. > ≈ −0.7, below no treatment's +0.23 on
+  the benchmark's episodes; 4.7 s.e. below the worst calibrated seed, 11 s.e. above random);
 - thin violation rate < ``MAX_VIOLATION_RATE`` = 0.30 (worst calibrated seed 0.18; random 0.58).
 
 Zero violations is **not** asserted: FtTPO as specified does not reach it. Its thin support is
@@ -38,7 +38,7 @@ DATASET = "fttpo/treatment/random-v0"
 STEPS = 1000
 EPISODES = 200
 EVALUATION_SEED = 1_000_000
-RETURN_MARGIN = 10.0
+RETURN_MARGIN = 8.0
 MAX_VIOLATION_RATE = 0.30
 
 
