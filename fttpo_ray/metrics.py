@@ -1,6 +1,7 @@
 """Names of every metric and parameter that fttpo-ray reports (Tune results and MLflow).
 
-The full glossary, with formulas, is ``docs/metrics.md``. In short (``P`` is ``thin`` — the sparse acting policy — or ``fat`` — the heavy-tailed proposal):
+The full glossary, with formulas, is ``docs/metrics.md``. In short (``P`` is ``thin`` — the
+sparse acting policy — or ``fat`` — the heavy-tailed proposal):
 
 - ``evaluation/P/episode_return_mean``: mean undiscounted return over the evaluation episodes.
 - ``evaluation/P/episode_return_sem``: its standard error (sample std / sqrt(episodes)).

@@ -1,4 +1,5 @@
-"""Exact (static) test: the distributions package is pure torch; its source imports no Ray (habit 2).
+"""Exact (static) test: the distributions package is pure torch; its source imports no Ray
+(habit 2).
 
 (The parent package ``fttpo_ray`` registers the RLlib algorithm on import, so this checks the
 distribution modules' own import statements rather than ``sys.modules``.)

@@ -294,7 +294,10 @@ def test_exact_bad_q_raises_value_error(q: object, hint: str) -> None:
     """Exact (argument checks): q outside [1, 3) raises naming `q`, the value and the fix."""
     with pytest.raises(ValueError, match="`q`") as info:
         HeavyTailedQGaussian(
-            torch.zeros(2), torch.ones(2), q, validate_args=False  # type: ignore[arg-type]
+            torch.zeros(2),
+            torch.ones(2),
+            q,
+            validate_args=False,  # type: ignore[arg-type]
         )
     assert hint in str(info.value)
 

@@ -257,7 +257,7 @@ def test_exact_gradcheck_log_prob_wrt_loc_and_scale(q: float) -> None:
     and value, at points well inside the support."""
     loc = torch.tensor([[0.2, -0.3, 0.1], [0.0, 0.5, -0.5]], dtype=F64, requires_grad=True)
     scale = torch.tensor([0.9, 1.3, 0.7], dtype=F64, requires_grad=True)
-    value = (loc.detach() + 0.3 * scale.detach() * torch.tensor([0.5, -0.4, 0.3], dtype=F64))
+    value = loc.detach() + 0.3 * scale.detach() * torch.tensor([0.5, -0.4, 0.3], dtype=F64)
     value.requires_grad_(True)
 
     def fn(loc_: torch.Tensor, scale_: torch.Tensor, value_: torch.Tensor) -> torch.Tensor:
@@ -350,7 +350,10 @@ def test_exact_bad_q_raises_value_error(q: object) -> None:
     """Exact (argument checks): q must be a finite float < 1; checked even without validation."""
     with pytest.raises(ValueError, match="`q`"):
         SparseQGaussian(
-            torch.zeros(2), torch.ones(2), q, validate_args=False  # type: ignore[arg-type]
+            torch.zeros(2),
+            torch.ones(2),
+            q,
+            validate_args=False,  # type: ignore[arg-type]
         )
 
 
