@@ -28,7 +28,6 @@ scores) on the shared 2-CPU benchmark machine at load average ≈ 8.
 from __future__ import annotations
 
 import pytest
-import ray
 import torch
 
 import fttpo_ray
@@ -43,14 +42,11 @@ MAX_VIOLATION_RATE = 0.30
 
 
 @pytest.mark.learning
-def test_fttpo_thin_policy_beats_random_behaviour_on_treatment() -> None:
+def test_fttpo_thin_policy_beats_random_behaviour_on_treatment(ray_local: None) -> None:
     ensure_dataset(DATASET)
     random_return = load_transitions(DATASET).ref_min_score
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         algo = (
             fttpo_ray.FtTPOConfig()
@@ -74,8 +70,6 @@ def test_fttpo_thin_policy_beats_random_behaviour_on_treatment() -> None:
         finally:
             algo.stop()
     finally:
-        if started:
-            ray.shutdown()
         torch.set_num_threads(threads)
 
     assert thin["episode_return_mean"] > random_return + RETURN_MARGIN, (thin, random_return)

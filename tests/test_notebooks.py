@@ -11,7 +11,6 @@ from pathlib import Path
 
 import nbformat
 import pytest
-import ray
 from nbclient import NotebookClient
 
 from fttpo_ray.cli import main
@@ -53,22 +52,14 @@ def test_q_gaussian_family_notebook(tmp_path: Path) -> None:
     assert "image/png" in str(book.cells[3].outputs[0].data.keys())
 
 
-def test_compare_runs_notebook_on_a_toy_sweep(tmp_path: Path) -> None:
-    toy_trainable.register()
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        path = toy_trainable.toy_yaml(
-            tmp_path / "toy_notebook.yaml", seeds=[0, 1], iterations=2, kl_weights=[0.1, 1.0]
-        )
-        uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-        with contextlib.redirect_stdout(io.StringIO()):
-            rc = main(["sweep", str(path), "--mlflow-uri", uri, "--storage", str(tmp_path)])
-        assert rc == 0
-    finally:
-        if started:
-            ray.shutdown()
+def test_compare_runs_notebook_on_a_toy_sweep(toy_registered: str, tmp_path: Path) -> None:
+    path = toy_trainable.toy_yaml(
+        tmp_path / "toy_notebook.yaml", seeds=[0, 1], iterations=2, kl_weights=[0.1, 1.0]
+    )
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with contextlib.redirect_stdout(io.StringIO()):
+        rc = main(["sweep", str(path), "--mlflow-uri", uri, "--storage", str(tmp_path)])
+    assert rc == 0
     book = execute(
         "02_compare_runs_in_mlflow.ipynb",
         {"FTTPO_MLFLOW_URI": uri, "FTTPO_EXPERIMENT": "toy_notebook", "PYTHONPATH": os.getcwd()},
