@@ -1,0 +1,13 @@
+"""Defaults shared by several layers, defined once (a leaf module: it imports nothing).
+
+- ``EVALUATION_SEED``: episode ``i`` of every evaluation resets with ``EVALUATION_SEED + i``,
+  so every evaluation of every run sees the same patients (or start states).
+- ``EVALUATION_EPISODES``: episodes of an evaluation that is reported as a result
+  (``fttpo eval``, ``evaluate_checkpoint``); the treatment simulator is noisy enough that
+  fewer than 1 000 episodes do not separate policies.
+"""
+
+from __future__ import annotations
+
+EVALUATION_SEED = 1_000_000
+EVALUATION_EPISODES = 1000
