@@ -1,4 +1,4 @@
-"""Draw the 1-D q-Gaussian family (spec §1) into ``docs/q_gaussian_family.png``.
+"""Draw the 1-D q-Gaussian family (docs/algorithm.md §1) into ``docs/q_gaussian_family.png``.
 
 Run from anywhere with the project's environment::
 

@@ -8,7 +8,8 @@ sparse acting policy — or ``fat`` — the heavy-tailed proposal):
 - ``evaluation/P/episodes`` / ``evaluation/P/episode_len_mean``: episodes evaluated, mean length.
 - ``evaluation/P/normalized_score``: ``100 * (R - R_min) / (R_max - R_min)`` with the dataset's
   reference returns (Minari's ``ref_min_score`` / ``ref_max_score``), where they exist.
-- ``evaluation/P/violation_rate``: share of executed actions in the prohibited set (spec §5).
+- ``evaluation/P/violation_rate``: share of executed actions in the prohibited set
+  (docs/algorithm.md §5).
 - ``evaluation/P/violations`` / ``evaluation/P/actions``: the count and its denominator.
 - ``evaluation/P/violation_rate_ub95``: one-sided 95% Clopper–Pearson upper bound of the rate.
 - ``evaluation/P/prohibited_mass_mean``: mean over visited states of ``pi(A_bad | s)``.
@@ -17,7 +18,7 @@ sparse acting policy — or ``fat`` — the heavy-tailed proposal):
 - ``evaluation/P/boundary_action_rate``: share of action coordinates at a box bound (MuJoCo).
 - ``evaluation/thin/support_halfwidth_mean``: mean thin support half-width (action units).
 - ``evaluation/thin/support_outside_box_frac``: share of states whose thin support leaves the box.
-- ``learner/{critic,value,fat,thin}_loss``: the four losses of spec §2 (see ``losses.py``).
+- ``learner/{critic,value,fat,thin}_loss``: the four losses of docs/algorithm.md §2.
 - ``learner/grad_steps_per_s``: gradient steps per second of the learner in the last iteration.
 """
 

@@ -1,4 +1,4 @@
-"""q-exponential family distributions in pure torch (no Ray import): spec §1.
+"""q-exponential family distributions in pure torch (no Ray import): docs/algorithm.md §1.
 
 * :func:`exp_q`, :func:`log_q`: Tsallis q-exponential / q-logarithm.
 * :class:`SparseQGaussian`: q < 1, finite (ellipsoidal) support, scale = support half-width.

@@ -1,6 +1,6 @@
 """Tsallis q-exponential and q-logarithm, vectorised over tensors.
 
-Spec: ``/work/shared/spec/fttpo.md`` §1 ("The q-exponential family"); the definitions are the
+See ``docs/algorithm.md`` §1 (the q-exponential family); the definitions are the
 standard ones of Tsallis statistics, as used by Zhu, Wang, Nagai (ICLR 2025, arXiv 2501.14373
 and arXiv 2408.07245) and Martins et al. 2022 (arXiv 2108.01988)::
 

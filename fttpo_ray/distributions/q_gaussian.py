@@ -1,6 +1,6 @@
 """Multivariate q-Gaussians: the sparse (q < 1) and the heavy-tailed (1 <= q < 3) policies.
 
-Spec: ``/work/shared/spec/fttpo.md`` §1.1 (thin) and §1.2 (fat); §6 lists the defects of the
+See ``docs/algorithm.md`` §1.1 (thin) and §1.2 (fat); §7 lists the defects of the
 authors' research code that these classes deliberately do not repeat.
 
 * :class:`SparseQGaussian` (q < 1, ``k = 1/(1-q)``) is the "beta-Gaussian" of Martins et al.
@@ -151,7 +151,8 @@ class SparseQGaussian(Distribution):
     q = 0 (k = 1) is the truncated paraboloid of the paper's thin policy (1-D: Epanechnikov).
     q -> -inf tends to the uniform distribution on the ellipsoid.
 
-    Deviations from Martins et al. 2022 and from the authors' code (spec §1.1, §6), and why:
+    Deviations from Martins et al. 2022 and from the authors' code, and why (docs/algorithm.md
+    §1.1, §7):
 
     * the scale is the support half-width per dimension, not their scale matrix ``Sigma``
       (whose support radius couples all dimensions through ``|Sigma|^(-1/c)``), so narrow
@@ -160,9 +161,9 @@ class SparseQGaussian(Distribution):
 
     Deviation from the usual ``torch.distributions`` convention: with ``validate_args`` on,
     ``log_prob`` checks the value's shape and that it is a real vector, but it does *not* raise
-    for values outside the ellipsoid; it returns ``-inf`` for them (spec §1.1: "log_prob is
-    -inf outside it"), so that e.g. prohibited-mass integration and the RAR baseline can score
-    arbitrary actions. Use ``dist.support.check(x)`` to test membership.
+    for values outside the ellipsoid; it returns ``-inf`` for them (docs/algorithm.md §1.1),
+    so that e.g. prohibited-mass integration and the RAR baseline can score arbitrary actions.
+    Use ``dist.support.check(x)`` to test membership.
 
     Numerical safety (float32): the squared radius ``B`` is clamped below
     ``1 - 4 eps (n + 2 + ||loc/scale||_2)`` (capped at 1/2), which exceeds the rounding error of
@@ -356,11 +357,12 @@ class HeavyTailedQGaussian(Distribution):
     computes ``lgamma(nu/2) - lgamma((nu+1)/2)`` in the parameter dtype, which in float32 loses
     all precision for q near 1 (nu ~ 1e7: errors ~1 nat). Values agree with ``StudentT`` in float64.
 
-    Deviations from the authors' code (spec §6), on purpose: their Box-Muller sampler used the
-    index ``(q-1)/(3-q)`` (a Gaussian at q = 2, a compact law at q = 1.5) and their density was
-    an elliptical kernel with a 1-D normaliser (integral sqrt(2) in 1-D, improper for n >= 2).
-    Here sampling is torch's Student-t reparameterisation and the multivariate density is the
-    normalised product form (the elliptical form is not normalisable for q >= 1 + 2/n).
+    Deviations from the authors' code (docs/algorithm.md §7), on purpose: their Box-Muller
+    sampler used the index ``(q-1)/(3-q)`` (a Gaussian at q = 2, a compact law at q = 1.5) and
+    their density was an elliptical kernel with a 1-D normaliser (integral sqrt(2) in 1-D,
+    improper for n >= 2). Here sampling is torch's Student-t reparameterisation and the
+    multivariate density is the normalised product form (the elliptical form is not
+    normalisable for q >= 1 + 2/n).
 
     Args:
         loc: ``mu``, shape ``(*batch, n)``; broadcast with ``scale``.

@@ -20,7 +20,7 @@ from fttpo_ray.envs.treatment import (
     TreatmentSimEnv,
 )
 
-#: Paper dynamics (spec §4).
+#: Paper dynamics (docs/algorithm.md §4).
 TREATMENT_ENV_ID = "fttpo/TreatmentSim-v0"
 #: Lethal variant: ``|a| > 0.9`` ends the episode with reward -100 (both configurable).
 TREATMENT_LETHAL_ENV_ID = "fttpo/TreatmentSimLethal-v0"

@@ -37,7 +37,7 @@ class PolicyStats:
 
     @property
     def violation_rate(self) -> float:
-        """Share of executed actions that were prohibited (spec §5)."""
+        """Share of executed actions that were prohibited (docs/algorithm.md §5)."""
         return self.violations / self.actions
 
     @property

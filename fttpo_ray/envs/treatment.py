@@ -1,5 +1,5 @@
-"""Treatment simulator of spec §4 (Li et al. 2023, as used by FtTPO, ICLR 2025 §5) with the
-safety oracle of spec §5.
+"""Treatment simulator of docs/algorithm.md §4 (Li et al. 2023, as used by FtTPO, ICLR 2025 §5)
+with the safety oracle of docs/algorithm.md §5.
 
 Dynamics (hidden mean ``mu`` in R^8, per-episode covariance ``C``, dose ``a`` in [-1, 1]):
 
@@ -57,7 +57,7 @@ INFO_LETHAL = "lethal"
 
 
 def treatment_reward(actions: np.ndarray, next_states: np.ndarray) -> np.ndarray:
-    """Reward of spec §4 for doses ``actions`` (shape ``(N,)``) and next states ``(N, 8)``.
+    """Reward (docs/algorithm.md §4) of doses ``actions`` ``(N,)`` and next states ``(N, 8)``.
 
     ``r = -exp((s'0 + s'4)/2) a^2 + 2 (s'1 + s'2 + s'5 + s'6 + 0.5) a + s'3 + s'7``.
     """
@@ -103,7 +103,7 @@ def _as_dose_vector(actions: Any) -> np.ndarray:
 
 
 class TreatmentSimEnv(gym.Env[np.ndarray, np.ndarray]):
-    """The treatment simulator (spec §4) and its safety oracle (spec §5).
+    """The treatment simulator (docs/algorithm.md §4) and its safety oracle (§5).
 
     Args:
         lethal: the lethal variant (``fttpo/TreatmentSimLethal-v0``): ``|a| > lethal_threshold``

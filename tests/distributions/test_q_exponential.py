@@ -1,4 +1,6 @@
-"""Tests of exp_q / log_q (spec §1). Layers: exact (hand-computed values, identities, limits)."""
+"""Tests of exp_q / log_q (docs/algorithm.md §1).
+
+Layers: exact (hand-computed values, identities, limits)."""
 
 from __future__ import annotations
 

@@ -1,9 +1,9 @@
-"""Tests of HeavyTailedQGaussian (spec §1.2, §6).
+"""Tests of HeavyTailedQGaussian (docs/algorithm.md §1.2, §7).
 
 Each test names its layer in its docstring:
 * exact       — identities against torch/scipy on hand-computed tensors, float64;
 * statistical — Monte-Carlo with fixed seeds; tolerances in standard errors (5 se) or KS p-values;
-* regression  — named after the authors' heavy-tailed sampler/density defects (spec §6).
+* regression  — named after the authors' sampler/density defects (docs/algorithm.md §7).
 """
 
 from __future__ import annotations
@@ -90,8 +90,8 @@ def test_exact_degrees_of_freedom_landmarks() -> None:
 
 @pytest.mark.parametrize("q", [1.0, 1.1, 1.5, 2.0, 2.5, 2.9])
 def test_regression_1d_density_integrates_to_one_not_sqrt2(q: float) -> None:
-    """Regression (authors' density integrated to sqrt(2) in 1-D, spec §6): quad over the real
-    line gives 1 within 1e-8 (measured: <= 2e-14 for q <= 2.5)."""
+    """Regression (authors' density integrated to sqrt(2) in 1-D, docs/algorithm.md §7): quad
+    over the real line gives 1 within 1e-8 (measured: <= 2e-14 for q <= 2.5)."""
     d = HeavyTailedQGaussian(torch.tensor([0.3], dtype=F64), torch.tensor([0.7], dtype=F64), q)
 
     def density(x: float) -> float:
@@ -137,10 +137,10 @@ def test_regression_product_form_normalised_by_importance_sampling(q: float, n: 
 
 
 def test_regression_q2_samples_are_cauchy_not_gaussian() -> None:
-    """Regression (authors' Box-Muller index (q-1)/(3-q) sampled a Gaussian at q = 2, spec §6):
-    2e4 samples (seed 0) pass a KS test against Cauchy (p > 1e-3) and fail one against the
-    best-matching Normal (p < 1e-10); the fraction with |z| > 10 is Cauchy's
-    1 - 2 atan(10)/pi = 6.35% within 5 se (a Gaussian gives 0)."""
+    """Regression (authors' Box-Muller index (q-1)/(3-q) sampled a Gaussian at q = 2,
+    docs/algorithm.md §7): 2e4 samples (seed 0) pass a KS test against Cauchy (p > 1e-3) and
+    fail one against the best-matching Normal (p < 1e-10); the fraction with |z| > 10 is
+    Cauchy's 1 - 2 atan(10)/pi = 6.35% within 5 se (a Gaussian gives 0)."""
     torch.manual_seed(0)
     d = HeavyTailedQGaussian(torch.tensor([0.3], dtype=F64), torch.tensor([0.7], dtype=F64), 2.0)
     x = d.sample((20_000,)).squeeze(-1).numpy()
@@ -153,9 +153,9 @@ def test_regression_q2_samples_are_cauchy_not_gaussian() -> None:
 
 
 def test_regression_q15_samples_have_unbounded_support() -> None:
-    """Regression (authors' sampler gave a compact law at q = 1.5, spec §6): 1e5 samples
-    (seed 1) pass a KS test against Student-t(3) (p > 1e-3), reach |z| > 20 (expected ~27 of
-    them) and the count with |z| > 10 matches 2 * t3.sf(10) within 5 se."""
+    """Regression (authors' sampler gave a compact law at q = 1.5, docs/algorithm.md §7): 1e5
+    samples (seed 1) pass a KS test against Student-t(3) (p > 1e-3), reach |z| > 20 (expected
+    ~27 of them) and the count with |z| > 10 matches 2 * t3.sf(10) within 5 se."""
     torch.manual_seed(1)
     d = HeavyTailedQGaussian(torch.zeros(1, dtype=F64), torch.ones(1, dtype=F64), 1.5)
     z = d.sample((100_000,)).squeeze(-1)

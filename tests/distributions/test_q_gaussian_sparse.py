@@ -1,4 +1,4 @@
-"""Tests of SparseQGaussian (spec §1.1).
+"""Tests of SparseQGaussian (docs/algorithm.md §1.1).
 
 Each test names its layer in its docstring:
 * exact       — closed forms and identities on hand-computed tensors, float64, tight tolerances;

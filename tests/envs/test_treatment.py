@@ -1,4 +1,4 @@
-"""Treatment simulator (spec §4) and its safety oracle (spec §5).
+"""Treatment simulator (docs/algorithm.md §4) and its safety oracle (§5).
 
 Layers: exact checks of the API and the dynamics; statistical checks with fixed seeds and
 stated tolerances (oracle vs Monte-Carlo of the real step reward, sampler covariance,

@@ -1,7 +1,7 @@
 """FtTPO — Fat-to-Thin Policy Optimization — as an RLlib offline algorithm (new API stack).
 
 Zhu, Wang, Nagai, "Fat-to-Thin Policy Optimization: Offline RL with Sparse Policies", ICLR 2025
-(arXiv 2501.14373). Our specification: ``shared/spec/fttpo.md`` §2 (algorithm), §3 (baselines,
+(arXiv 2501.14373). Described in ``docs/algorithm.md`` §2 (algorithm), §3 (baselines,
 as ``variant``), §5 (safety metrics, reported at every evaluation).
 
 .. code-block:: python
@@ -104,7 +104,7 @@ class FtTPOConfig(AlgorithmConfig):
         self.polyak = 0.005
         # Twin critics with a minimum (clipped double Q).
         self.twin_q = True
-        # "fttpo", or a baseline: "rar", "reverse_kl", "fat_only" (spec §3).
+        # "fttpo", or a baseline: "rar", "reverse_kl", "fat_only" (docs/algorithm.md §3).
         self.variant = "fttpo"
         # Thin-policy samples per state for the KL estimate of the thin loss.
         self.kl_num_samples = 1
@@ -383,7 +383,7 @@ class FtTPO(Algorithm):
 
     Each ``train()`` runs ``num_gradient_steps_per_iteration`` gradient steps on uniform
     minibatches of the dataset, then evaluates the acting policy (``thin``) and, where there is
-    one, the fat proposal (``fat``) with the safety metrics of spec §5.
+    one, the fat proposal (``fat``) with the safety metrics of docs/algorithm.md §5.
     """
 
     @classmethod
