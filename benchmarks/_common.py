@@ -2,7 +2,10 @@
 FtTPO loop (no Ray) over the library's own ``fttpo_losses``, and the benchmark Minari root.
 
 Benchmarks keep their datasets out of the user's Minari root: unless ``MINARI_DATASETS_PATH`` is
-already set, it is set to ``BENCH_MINARI_ROOT`` before anything imports Minari.
+already set, it is set to ``BENCH_MINARI_ROOT`` (``fttpo_bench_minari`` in the system's temporary
+directory) before anything imports Minari. Results name no absolute path of the machine
+(:func:`portable`): the repository root, the Python installation and the temporary directory are
+written as placeholders.
 """
 
 from __future__ import annotations
@@ -13,12 +16,13 @@ import platform
 import shlex
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-BENCH_MINARI_ROOT = "/tmp/fttpo_bench_minari"
+BENCH_MINARI_ROOT = str(Path(tempfile.gettempdir()) / "fttpo_bench_minari")
 os.environ.setdefault("MINARI_DATASETS_PATH", BENCH_MINARI_ROOT)
 
 import numpy as np  # noqa: E402
@@ -77,17 +81,32 @@ def machine() -> dict[str, Any]:
         "ray": ray.__version__,
         "git_commit": START_COMMIT,
         "fttpo_ray_uncommitted_changes": START_DIRTY,
-        "minari_root": os.environ.get("MINARI_DATASETS_PATH"),
+        "minari_root": portable(os.environ.get("MINARI_DATASETS_PATH", "")),
     }
 
 
+def portable(text: str) -> str:
+    """``text`` with this machine's locations replaced: the repository root by nothing (paths
+    become relative to it), the Python installation by ``<python>``, the temporary directory by
+    ``<tmp>`` and the home directory by ``~``."""
+    places = [
+        (str(REPO_ROOT) + os.sep, ""),
+        (sys.prefix + os.sep, "<python>" + os.sep),
+        (sys.base_prefix + os.sep, "<python>" + os.sep),
+        (tempfile.gettempdir(), "<tmp>"),
+        (str(Path.home()), "~"),
+    ]
+    for place, placeholder in places:
+        text = text.replace(place, placeholder)
+    return text
+
+
 def command_line() -> str:
-    return (
-        "MINARI_DATASETS_PATH="
-        + os.environ["MINARI_DATASETS_PATH"]
-        + " "
-        + " ".join(shlex.quote(a) for a in [".venv/bin/python", *sys.argv])
-    )
+    """The command that ran, from the repository root; the Minari root only where it is not the
+    benchmarks' default."""
+    root = os.environ["MINARI_DATASETS_PATH"]
+    prefix = "" if root == BENCH_MINARI_ROOT else f"MINARI_DATASETS_PATH={portable(root)} "
+    return prefix + " ".join(shlex.quote(a) for a in [".venv/bin/python", *sys.argv])
 
 
 def write_results(name: str, payload: dict[str, Any], markdown: str) -> None:
@@ -95,7 +114,8 @@ def write_results(name: str, payload: dict[str, Any], markdown: str) -> None:
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     info = machine()
     payload = {"command": command_line(), "machine": info, **payload}
-    (RESULTS_DIR / f"{name}.json").write_text(json.dumps(payload, indent=2, default=float) + "\n")
+    text = json.dumps(payload, indent=2, default=float)
+    (RESULTS_DIR / f"{name}.json").write_text(portable(text) + "\n")
     dirty = (
         " (with uncommitted changes under fttpo_ray/)"
         if info["fttpo_ray_uncommitted_changes"]
@@ -110,7 +130,7 @@ def write_results(name: str, payload: dict[str, Any], markdown: str) -> None:
         f"{', '.join(f'{x:.1f}' for x in info['loadavg'])} (the machine is shared with other "
         f"jobs: compare only numbers measured side by side in one run).\n\n"
     )
-    (RESULTS_DIR / f"{name}.md").write_text(header + markdown.rstrip() + "\n")
+    (RESULTS_DIR / f"{name}.md").write_text(portable(header + markdown.rstrip()) + "\n")
 
 
 def ensure_cheetah_random() -> str:
