@@ -116,13 +116,19 @@ def test_baseline_variants_train_and_report_their_acting_policy(ray_local, varia
 
 
 def test_non_finite_loss_stops_training_with_the_step_and_loss_name(ray_local):
-    algo = tiny_config(critic_lr=1e30, value_lr=1e30, actor_lr=1e30).build_algo()
+    """Only the value net's learning rate is absurd: its first Adam step (about lr per
+    parameter) overflows V, so the losses of gradient step 2 are checked, found non-finite and
+    named, with ``value_loss`` first. The fat loss reads V through the advantage weights and may
+    be named with it; the critic and thin losses do not read V and must not be named."""
+    algo = tiny_config(value_lr=1e30).build_algo()
     try:
-        with pytest.raises(Exception) as info:
-            for _ in range(5):
-                algo.train()
-        assert isinstance(info.value, NonFiniteError) or "non-finite" in str(info.value)
-        assert "gradient step" in str(info.value)
+        with pytest.raises(NonFiniteError) as info:
+            algo.train()
+        message = str(info.value)
+        assert " became non-finite at gradient step 2;" in message, message
+        named = message.split(" became non-finite")[0].split(", ")
+        assert named[0] == "value_loss", message
+        assert set(named) <= {"value_loss", "fat_loss"}, message
     finally:
         algo.stop()
 
