@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
+import psutil
 import pytest
+import ray
 
 import fttpo_ray
 from fttpo_ray import FtTPO, FtTPOConfig
-from fttpo_ray.errors import ConfigError
+from fttpo_ray.errors import ConfigError, DatasetError
+
+MISSING_DATASET = "fttpo/no-such/dataset-v0"
 
 
 @pytest.mark.parametrize(
@@ -36,6 +43,7 @@ from fttpo_ray.errors import ConfigError
         ({"thin_scale_torso": "other"}, "`thin_scale_torso` must be 'shared' or 'own'"),
         ({"fat_q": "2"}, "`fat_q` must be a number; got '2'"),
         ({"thin_q": float("nan")}, "`thin_q` must be finite"),
+        ({"thin_support_in_box": "yes"}, "`thin_support_in_box` must be true or false; got 'yes'"),
     ],
 )
 def test_validate_names_the_field_the_value_and_the_range(settings, message):
@@ -49,6 +57,41 @@ def test_validate_names_the_field_the_value_and_the_range(settings, message):
 def test_validate_requires_a_dataset():
     with pytest.raises(ConfigError, match="no dataset"):
         FtTPOConfig().validate()
+
+
+def test_seeds_must_be_non_negative_integers():
+    config = FtTPOConfig().dataset("x").evaluation(evaluation_seed=-1)
+    with pytest.raises(ConfigError, match="`evaluation_seed` must be an integer >= 0; got -1"):
+        config.validate()
+    config = FtTPOConfig().dataset("x").debugging(seed=-1)
+    with pytest.raises(ConfigError, match="`seed` must be an integer >= 0; got -1"):
+        config.validate()
+
+
+def listing(root: Path) -> set[Path]:
+    return set(root.rglob("*"))
+
+
+def test_validate_reads_writes_and_starts_nothing(
+    minari_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """validate() only checks values: the dataset is resolved where the algorithm is built."""
+    monkeypatch.chdir(tmp_path)
+    assert not ray.is_initialized()
+    before = (listing(minari_root), listing(tmp_path), psutil.Process().children(recursive=True))
+    config = FtTPOConfig().dataset(MISSING_DATASET)
+    config.validate()
+    after = (listing(minari_root), listing(tmp_path), psutil.Process().children(recursive=True))
+    assert after == before
+    assert not ray.is_initialized()
+    assert config.input_ == "sampler" and config.env is None  # RLlib's defaults, untouched
+
+    with pytest.raises(DatasetError) as info:
+        config.build_algo()
+    message = str(info.value)
+    assert f"dataset '{MISSING_DATASET}' does not exist" in message
+    assert f"fttpo collect --env ENV --episodes N --dataset-id {MISSING_DATASET}" in message
+    assert os.linesep not in message
 
 
 def test_evaluation_must_count_episodes():

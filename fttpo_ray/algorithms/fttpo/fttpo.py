@@ -26,11 +26,16 @@ from typing import Any
 
 import gymnasium as gym
 from ray.rllib.algorithms.algorithm import Algorithm
-from ray.rllib.algorithms.algorithm_config import AlgorithmConfig, NotProvided
+from ray.rllib.algorithms.algorithm_config import (
+    DEPRECATED_VALUE,
+    AlgorithmConfig,
+    NotProvided,
+)
 from ray.rllib.core import DEFAULT_MODULE_ID
 from ray.rllib.core.learner.training_data import TrainingData
 from ray.rllib.core.rl_module.multi_rl_module import MultiRLModule
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+from ray.rllib.utils.annotations import override
 from ray.rllib.utils.checkpoints import Checkpointable
 from ray.rllib.utils.metrics import (
     LEARNER_RESULTS,
@@ -74,15 +79,16 @@ LEARNER_SUMMARY_KEYS = (CRITIC_LOSS, VALUE_LOSS, FAT_LOSS, THIN_LOSS)
 class FtTPOConfig(AlgorithmConfig):
     """Configuration of :class:`FtTPO` (and of its baselines, selected by ``variant``).
 
-    Set the data with :meth:`dataset` (a Minari dataset id): it is resolved lazily, in
-    :meth:`validate`, so Tune can sweep over it. Hyper-parameters are set with :meth:`training`;
-    every value is checked by :meth:`validate`.
+    Set the data with :meth:`dataset` (a Minari dataset id): it is resolved where the algorithm
+    is built (:meth:`resolve_dataset`, called by :meth:`FtTPO.setup`), so Tune can sweep over it.
+    Hyper-parameters are set with :meth:`training`; every value is checked by :meth:`validate`,
+    which reads no file and starts nothing (safe before ``ray.init``).
     """
 
     def __init__(self, algo_class: type | None = None) -> None:
         super().__init__(algo_class=algo_class or FtTPO)
         # Minari dataset id to learn from; resolved (collected if missing and collectable,
-        # loaded, env and spaces set) in validate().
+        # loaded, env and spaces set) by resolve_dataset() when the algorithm is set up.
         self.dataset_id: str | None = None
         # Entropic index of the fat (proposal) policy: 1 = Gaussian, 2 = Cauchy; 1 <= q < 3.
         self.fat_q = 2.0
@@ -158,6 +164,7 @@ class FtTPOConfig(AlgorithmConfig):
             self.env = env
         return self
 
+    @override(AlgorithmConfig)
     def training(
         self,
         *,
@@ -215,6 +222,7 @@ class FtTPOConfig(AlgorithmConfig):
                 setattr(self, name, value)
         return self
 
+    @override(AlgorithmConfig)
     def evaluation(
         self,
         *,
@@ -234,15 +242,18 @@ class FtTPOConfig(AlgorithmConfig):
 
     # ---- RLlib hooks ---------------------------------------------------------------------------
 
+    @override(AlgorithmConfig)
     def get_default_rl_module_spec(self) -> RLModuleSpec:
         return RLModuleSpec(module_class=FtTPOTorchRLModule)
 
+    @override(AlgorithmConfig)
     def get_default_learner_class(self) -> type:
         from fttpo_ray.algorithms.fttpo.torch.fttpo_torch_learner import FtTPOTorchLearner
 
         return FtTPOTorchLearner
 
     @property
+    @override(AlgorithmConfig)
     def _model_config_auto_includes(self) -> dict[str, Any]:
         return super()._model_config_auto_includes | {
             VARIANT: self.variant,
@@ -255,12 +266,30 @@ class FtTPOConfig(AlgorithmConfig):
             THIN_SCALE_TORSO: self.thin_scale_torso,
         }
 
+    @override(AlgorithmConfig)
+    def get_state(self) -> dict[str, Any]:
+        """RLlib's state of this config, keeping the fields that equal -1.
+
+        RLlib 2.60's ``AlgorithmConfig.get_state`` drops every value equal to its
+        ``DEPRECATED_VALUE`` (-1), and ``Algorithm.__init__`` and checkpoint restore rebuild the
+        config from that state: ``thin_q=-1`` (or any field set to -1) would silently become its
+        default. The dropped fields are put back, so ``from_state(get_state())`` is this config.
+        """
+        return super().get_state() | {
+            name: value for name, value in vars(self).items() if value == DEPRECATED_VALUE
+        }
+
     # ---- validation ----------------------------------------------------------------------------
 
+    @override(AlgorithmConfig)
     def validate(self) -> None:
-        """Resolves the dataset, then checks every FtTPO field (errors name field, value, range)."""
+        """Checks every field (errors name the field, the value and the valid range).
+
+        Cheap and free of side effects: it reads no dataset, makes no environment and starts
+        no Ray, so it can run before ``ray.init``; the dataset only has to be named here (it is
+        resolved in :meth:`FtTPO.setup`).
+        """
         self._validate_fields()
-        self._resolve_dataset()
         super().validate()
 
     def _validate_fields(self) -> None:
@@ -280,6 +309,23 @@ class FtTPOConfig(AlgorithmConfig):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 fail(f"`{name}` must be an integer >= 1; got {value!r}")
 
+        def non_negative_int(name: str) -> None:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                fail(f"`{name}` must be an integer >= 0; got {value!r}")
+
+        def flag(name: str) -> None:
+            value = getattr(self, name)
+            if not isinstance(value, bool):
+                fail(f"`{name}` must be true or false; got {value!r}")
+
+        if not self.dataset_id:
+            fail(
+                "no dataset: call FtTPOConfig().dataset('<minari dataset id>'), e.g. "
+                "'fttpo/treatment/random-v0'"
+            )
+        if not isinstance(self.dataset_id, str):
+            fail(f"`dataset_id` must be a Minari dataset id (a string); got {self.dataset_id!r}")
         if self.variant not in VARIANTS:
             fail(f"`variant` must be one of {', '.join(VARIANTS)}; got {self.variant!r}")
         fat_q = number("fat_q")
@@ -331,6 +377,11 @@ class FtTPOConfig(AlgorithmConfig):
                 f"`thin_scale_torso` must be '{TORSO_SHARED}' or '{TORSO_OWN}'; "
                 f"got {self.thin_scale_torso!r}"
             )
+        for name in ("twin_q", "thin_support_in_box", "evaluation_explore"):
+            flag(name)
+        non_negative_int("evaluation_seed")
+        if self.seed is not None:
+            non_negative_int("seed")
         if not isinstance(self.evaluation_duration, int) or self.evaluation_duration < 1:
             fail(f"`evaluation_duration` must be an integer >= 1; got {self.evaluation_duration!r}")
         if self.evaluation_duration_unit != "episodes":
@@ -339,12 +390,16 @@ class FtTPOConfig(AlgorithmConfig):
                 f"got {self.evaluation_duration_unit!r}"
             )
 
-    def _resolve_dataset(self) -> None:
-        if not self.dataset_id:
-            raise ConfigError(
-                "no dataset: call FtTPOConfig().dataset('<minari dataset id>'), e.g. "
-                "'fttpo/treatment/random-v0'"
-            )
+    # ---- the dataset ---------------------------------------------------------------------------
+
+    def resolve_dataset(self) -> None:
+        """Makes the dataset ready and points the config at it (called by :meth:`FtTPO.setup`).
+
+        Collects the dataset if it is missing and collectable (a missing one that is not raises
+        :class:`~fttpo_ray.errors.DatasetError` naming it and how to create it), sets ``env``
+        (the dataset's, or checks a given one against it), the spaces and the offline input:
+        in memory up to ``in_memory_max_transitions`` transitions, else streamed from Parquet.
+        """
         from fttpo_ray.data import check_compatible, ensure_dataset, load_transitions
 
         ensure_dataset(self.dataset_id)
@@ -389,6 +444,23 @@ class FtTPO(Algorithm):
     @classmethod
     def get_default_config(cls) -> FtTPOConfig:
         return FtTPOConfig()
+
+    @override(Algorithm)
+    def setup(self, config: AlgorithmConfig) -> None:
+        """Resolves the dataset (:meth:`FtTPOConfig.resolve_dataset`), then RLlib's setup.
+
+        ``Algorithm.__init__`` has validated and frozen the config (whether it came from
+        ``build_algo()``, a Tune trial's dict or a checkpoint); the dataset is resolved on an
+        unfrozen copy, which is validated again, frozen and becomes ``self.config``. The env
+        creator is derived again, since the env may have come from the dataset.
+        """
+        resolved = self.config.copy(copy_frozen=False)
+        resolved.resolve_dataset()
+        resolved.validate()
+        resolved.freeze()
+        self.config = resolved
+        self._env_id, self.env_creator = self._get_env_id_and_creator(resolved.env, resolved)
+        super().setup(resolved)
 
     def restore_from_path(self, path: Any, *args: Any, **kwargs: Any) -> None:
         """Restore, then push the learner's weights to the evaluation env runners.
