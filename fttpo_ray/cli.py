@@ -16,6 +16,7 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
+from fttpo_ray.defaults import EVALUATION_EPISODES, EVALUATION_SEED
 from fttpo_ray.errors import FttpoError
 
 LOG_FORMAT = "%(asctime)s %(message)s"
@@ -314,13 +315,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("checkpoint", help="algorithm checkpoint directory (fttpo train / sweep)")
     p.add_argument(
-        "--episodes", type=_positive_int, default=100, help="evaluation episodes (default 100)"
+        "--episodes",
+        type=_positive_int,
+        default=EVALUATION_EPISODES,
+        help=f"evaluation episodes (default {EVALUATION_EPISODES})",
     )
     p.add_argument(
         "--seed",
         type=_non_negative_int,
-        default=1_000_000,
-        help="seed of the first episode (default 1000000, as in training evaluations)",
+        default=EVALUATION_SEED,
+        help=f"seed of the first episode (default {EVALUATION_SEED}, as in training evaluations)",
     )
     p.add_argument(
         "--deterministic",

@@ -30,14 +30,16 @@ import numpy as np
 from fttpo_ray.data.envs import make_env
 from fttpo_ray.data.load import dataset_exists, dataset_path, load_transitions
 from fttpo_ray.data.policies import ORACLE, Policy, RandomPolicy, make_policy
+from fttpo_ray.defaults import EVALUATION_SEED
 from fttpo_ray.errors import ConfigError, DatasetError, EnvironmentSpecError
 
 logger = logging.getLogger(__name__)
 
 #: Minari storage format we write (needs only pyarrow).
 DATA_FORMAT = "arrow"
-#: Seeds of the reference-score episodes: ``REFERENCE_SEED + i``.
-REFERENCE_SEED = 1_000_000
+#: Seeds of the reference-score episodes: ``REFERENCE_SEED + i``, the episodes that an
+#: evaluation sees by default (so a normalised score compares returns on the same start states).
+REFERENCE_SEED = EVALUATION_SEED
 #: Episodes averaged for each reference score (Minari's default).
 DEFAULT_REFERENCE_EPISODES = 100
 #: ``reference_policy="auto"``: the oracle where the env has one, otherwise none.
@@ -48,6 +50,8 @@ META_POLICY = "fttpo_behaviour_policy"
 META_DETERMINISTIC = "fttpo_deterministic"
 META_REFERENCE_POLICY = "fttpo_reference_policy"
 META_FTTPO_VERSION = "fttpo_ray_version"
+#: The installed distribution whose version is written as :data:`META_FTTPO_VERSION`.
+DISTRIBUTION = "fttpo-ray"
 #: Prefix of the temporary directories in the Minari root (hidden: Minari skips them).
 _TMP_PREFIX = ".fttpo-tmp-"
 
@@ -204,9 +208,9 @@ def collect_dataset(
         reference_episodes: episodes per reference score.
         description, author, author_email, code_permalink: optional Minari metadata.
     """
-    import minari
+    from importlib.metadata import version
 
-    import fttpo_ray
+    import minari
 
     if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
         raise ConfigError(f"`episodes` must be an integer >= 1; got {episodes!r}")
@@ -251,7 +255,7 @@ def collect_dataset(
         META_SEED: seed,
         META_POLICY: policy,
         META_DETERMINISTIC: deterministic,
-        META_FTTPO_VERSION: fttpo_ray.__version__,
+        META_FTTPO_VERSION: version(DISTRIBUTION),
     }
     if author is not None:
         metadata["author"] = {author}

@@ -2,7 +2,8 @@
 
 For a few FtTPO trials of a sweep (one per run and variant, lowest seed) the final checkpoint is
 downloaded from MLflow and its RLModule loaded without Ray; at the states of one
-evaluation-style episode (reset with :data:`STATE_EPISODE_SEED`, mid-range doses in between)
+evaluation-style episode (the first evaluation episode, reset with
+:data:`~fttpo_ray.defaults.EVALUATION_SEED`; mid-range doses in between)
 each policy's density is drawn over the dose range, with the doses that the safety oracle
 prohibits at that state shaded. The sparse (thin) policy's density is exactly 0 outside its
 support; the heavy-tailed (fat) one never is.
@@ -20,9 +21,25 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - after choosing the non-interactive backend
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 from fttpo_ray import metrics as m  # noqa: E402
+from fttpo_ray.data.envs import make_env  # noqa: E402
+from fttpo_ray.data.policies import find_module_checkpoint  # noqa: E402
+from fttpo_ray.defaults import EVALUATION_SEED  # noqa: E402
+from fttpo_ray.errors import ConfigError  # noqa: E402
+from fttpo_ray.tuning.columns import RUN_ID, ReportData  # noqa: E402
+from fttpo_ray.tuning.plots import DPI  # noqa: E402
+from fttpo_ray.tuning.tracking import (  # noqa: E402
+    ALGORITHM_PARAM,
+    CHECKPOINT_ARTIFACT_DIR,
+    ENV_PARAM,
+    RUN_PARAM,
+    SEED_PARAM,
+    VARIANT_PARAM,
+)
+from fttpo_ray.tuning.trainables import KIND_FTTPO, trainable_kind  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -31,13 +48,8 @@ DENSITIES_PNG = "densities.png"
 MAX_TRIALS = 4
 #: The states are those at these steps of one episode.
 STATE_STEPS = (0, 6, 12)
-STATE_EPISODE_SEED = 1_000_000
 #: Points of the dose grid.
 GRID_POINTS = 801
-CHECKPOINT_ARTIFACT_DIR = "checkpoint"
-#: Where the learner's full module lives inside an RLlib algorithm checkpoint.
-MODULE_SUBDIR = Path("learner_group", "learner", "rl_module", "default_policy")
-DPI = 110
 COLOURS = {m.THIN: "tab:blue", m.FAT: "tab:orange"}
 STYLES = {m.THIN: "-", m.FAT: "--"}
 
@@ -46,7 +58,7 @@ def load_module(checkpoint_dir: Path) -> Any:
     """The learner's full RLModule of an algorithm checkpoint (no Ray needed)."""
     from ray.rllib.core.rl_module.rl_module import RLModule
 
-    return RLModule.from_checkpoint(str((checkpoint_dir / MODULE_SUBDIR).resolve()))
+    return RLModule.from_checkpoint(str(find_module_checkpoint(checkpoint_dir).resolve()))
 
 
 def module_policies(module: Any) -> list[Any]:
@@ -58,14 +70,12 @@ def module_policies(module: Any) -> list[Any]:
 
 def treatment_states(env_id: str) -> list[tuple[int, np.ndarray, np.ndarray]]:
     """``(step, observation, prohibited mask on the dose grid)`` at :data:`STATE_STEPS`."""
-    from fttpo_ray.data.envs import make_env
-
     env = make_env(env_id)
     try:
         space = env.action_space
         grid = np.linspace(space.low[0], space.high[0], GRID_POINTS).reshape(-1, 1)
         middle = (0.5 * (space.low + space.high)).astype(space.dtype)
-        obs, _ = env.reset(seed=STATE_EPISODE_SEED)
+        obs, _ = env.reset(seed=EVALUATION_SEED)
         states = []
         for step in range(max(STATE_STEPS) + 1):
             if step in STATE_STEPS:
@@ -88,36 +98,29 @@ def densities(policy: Any, obs: np.ndarray, grid: np.ndarray) -> np.ndarray:
     return torch.exp(log_prob).reshape(-1).double().numpy()
 
 
-def _pick_trials(trials: Any) -> Any:
-    from fttpo_ray.tuning.report import RUN_ID
-    from fttpo_ray.tuning.tracking import RUN_PARAM, SEED_PARAM, VARIANT_PARAM
+def _is_fttpo(algorithm: str) -> bool:
+    """Whether the trainable registered as ``algorithm`` is FtTPO (or a subclass of it)."""
+    try:
+        return trainable_kind(algorithm) == KIND_FTTPO
+    except ConfigError:  # a trainable registered only in the process that ran the sweep
+        return False
 
+
+def _pick_trials(trials: pd.DataFrame) -> pd.DataFrame:
     keys = [c for c in (RUN_PARAM, VARIANT_PARAM) if c in trials]
     ordered = trials.assign(_seed=trials[SEED_PARAM].astype(float)).sort_values([*keys, "_seed"])
     first = ordered.drop_duplicates(keys) if keys else ordered.head(1)
     return first.head(MAX_TRIALS)[[RUN_ID, *keys, SEED_PARAM]]
 
 
-def plot_policy_densities(data: Any, out: Path) -> list[Path]:
+def plot_policy_densities(data: ReportData, out: Path) -> list[Path]:
     """Write :data:`DENSITIES_PNG` into ``out``; ``[]`` if the environment has no oracle."""
     from mlflow.tracking import MlflowClient
 
-    from fttpo_ray.registry import ALGORITHM_NAME
-    from fttpo_ray.tuning.report import RUN_ID
-    from fttpo_ray.tuning.tracking import (
-        ALGORITHM_PARAM,
-        ENV_PARAM,
-        RUN_PARAM,
-        SEED_PARAM,
-        VARIANT_PARAM,
-    )
-
     trials = data.trials
-    if trials.empty or ENV_PARAM not in trials:
+    if trials.empty or ENV_PARAM not in trials or ALGORITHM_PARAM not in trials:
         return []
     env_id = str(trials[ENV_PARAM].dropna().iloc[0])
-    from fttpo_ray.data.envs import make_env
-
     probe = make_env(env_id)
     has_oracle = hasattr(probe.unwrapped, "prohibited") and probe.action_space.shape == (1,)
     low, high = float(probe.action_space.low[0]), float(probe.action_space.high[0])
@@ -126,7 +129,8 @@ def plot_policy_densities(data: Any, out: Path) -> list[Path]:
         logger.info("No density plot: %s has no safety oracle with a 1-D dose", env_id)
         return []
     client = MlflowClient(tracking_uri=data.tracking_uri)
-    on_env = trials[(trials[ENV_PARAM] == env_id) & (trials.get(ALGORITHM_PARAM) == ALGORITHM_NAME)]
+    fttpo = {name for name in trials[ALGORITHM_PARAM].dropna().unique() if _is_fttpo(str(name))}
+    on_env = trials[(trials[ENV_PARAM] == env_id) & trials[ALGORITHM_PARAM].isin(fttpo)]
     with_checkpoint = on_env[
         [bool(client.list_artifacts(r, CHECKPOINT_ARTIFACT_DIR)) for r in on_env[RUN_ID]]
     ]

@@ -18,6 +18,24 @@ import pandas as pd  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from fttpo_ray import metrics as m  # noqa: E402
+from fttpo_ray.tuning.columns import (  # noqa: E402
+    KEY,
+    LABELS,
+    POLICY,
+    RETURN_LAST,
+    RUN_ID,
+    STEP,
+    VALUE,
+    VIOLATION_LAST,
+    ReportData,
+)
+from fttpo_ray.tuning.tracking import (  # noqa: E402
+    FAT_Q_PARAM,
+    KL_WEIGHT_PARAM,
+    RUN_PARAM,
+    THIN_Q_PARAM,
+    VARIANT_PARAM,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -26,11 +44,10 @@ MAX_LEGEND_ENTRIES = 14
 #: Legend columns per column of panels.
 LEGEND_COLUMNS = 2
 CURVE_METRICS = ((m.EPISODE_RETURN_MEAN, "return"), (m.VIOLATION_RATE, "violation rate"))
-HEATMAP_X = "kl_weight"
-HEATMAP_Y = "thin_q"
-HEATMAP_PANEL = "fat_q"
+HEATMAP_X = KL_WEIGHT_PARAM
+HEATMAP_Y = THIN_Q_PARAM
+HEATMAP_PANEL = FAT_Q_PARAM
 HEATMAP_PREFIX = "heatmap"
-DENSITIES_PREFIX = "densities"
 
 
 def _safe(text: str) -> str:
@@ -43,15 +60,13 @@ def _label(row: dict[str, Any], columns: list[str]) -> str:
         value = row.get(column)
         if value is None or (isinstance(value, float) and math.isnan(value)):
             continue
-        parts.append(str(value) if column in ("run", "variant") else f"{column}={value}")
+        parts.append(str(value) if column in (RUN_PARAM, VARIANT_PARAM) else f"{column}={value}")
     return " ".join(parts) or "all"
 
 
-def learning_curves(data: Any, path: Path) -> Path | None:
+def learning_curves(data: ReportData, path: Path) -> Path | None:
     """Return and violation rate per evaluation (mean ± s.e. over seeds), one line per group;
     one column of panels per policy."""
-    from fttpo_ray.tuning.report import KEY, RUN_ID, STEP, VALUE
-
     if data.history.empty:
         return None
     frame = data.history.merge(data.trials[[RUN_ID, *data.group_columns]], on=RUN_ID, how="left")
@@ -124,8 +139,6 @@ def learning_curves(data: Any, path: Path) -> Path | None:
 def heatmaps(outcomes: pd.DataFrame, group_columns: list[str], out: Path) -> list[Path]:
     """Heat-maps of the last return and violation rate over (thin_q, kl_weight), one figure per
     run and variant with a thin policy, one column per ``fat_q`` (means over seeds)."""
-    from fttpo_ray.tuning.report import POLICY, RETURN_LAST, VIOLATION_LAST
-
     needed = {HEATMAP_X, HEATMAP_Y, POLICY}
     if outcomes.empty or not needed.issubset(outcomes.columns):
         return []
@@ -134,7 +147,7 @@ def heatmaps(outcomes: pd.DataFrame, group_columns: list[str], out: Path) -> lis
         if column in thin:
             thin[column] = pd.to_numeric(thin[column], errors="coerce")
     thin = thin.dropna(subset=[HEATMAP_X, HEATMAP_Y])
-    outer = [c for c in ("run", "variant") if c in thin]
+    outer = [c for c in (RUN_PARAM, VARIANT_PARAM) if c in thin]
     files = []
     for key, part in thin.groupby(outer, sort=True) if outer else [((), thin)]:
         if part[[HEATMAP_Y, HEATMAP_X]].drop_duplicates().shape[0] < 2:
@@ -149,8 +162,8 @@ def heatmaps(outcomes: pd.DataFrame, group_columns: list[str], out: Path) -> lis
             sub = part if panel is None else part[part[HEATMAP_PANEL] == panel]
             for row, (value, title, cmap) in enumerate(
                 (
-                    (RETURN_LAST, "return (last)", "viridis"),
-                    (VIOLATION_LAST, "violation rate (last)", "magma_r"),
+                    (RETURN_LAST, LABELS[RETURN_LAST], "viridis"),
+                    (VIOLATION_LAST, LABELS[VIOLATION_LAST], "magma_r"),
                 )
             ):
                 grid = sub.pivot_table(
@@ -193,10 +206,3 @@ def _outline() -> list:
     from matplotlib import patheffects
 
     return [patheffects.withStroke(linewidth=1.5, foreground="black")]
-
-
-def policy_densities(data: Any, out: Path) -> list[Path]:
-    """Thin vs fat policy densities at a few treatment states (see :mod:`.densities`)."""
-    from fttpo_ray.tuning.densities import plot_policy_densities
-
-    return plot_policy_densities(data, out)

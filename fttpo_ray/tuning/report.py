@@ -16,12 +16,32 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from fttpo_ray import metrics as m
 from fttpo_ray.errors import ConfigError
 from fttpo_ray.tuning import results as res
+from fttpo_ray.tuning.columns import (
+    CHECKPOINT_URI,
+    KEY,
+    LABELS,
+    PARENT,
+    POLICY,
+    PROHIBITED_MASS_LAST,
+    RETURN_BEST,
+    RETURN_LAST,
+    RUN_ID,
+    RUN_NAME,
+    SCORE_BEST,
+    SCORE_LAST,
+    STATUS,
+    STEP,
+    VALUE,
+    VALUE_COLUMNS,
+    VIOLATION_AT_BEST,
+    VIOLATION_LAST,
+    ReportData,
+)
 from fttpo_ray.tuning.tracking import (
     ALWAYS_LOGGED_FIELDS,
     DATASET_ID_PARAM,
@@ -44,42 +64,6 @@ logger = logging.getLogger(__name__)
 LATEST_SWEEP = "latest"
 ALL_SWEEPS = "all"
 
-RUN_ID = "run_id"
-RUN_NAME = "run_name"
-STATUS = "status"
-PARENT = "parent_run_id"
-CHECKPOINT_URI = "artifact_uri"
-POLICY = "policy"
-KEY = "key"
-STEP = "step"
-VALUE = "value"
-
-#: Per-trial outcome columns (values of the results table).
-RETURN_LAST = "return_last"
-RETURN_BEST = "return_best"
-VIOLATION_LAST = "violation_rate_last"
-VIOLATION_AT_BEST = "violation_rate_at_best"
-SCORE_LAST = "normalized_score_last"
-SCORE_BEST = "normalized_score_best"
-PROHIBITED_MASS_LAST = "prohibited_mass_last"
-VALUE_COLUMNS = (
-    RETURN_LAST,
-    RETURN_BEST,
-    VIOLATION_LAST,
-    VIOLATION_AT_BEST,
-    SCORE_LAST,
-    SCORE_BEST,
-    PROHIBITED_MASS_LAST,
-)
-LABELS = {
-    RETURN_LAST: "return (last)",
-    RETURN_BEST: "return (best)",
-    VIOLATION_LAST: "violation rate (last)",
-    VIOLATION_AT_BEST: "violation rate (at best)",
-    SCORE_LAST: "norm. score (last)",
-    SCORE_BEST: "norm. score (best)",
-    PROHIBITED_MASS_LAST: "prohibited mass (last)",
-}
 #: Columns that identify a group before the swept keys.
 BASE_GROUP_COLUMNS = (RUN_PARAM, VARIANT_PARAM, ENV_PARAM, DATASET_ID_PARAM)
 
@@ -95,18 +79,6 @@ RESULTS_MD = "results.md"
 RESULTS_CSV = "results.csv"
 TRIALS_CSV = "trials.csv"
 LEARNING_CURVES_PNG = "learning_curves.png"
-
-
-@dataclass
-class ReportData:
-    """Trial runs of an experiment (one row each) and their metric histories (long format)."""
-
-    experiment: str
-    tracking_uri: str
-    trials: pd.DataFrame
-    history: pd.DataFrame
-    group_columns: list[str]
-    sweep: str = ""
 
 
 @dataclass
@@ -272,6 +244,7 @@ def write_report(
 ) -> Report:
     """Write ``results.md``, ``results.csv``, ``trials.csv`` and the PNG plots into ``out``."""
     from fttpo_ray.tuning import plots
+    from fttpo_ray.tuning.densities import plot_policy_densities
 
     out = Path(out).expanduser().resolve()
     try:
@@ -299,7 +272,7 @@ def write_report(
     report.files += plots.heatmaps(outcomes, data.group_columns, out)
     if densities:
         try:
-            report.files += plots.policy_densities(data, out)
+            report.files += plot_policy_densities(data, out)
         except Exception as err:  # noqa: BLE001 - a density plot must not lose the report
             note = f"densities not plotted: {' '.join(str(err).split())[:200]}"
             logger.warning(note)
@@ -334,8 +307,3 @@ def _markdown(data: ReportData, display: pd.DataFrame, report: Report) -> str:
     if report.notes:
         lines += ["## Notes", ""] + [f"- {n}" for n in report.notes] + [""]
     return "\n".join(lines)
-
-
-def numeric(values: pd.Series) -> np.ndarray:
-    """Param values (text in MLflow) as floats (NaN where not a number)."""
-    return pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)

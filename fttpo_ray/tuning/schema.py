@@ -39,7 +39,9 @@ from typing import Any
 
 import yaml
 
+from fttpo_ray.defaults import EVALUATION_SEED
 from fttpo_ray.errors import ConfigError
+from fttpo_ray.tuning.trainables import algorithm_defaults
 
 # ---- top-level keys ------------------------------------------------------------------------
 CHECKPOINT = "checkpoint"
@@ -104,7 +106,6 @@ RUN_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 DEFAULT_CHECKPOINT_FREQUENCY = 0
 DEFAULT_NUM_TO_KEEP = 2
-DEFAULT_EVALUATION_SEED = 1_000_000
 DEFAULT_CPUS_PER_TRIAL = 1
 
 _SCALAR_TYPES = (bool, int, float, str)
@@ -155,7 +156,7 @@ class EvaluationSpec:
 
     episodes: int
     interval: int = 1
-    seed: int = DEFAULT_EVALUATION_SEED
+    seed: int = EVALUATION_SEED
     explore: bool = True
 
 
@@ -450,7 +451,7 @@ def _search_domain(
     return SearchDomain(kind, (low, high))
 
 
-def _run(value: Any, index: int, check: _Checker, defaults_of: Any) -> RunSpec:
+def _run(value: Any, index: int, check: _Checker) -> RunSpec:
     key = f"{RUNS}[{index}]"
     run = check.mapping(value, key)
     check.keys(run, key, required=(ALGORITHM, CONFIG, NAME), optional=(SEARCH,))
@@ -458,7 +459,7 @@ def _run(value: Any, index: int, check: _Checker, defaults_of: Any) -> RunSpec:
     if not RUN_NAME_PATTERN.match(name):
         check.fail(f"{key}.{NAME}", f"may use only letters, digits, '_', '.', '-'; got '{name}'")
     algorithm = check.string(run[ALGORITHM], f"{key}.{ALGORITHM}")
-    defaults = defaults_of(algorithm, f"{key}.{ALGORITHM}", check)
+    defaults = algorithm_defaults(algorithm, f"{key}.{ALGORITHM}", check)
     config_key = f"{key}.{CONFIG}"
     raw_config = check.mapping(run[CONFIG], config_key)
     config: dict[str, Any] = {}
@@ -521,19 +522,12 @@ def _close_matches(name: str, candidates: Mapping[str, Any]) -> str:
     return ", ".join(f"`{c}`" for c in difflib.get_close_matches(name, list(candidates), n=2))
 
 
-def validate_experiment(
-    data: dict[str, Any], path: str | Path, *, defaults_of: Any = None
-) -> ExperimentSpec:
+def validate_experiment(data: dict[str, Any], path: str | Path) -> ExperimentSpec:
     """Validate a raw experiment dict; ``path`` names the file in errors and the experiment.
 
-    ``defaults_of(algorithm, key, checker)`` returns the algorithm's default config as a dict
-    (``None`` for a trainable without one); it defaults to
-    :func:`fttpo_ray.tuning.space.algorithm_defaults`.
+    Each run's ``config`` is checked against its algorithm's default config
+    (:func:`fttpo_ray.tuning.trainables.algorithm_defaults`; a plain trainable has none).
     """
-    if defaults_of is None:
-        from fttpo_ray.tuning.space import algorithm_defaults
-
-        defaults_of = algorithm_defaults
     path = Path(path)
     check = _Checker(str(path))
     check.mapping(data, "")
@@ -562,9 +556,7 @@ def validate_experiment(
     evaluation = EvaluationSpec(
         episodes=check.integer(ev[EPISODES], f"{EVALUATION}.{EPISODES}", minimum=1),
         interval=check.integer(ev.get(INTERVAL, 1), f"{EVALUATION}.{INTERVAL}", minimum=1),
-        seed=check.integer(
-            ev.get(SEED, DEFAULT_EVALUATION_SEED), f"{EVALUATION}.{SEED}", minimum=0
-        ),
+        seed=check.integer(ev.get(SEED, EVALUATION_SEED), f"{EVALUATION}.{SEED}", minimum=0),
         explore=check.boolean(ev.get(EXPLORE, True), f"{EVALUATION}.{EXPLORE}"),
     )
 
@@ -620,7 +612,7 @@ def validate_experiment(
     runs_raw = data[RUNS]
     if not isinstance(runs_raw, list) or not runs_raw:
         check.fail(RUNS, f"must be a non-empty list of runs; got {_show(runs_raw)}")
-    runs = tuple(_run(item, i, check, defaults_of) for i, item in enumerate(runs_raw))
+    runs = tuple(_run(item, i, check) for i, item in enumerate(runs_raw))
     names = [run.name for run in runs]
     for name in names:
         if names.count(name) > 1:
@@ -649,10 +641,9 @@ def load_experiment(
     *,
     overrides: Sequence[str] = (),
     run: str | None = None,
-    defaults_of: Any = None,
 ) -> ExperimentSpec:
     """Read, override (``key=value`` strings, see :func:`apply_overrides`) and validate a YAML."""
     data = read_yaml(path)
     if overrides:
         data = apply_overrides(data, overrides, run=run, source=str(path))
-    return validate_experiment(data, path, defaults_of=defaults_of)
+    return validate_experiment(data, path)

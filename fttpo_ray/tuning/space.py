@@ -22,7 +22,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import cache
 from typing import Any
 
 from fttpo_ray.errors import ConfigError
@@ -36,13 +35,14 @@ from fttpo_ray.tuning.schema import (
     RunSpec,
     SearchDomain,
 )
+from fttpo_ray.tuning.trainables import (
+    KIND_FTTPO,
+    KIND_TRAINABLE,
+    trainable_class,
+    trainable_kind,
+)
 
 logger = logging.getLogger(__name__)
-
-#: Kinds of trainables (see the module docstring).
-KIND_FTTPO = "fttpo"
-KIND_RLLIB = "rllib"
-KIND_TRAINABLE = "trainable"
 
 #: Config keys of the plain dict given to a non-RLlib trainable (besides the YAML's ``config``).
 SEED_KEY = "seed"
@@ -71,9 +71,6 @@ OFFLINE_DATA_KEYS = frozenset(
 #: outside the trials' placement groups; see :func:`fttpo_ray.tuning.sweep.trial_concurrency`).
 RAY_DATA_RESERVED_CPUS = 1
 
-#: Algorithm names in the hint of the "unknown algorithm" error.
-KNOWN_ALGORITHMS_HINT = "FtTPO, IQL, CQL, BC, MARWIL"
-
 
 @dataclass(frozen=True)
 class DatasetRef:
@@ -92,61 +89,6 @@ class RunPlan:
     trainable: Any
     param_space: dict[str, Any]
     algorithm_config: Any | None
-
-
-def _registered_trainable(name: str) -> Any:
-    from ray.tune.error import TuneError
-    from ray.tune.registry import get_trainable_cls
-
-    import fttpo_ray  # noqa: F401 - registers FtTPO with Tune and RLlib
-
-    try:
-        return get_trainable_cls(name)
-    except TuneError:
-        raise ConfigError(
-            f"unknown algorithm '{name}'; use a registered Tune/RLlib algorithm such as "
-            f"{KNOWN_ALGORITHMS_HINT} (names are case-sensitive), or register your trainable "
-            "with ray.tune.register_trainable before running"
-        ) from None
-
-
-def trainable_class(name: str) -> Any:
-    """The Tune trainable class registered as ``name`` (FtTPO and RLlib's algorithms included)."""
-    return _registered_trainable(name)
-
-
-def trainable_kind(name: str) -> str:
-    """``fttpo``, ``rllib`` or ``trainable`` (see the module docstring)."""
-    from ray.rllib.algorithms.algorithm import Algorithm
-
-    from fttpo_ray.algorithms.fttpo.fttpo import FtTPO
-
-    cls = trainable_class(name)
-    if isinstance(cls, type) and issubclass(cls, FtTPO):
-        return KIND_FTTPO
-    if isinstance(cls, type) and issubclass(cls, Algorithm):
-        return KIND_RLLIB
-    return KIND_TRAINABLE
-
-
-@cache
-def _default_config_dict(name: str) -> dict[str, Any] | None:
-    cls = trainable_class(name)
-    if trainable_kind(name) == KIND_TRAINABLE:
-        return None
-    return cls.get_default_config().to_dict()
-
-
-def algorithm_defaults(name: str, key: str, check: Any) -> dict[str, Any] | None:
-    """Default config of the algorithm ``name`` as a dict (``None`` for a plain trainable).
-
-    ``check`` is the YAML checker: an unknown name is reported with the key and the file.
-    """
-    try:
-        return _default_config_dict(name)
-    except ConfigError as err:
-        check.fail(key, str(err))
-        return None
 
 
 # ---- the dataset -------------------------------------------------------------------------------

@@ -31,8 +31,6 @@ from fttpo_ray.tuning.progress import ProgressCallback
 from fttpo_ray.tuning.runtime import check_address, start_ray, stop_ray, storage_root
 from fttpo_ray.tuning.schema import ExperimentSpec, load_experiment, validate_experiment
 from fttpo_ray.tuning.space import (
-    KIND_RLLIB,
-    KIND_TRAINABLE,
     RAY_DATA_RESERVED_CPUS,
     DatasetRef,
     RunPlan,
@@ -48,6 +46,7 @@ from fttpo_ray.tuning.tracking import (
     KIND_TAG,
     RUNNING,
     SWEEP_DIR_TAG,
+    TIME_TOTAL_S,
     TRAINING_ITERATION,
     YAML_TAG,
     MLflowTrackingCallback,
@@ -56,6 +55,7 @@ from fttpo_ray.tuning.tracking import (
     open_tracking_store,
     resolve_tracking_uri,
 )
+from fttpo_ray.tuning.trainables import KIND_RLLIB, KIND_TRAINABLE
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +63,6 @@ SWEEP_STATE_FILE = "sweep.json"
 SWEEP_YAML_ARTIFACT = "experiment.yaml"
 REPORT_DIR = "report"
 TIME_FORMAT = "%Y%m%d-%H%M%S"
-TIME_TOTAL_S = "time_total_s"
 
 # ---- keys of sweep.json ---------------------------------------------------------------------
 STATE_YAML = "yaml"

@@ -51,7 +51,6 @@ MAX_PARAM_CHARS = 250
 
 # ---- tags ---------------------------------------------------------------------------------------
 PARENT_RUN_ID_TAG = "mlflow.parentRunId"
-RUN_NAME_TAG = "mlflow.runName"
 KIND_TAG = "fttpo.kind"
 KIND_SWEEP = "sweep"
 KIND_TRIAL = "trial"

@@ -16,16 +16,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from fttpo_ray.defaults import EVALUATION_EPISODES, EVALUATION_SEED
 from fttpo_ray.errors import ConfigError
 from fttpo_ray.tuning.progress import describe_result
 from fttpo_ray.tuning.runtime import start_ray, stop_ray, storage_root
 from fttpo_ray.tuning.schema import load_experiment
-from fttpo_ray.tuning.space import (
-    KIND_TRAINABLE,
-    algorithm_config,
-    prepare_dataset,
-    trainable_kind,
-)
+from fttpo_ray.tuning.space import algorithm_config, prepare_dataset
 from fttpo_ray.tuning.sweep import TIME_FORMAT
 from fttpo_ray.tuning.tracking import (
     CHECKPOINT_ARTIFACT_DIR,
@@ -42,6 +38,7 @@ from fttpo_ray.tuning.tracking import (
     resolve_tracking_uri,
     select_metrics,
 )
+from fttpo_ray.tuning.trainables import KIND_TRAINABLE, trainable_kind
 
 logger = logging.getLogger(__name__)
 
@@ -158,7 +155,11 @@ def train_once(
 
 
 def evaluate(
-    checkpoint: str | Path, *, episodes: int = 100, seed: int = 1_000_000, explore: bool = True
+    checkpoint: str | Path,
+    *,
+    episodes: int = EVALUATION_EPISODES,
+    seed: int = EVALUATION_SEED,
+    explore: bool = True,
 ) -> dict[str, dict[str, float]]:
     """Returns and safety metrics of an algorithm checkpoint (``fttpo eval``), per policy."""
     from fttpo_ray.evaluation import evaluate_checkpoint

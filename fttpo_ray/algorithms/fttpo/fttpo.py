@@ -46,6 +46,7 @@ from ray.rllib.utils.metrics import (
 )
 
 from fttpo_ray.algorithms.fttpo.offline_data import InMemoryOfflineData
+from fttpo_ray.defaults import EVALUATION_SEED
 from fttpo_ray.errors import ConfigError
 from fttpo_ray.metrics import (
     CRITIC_LOSS,
@@ -143,7 +144,7 @@ class FtTPOConfig(AlgorithmConfig):
         self.evaluation_interval = 1
         self.evaluation_duration = 100
         self.evaluation_duration_unit = "episodes"
-        self.evaluation_seed = 1_000_000
+        self.evaluation_seed = EVALUATION_SEED
         self.evaluation_explore = True
 
         from fttpo_ray.evaluation.rllib_hook import evaluation_function

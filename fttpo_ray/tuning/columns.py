@@ -1,0 +1,65 @@
+"""What a report is made of: the column names of its tables and :class:`ReportData`.
+
+A leaf of the report modules: :mod:`.report` reads MLflow into a :class:`ReportData` and
+tabulates it; :mod:`.plots` and :mod:`.densities` draw from it. All three import the names from
+here, none imports another's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+#: Columns of the trial table (one row per trial run) besides its params.
+RUN_ID = "run_id"
+RUN_NAME = "run_name"
+STATUS = "status"
+PARENT = "parent_run_id"
+CHECKPOINT_URI = "artifact_uri"
+#: Columns of the metric histories (long format: one row per run, metric key and step).
+KEY = "key"
+STEP = "step"
+VALUE = "value"
+#: The evaluated policy (``thin`` or ``fat``) of a per-trial outcome row.
+POLICY = "policy"
+
+#: Per-trial outcome columns (values of the results table).
+RETURN_LAST = "return_last"
+RETURN_BEST = "return_best"
+VIOLATION_LAST = "violation_rate_last"
+VIOLATION_AT_BEST = "violation_rate_at_best"
+SCORE_LAST = "normalized_score_last"
+SCORE_BEST = "normalized_score_best"
+PROHIBITED_MASS_LAST = "prohibited_mass_last"
+VALUE_COLUMNS = (
+    RETURN_LAST,
+    RETURN_BEST,
+    VIOLATION_LAST,
+    VIOLATION_AT_BEST,
+    SCORE_LAST,
+    SCORE_BEST,
+    PROHIBITED_MASS_LAST,
+)
+#: Headings of the value columns in the printed tables and the plots.
+LABELS = {
+    RETURN_LAST: "return (last)",
+    RETURN_BEST: "return (best)",
+    VIOLATION_LAST: "violation rate (last)",
+    VIOLATION_AT_BEST: "violation rate (at best)",
+    SCORE_LAST: "norm. score (last)",
+    SCORE_BEST: "norm. score (best)",
+    PROHIBITED_MASS_LAST: "prohibited mass (last)",
+}
+
+
+@dataclass
+class ReportData:
+    """Trial runs of an experiment (one row each) and their metric histories (long format)."""
+
+    experiment: str
+    tracking_uri: str
+    trials: pd.DataFrame
+    history: pd.DataFrame
+    group_columns: list[str]
+    sweep: str = ""
