@@ -26,3 +26,10 @@ class EnvironmentSpecError(FttpoError):
 
 class NonFiniteError(FttpoError, FloatingPointError):
     """A NaN or inf appeared in a batch or a loss; training stops before it spreads."""
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of a foreign exception's message (its type name if the message is empty),
+    for quoting it inside a one-line :class:`FttpoError` message."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__

@@ -1,29 +1,36 @@
 """Minari <-> RLlib: collect local Minari datasets, load them as flat transitions, export Parquet.
 
-- :func:`collect_dataset` — roll out a behaviour policy into a local Minari dataset (atomic).
-- :func:`load_transitions` — a dataset as :class:`Transitions` (float32 arrays under RLlib's
-  column names, actions normalised to [-1, 1], normalisation statistics), cached.
-- :func:`to_parquet` / :func:`rllib_offline_data_kwargs` — the flat Parquet export and the
-  ``config.offline_data`` settings for RLlib's BC/MARWIL/IQL/CQL.
-- :func:`ensure_dataset` — load or create a dataset on demand; :func:`check_compatible`.
+One job per module:
+
+- ``minari_files`` — where a local dataset lives, its metadata and spaces, its episode files
+  (:func:`dataset_path`, :func:`dataset_exists`, :func:`dataset_spaces`).
+- ``transitions`` — :func:`load_transitions`: a dataset as :class:`Transitions` (float32 arrays
+  under RLlib's column names, actions normalised to [-1, 1] by :func:`normalize_actions`,
+  normalisation statistics).
+- ``cache`` — the on-disk cache of converted arrays and exports, keyed by the dataset's files.
+- ``compat`` — :func:`check_compatible`: a dataset's spaces against an environment's.
+- ``collect`` — :func:`collect_dataset`: roll out a behaviour policy into a local Minari dataset
+  (atomic), with the behaviour ``policies``; ``envs`` makes environments with one-line errors.
+- ``ensure`` — :func:`ensure_dataset`: load or create a dataset on demand.
+- ``parquet`` — :func:`to_parquet` / :func:`rllib_offline_data_kwargs`: the flat Parquet export
+  and the ``config.offline_data`` settings for RLlib's BC/MARWIL/IQL/CQL.
+
 See ``docs/datasets.md``.
 """
 
 from __future__ import annotations
 
 from fttpo_ray.data.collect import DatasetInfo, collect_dataset, dataset_info
+from fttpo_ray.data.compat import check_compatible
 from fttpo_ray.data.ensure import KNOWN_DATASETS, DatasetRecipe, ensure_dataset
-from fttpo_ray.data.load import (
+from fttpo_ray.data.minari_files import dataset_exists, dataset_path, dataset_spaces
+from fttpo_ray.data.parquet import configure_rllib_offline, rllib_offline_data_kwargs, to_parquet
+from fttpo_ray.data.transitions import (
     Transitions,
-    check_compatible,
-    dataset_exists,
-    dataset_path,
-    dataset_spaces,
     denormalize_actions,
     load_transitions,
     normalize_actions,
 )
-from fttpo_ray.data.parquet import configure_rllib_offline, rllib_offline_data_kwargs, to_parquet
 
 __all__ = [
     "KNOWN_DATASETS",

@@ -28,8 +28,16 @@ import gymnasium as gym
 import numpy as np
 
 from fttpo_ray.data.envs import make_env
-from fttpo_ray.data.load import dataset_exists, dataset_path, load_transitions
+from fttpo_ray.data.minari_files import (
+    META_DATASET_ID,
+    META_REF_MAX_SCORE,
+    META_REF_MIN_SCORE,
+    MINARI_DATA_DIR,
+    dataset_exists,
+    dataset_path,
+)
 from fttpo_ray.data.policies import ORACLE, Policy, RandomPolicy, make_policy
+from fttpo_ray.data.transitions import load_transitions
 from fttpo_ray.defaults import EVALUATION_SEED
 from fttpo_ray.errors import ConfigError, DatasetError, EnvironmentSpecError
 
@@ -244,7 +252,7 @@ def collect_dataset(
         env.close()
 
     metadata: dict = {
-        "dataset_id": dataset_id,
+        META_DATASET_ID: dataset_id,
         "algorithm_name": behaviour.description,
         "description": description
         or (
@@ -265,9 +273,11 @@ def collect_dataset(
         metadata["code_permalink"] = code_permalink
     if ref_min is not None and ref_max is not None:
         metadata.update(
-            ref_min_score=ref_min,
-            ref_max_score=ref_max,
-            num_episodes_average_score=reference_episodes,
+            {
+                META_REF_MIN_SCORE: ref_min,
+                META_REF_MAX_SCORE: ref_max,
+                "num_episodes_average_score": reference_episodes,
+            }
         )
         metadata[META_REFERENCE_POLICY] = str(reference_policy)
 
@@ -301,7 +311,7 @@ def _write_atomically(
     trash: Path | None = None
     try:
         storage = MinariStorage.new(
-            staging / "data",
+            staging / MINARI_DATA_DIR,
             observation_space=observation_space,
             action_space=action_space,
             env_spec=spec,

@@ -11,7 +11,8 @@ import logging
 from dataclasses import dataclass
 
 from fttpo_ray.data.collect import DatasetInfo, collect_dataset, dataset_info
-from fttpo_ray.data.load import check_compatible, dataset_exists
+from fttpo_ray.data.compat import check_compatible
+from fttpo_ray.data.minari_files import dataset_exists
 from fttpo_ray.data.policies import RANDOM
 from fttpo_ray.envs import TREATMENT_ENV_ID, TREATMENT_ENV_IDS, TREATMENT_LETHAL_ENV_ID
 from fttpo_ray.errors import ConfigError, DatasetError

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gymnasium as gym
 
-from fttpo_ray.errors import EnvironmentSpecError, FttpoError
+from fttpo_ray.errors import EnvironmentSpecError, FttpoError, first_line
 
 #: Examples quoted in error messages.
 _EXAMPLE_IDS = "fttpo/TreatmentSim-v0, fttpo/TreatmentSimLethal-v0, HalfCheetah-v5"
@@ -29,8 +29,8 @@ def make_env(env_id: str, **kwargs: object) -> gym.Env:
     except FttpoError:
         raise
     except Exception as err:  # noqa: BLE001 - any failure to build is reported as one line
-        text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise EnvironmentSpecError(
-            f"environment '{env_id}' could not be created ({type(err).__name__}: {text}); "
-            "install its dependencies (e.g. gymnasium[mujoco]) or fix its arguments"
+            f"environment '{env_id}' could not be created "
+            f"({type(err).__name__}: {first_line(err)}); install its dependencies "
+            "(e.g. gymnasium[mujoco]) or fix its arguments"
         ) from None

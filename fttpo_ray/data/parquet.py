@@ -40,8 +40,6 @@ Settings verified with one or two ``train()`` iterations of RLlib's ``BCConfig``
 from __future__ import annotations
 
 import logging
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -49,7 +47,9 @@ from typing import Any
 import numpy as np
 from ray.rllib.core.columns import Columns
 
-from fttpo_ray.data.load import CACHE_DIR_NAME, dataset_spaces, fingerprint, load_transitions
+from fttpo_ray.data.cache import entry_path, fingerprint, write_entry
+from fttpo_ray.data.minari_files import dataset_spaces
+from fttpo_ray.data.transitions import load_transitions
 from fttpo_ray.errors import DatasetError
 
 logger = logging.getLogger(__name__)
@@ -60,6 +60,8 @@ SHUFFLE_SEED = 0
 ROW_GROUP_SIZE = 65_536
 #: File name inside the export directory.
 PARQUET_FILE = "part-00000.parquet"
+#: Cache entry kind of the export (``<dataset dir>/fttpo_cache/parquet-<key>/``).
+CACHE_KIND = "parquet"
 
 
 def to_parquet(dataset_id: str) -> str:
@@ -73,8 +75,7 @@ def to_parquet(dataset_id: str) -> str:
 
     key = fingerprint(dataset_id)
     transitions = load_transitions(dataset_id)
-    cache = Path(transitions.path) / CACHE_DIR_NAME
-    target = cache / f"parquet-{key}"
+    target = entry_path(Path(transitions.path), CACHE_KIND, key)
     if (target / PARQUET_FILE).is_file():
         return str(target)
     start = time.perf_counter()
@@ -96,25 +97,19 @@ def to_parquet(dataset_id: str) -> str:
         }
     )
     try:
-        cache.mkdir(exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".tmp-parquet-", dir=cache))
-        try:
-            pq.write_table(table, staging / PARQUET_FILE, row_group_size=ROW_GROUP_SIZE)
-            try:
-                staging.rename(target)
-            except OSError:
-                if not (target / PARQUET_FILE).is_file():  # not a concurrent writer's export
-                    raise
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+        write_entry(
+            Path(transitions.path),
+            CACHE_KIND,
+            key,
+            lambda staging: pq.write_table(
+                table, staging / PARQUET_FILE, row_group_size=ROW_GROUP_SIZE
+            ),
+        )
     except OSError as err:
         raise DatasetError(
             f"could not write the Parquet export of '{dataset_id}' to {target} "
             f"({err.strerror or err}); check the permissions of MINARI_DATASETS_PATH"
         ) from None
-    for old in cache.glob("parquet-*"):
-        if old != target:
-            shutil.rmtree(old, ignore_errors=True)
     logger.info(
         "Exported '%s' (%d rows) to %s in %.2f s",
         dataset_id,

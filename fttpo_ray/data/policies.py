@@ -20,7 +20,7 @@ from typing import Protocol
 import gymnasium as gym
 import numpy as np
 
-from fttpo_ray.errors import ConfigError, EnvironmentSpecError
+from fttpo_ray.errors import ConfigError, EnvironmentSpecError, first_line
 
 logger = logging.getLogger(__name__)
 
@@ -90,9 +90,8 @@ class CheckpointPolicy:
         try:
             self.module = RLModule.from_checkpoint(str(module_dir))
         except Exception as err:  # noqa: BLE001 - any failure here means "not a usable checkpoint"
-            first_line = str(err).splitlines()[0] if str(err) else type(err).__name__
             raise ConfigError(
-                f"could not load an RLModule from '{module_dir}' ({first_line}); pass the "
+                f"could not load an RLModule from '{module_dir}' ({first_line(err)}); pass the "
                 "directory of an RLlib Algorithm or RLModule checkpoint"
             ) from None
         self._check_spaces(env, module_dir)

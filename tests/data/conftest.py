@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import gymnasium as gym
 import pytest
 
-from fttpo_ray.data import DatasetInfo, collect_dataset
+from fttpo_ray.data import DatasetInfo, collect_dataset, dataset_path
 
 #: The paper's treatment dataset (50 random episodes x 24 steps).
 TREATMENT_ID = "fttpo/treatment/random-v0"
@@ -51,3 +53,14 @@ def pendulum_module_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path
     )
     spec.build().save_to_path(root / "learner_group" / "learner" / "rl_module" / "default_policy")
     return root
+
+
+def copy_dataset(source_id: str, target_id: str) -> Path:
+    """A byte copy of a dataset under a new id (metadata id rewritten), without our cache."""
+    source, target = dataset_path(source_id), dataset_path(target_id)
+    shutil.copytree(source / "data", target / "data")
+    metadata_file = target / "data" / "metadata.json"
+    metadata = json.loads(metadata_file.read_text())
+    metadata["dataset_id"] = target_id
+    metadata_file.write_text(json.dumps(metadata))
+    return target
