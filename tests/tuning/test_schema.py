@@ -111,7 +111,11 @@ def test_scientific_notation_is_a_float(tmp_path: Path) -> None:
             "high",
             "`runs[0].config.fat_q` must be a number; got 'high'",
         ),
-        (("runs", 0, "config", "twin_q"), 1, "`runs[0].config.twin_q` must be true or false"),
+        (
+            ("runs", 0, "config", "thin_support_in_box"),
+            1,
+            "`runs[0].config.thin_support_in_box` must be true or false",
+        ),
         (("runs", 0, "config", "seed"), 3, "`runs[0].config.seed` is set by `seeds`"),
         (("runs", 0, "algorithm"), "NoSuchAlgo", "unknown algorithm 'NoSuchAlgo'"),
         (
