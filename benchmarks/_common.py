@@ -11,6 +11,7 @@ written as placeholders.
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import shlex
@@ -131,6 +132,31 @@ def write_results(name: str, payload: dict[str, Any], markdown: str) -> None:
         f"jobs: compare only numbers measured side by side in one run).\n\n"
     )
     (RESULTS_DIR / f"{name}.md").write_text(portable(header + markdown.rstrip()) + "\n")
+
+
+def append_record(path: Path, record: dict[str, Any]) -> None:
+    """Append one run's record as a JSON line (numpy scalars written as floats)."""
+    with path.open("a") as f:
+        f.write(json.dumps(record, default=float) + "\n")
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """The records of a JSON-lines runs file (none if it does not exist)."""
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def mean_se(xs: list[float]) -> tuple[float, float]:
+    """Mean and standard error of the mean (NaN for a single value)."""
+    a = np.asarray(xs, dtype=np.float64)
+    se = float(a.std(ddof=1) / math.sqrt(len(a))) if len(a) > 1 else float("nan")
+    return float(a.mean()), se
+
+
+def fmt_mean_se(mean: float, se: float, digits: int = 2) -> str:
+    """``"mean ± se"`` with ``digits`` decimals."""
+    return f"{mean:.{digits}f} ± {se:.{digits}f}"
 
 
 def ensure_cheetah_random() -> str:

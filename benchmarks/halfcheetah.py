@@ -22,8 +22,6 @@ seed) to ``benchmarks/results/halfcheetah_runs.jsonl``; ``report`` writes
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -115,18 +113,11 @@ def cmd_run(args: argparse.Namespace) -> None:
                     "machine": c.machine(),
                     "final": {p: {k: float(v) for k, v in m.items()} for p, m in final.items()},
                 }
-                with Path(args.runs_file).open("a") as f:
-                    f.write(json.dumps(record) + "\n")
+                c.append_record(Path(args.runs_file), record)
                 returns = {p: round(m["episode_return_mean"], 1) for p, m in final.items()}
                 print("done", method, seed, returns, f"{record['wall_s']:.0f}s", flush=True)
     finally:
         ray.shutdown()
-
-
-def _mean_se(xs: list[float]) -> tuple[float, float]:
-    a = np.asarray(xs, dtype=np.float64)
-    se = float(a.std(ddof=1) / math.sqrt(len(a))) if len(a) > 1 else float("nan")
-    return float(a.mean()), se
 
 
 def cmd_report(args: argparse.Namespace) -> None:
@@ -137,7 +128,7 @@ def cmd_report(args: argparse.Namespace) -> None:
     transitions = load_transitions(dataset_id)
     dataset_returns = transitions.episode_returns()
     r_random = float(dataset_returns.mean())
-    records = [json.loads(x) for x in RUNS_FILE.read_text().splitlines() if x.strip()]
+    records = c.read_records(RUNS_FILE)
 
     def score(r: float) -> float:
         return 100.0 * (r - r_random) / (D4RL_EXPERT - r_random)
@@ -176,9 +167,9 @@ def cmd_report(args: argparse.Namespace) -> None:
             if not evs:
                 continue
             seeds = ",".join(str(r["seed"]) for r in recs if policy in r["final"])
-            ret = _mean_se([e["episode_return_mean"] for e in evs])
-            sc = _mean_se([score(e["episode_return_mean"]) for e in evs])
-            sc_d4rl = _mean_se([d4rl(e["episode_return_mean"]) for e in evs])
+            ret = c.mean_se([e["episode_return_mean"] for e in evs])
+            sc = c.mean_se([score(e["episode_return_mean"]) for e in evs])
+            sc_d4rl = c.mean_se([d4rl(e["episode_return_mean"]) for e in evs])
             bound = float(np.mean([e["boundary_action_rate"] for e in evs]))
             hw = (
                 f"{np.mean([e['support_halfwidth_mean'] for e in evs]):.3f}"
@@ -191,8 +182,8 @@ def cmd_report(args: argparse.Namespace) -> None:
                 {"policy": label, "seeds": seeds, "return": ret, "score": sc, "d4rl_score": sc_d4rl}
             )
             lines.append(
-                f"| {label} | {seeds} | {ret[0]:.1f} ± {ret[1]:.1f} | {sc[0]:.2f} ± {sc[1]:.2f} | "
-                f"{sc_d4rl[0]:.2f} ± {sc_d4rl[1]:.2f} | {bound:.3f} | {hw} | {rate:.1f} |"
+                f"| {label} | {seeds} | {c.fmt_mean_se(*ret, digits=1)} | {c.fmt_mean_se(*sc)} | "
+                f"{c.fmt_mean_se(*sc_d4rl)} | {bound:.3f} | {hw} | {rate:.1f} |"
             )
     text = "\n".join(lines)
     print(text)

@@ -1,6 +1,6 @@
 """Can FtTPO reach zero violations on the treatment simulator? Where its violations come from,
 and a critic-certified support that removes most of them — **a proposed change to the method, not
-FtTPO as specified**. Rows for ``benchmarks/results/treatment.md`` (``treatment.py report``).
+FtTPO as specified**. Rows for ``benchmarks/results/treatment.md`` (``treatment_report.py``).
 
 For each seed, FtTPO is trained with the ``fttpo`` entry of ``benchmarks/treatment.yaml`` (same
 config and steps as ``treatment.py``, evaluation off during training), then the *same* learner
@@ -27,7 +27,6 @@ Records are appended to ``benchmarks/results/treatment_certified_runs.jsonl``::
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -170,8 +169,7 @@ def main() -> None:
                 "final": {p: {k: float(v) for k, v in m.items()} for p, m in final.items()},
                 "abstention_rate_on_dataset_states": abstention,
             }
-            with args.runs_file.open("a") as f:
-                f.write(json.dumps(record) + "\n")
+            c.append_record(args.runs_file, record)
             summary = {
                 p: (round(m["episode_return_mean"], 2), round(m["violation_rate"], 4))
                 for p, m in final.items()
