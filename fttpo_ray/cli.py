@@ -16,6 +16,7 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
+from fttpo_ray.data.collect import DEFAULT_REFERENCE_EPISODES
 from fttpo_ray.defaults import EVALUATION_EPISODES, EVALUATION_SEED
 from fttpo_ray.errors import FttpoError
 
@@ -236,8 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--reference-episodes",
         type=int,
-        default=100,
-        help="episodes per reference score (default 100)",
+        default=DEFAULT_REFERENCE_EPISODES,
+        help=f"episodes per reference score (default {DEFAULT_REFERENCE_EPISODES})",
     )
     p.set_defaults(func=_cmd_collect)
 
