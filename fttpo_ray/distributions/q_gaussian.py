@@ -24,6 +24,7 @@ Both are ``torch.distributions.Distribution`` subclasses whose event is the last
 
 from __future__ import annotations
 
+import functools
 import math
 from numbers import Real
 
@@ -287,9 +288,9 @@ class SparseQGaussian(Distribution):
         direction = torch.randn(shape, dtype=dtype, device=device)
         norm = torch.linalg.vector_norm(direction, dim=-1, keepdim=True)
         direction = direction / norm.clamp_min(torch.finfo(dtype).tiny)
-        half_n = torch.tensor(0.5 * n, dtype=dtype, device=device)
-        k_plus_1 = torch.tensor(self.k + 1.0, dtype=dtype, device=device)
-        sq_radius = Beta(half_n, k_plus_1).sample(shape[:-1])
+        half_n = torch.full((), 0.5 * n, dtype=dtype, device=device)
+        k_plus_1 = torch.full((), self.k + 1.0, dtype=dtype, device=device)
+        sq_radius = Beta(half_n, k_plus_1, validate_args=False).sample(shape[:-1])
         with torch.no_grad():
             eps = torch.finfo(dtype).eps
             ratio = torch.linalg.vector_norm(self.loc / self.scale, dim=-1)
@@ -298,9 +299,8 @@ class SparseQGaussian(Distribution):
         x = self.loc + self.scale * (sq_radius.sqrt().unsqueeze(-1) * direction)
         with torch.no_grad():
             outside = self._sq_radius(x) >= 1.0
-        if bool(outside.any()):
-            x = torch.where(outside.unsqueeze(-1), self.loc.expand(shape), x)
-        return x
+        # Unconditional select: no branch on the tensor's value, so no wait for the device.
+        return torch.where(outside.unsqueeze(-1), self.loc.expand(shape), x)
 
     def log_prob(self, value: Tensor) -> Tensor:
         """``k log(1 - r^2) - log Z`` inside the support, ``-inf`` on/outside it, NaN only for NaN.
@@ -408,12 +408,16 @@ class HeavyTailedQGaussian(Distribution):
         validate = Distribution._validate_args if validate_args is None else validate_args
         if validate:
             _check_scale(self.scale, "HeavyTailedQGaussian", "the Student-t scale")
-        if q == 1.0:
+        super().__init__(self.loc.shape[:-1], self.loc.shape[-1:], validate_args=validate_args)
+
+    @functools.cached_property
+    def base_dist(self) -> Independent:
+        """``Independent(Normal | StudentT, 1)`` with these parameters (built on first use)."""
+        if self.q == 1.0:
             base = Normal(self.loc, self.scale, validate_args=False)
         else:
             base = StudentT(self.df, self.loc, self.scale, validate_args=False)
-        self.base_dist = Independent(base, 1, validate_args=False)
-        super().__init__(self.loc.shape[:-1], self.loc.shape[-1:], validate_args=validate_args)
+        return Independent(base, 1, validate_args=False)
 
     def expand(
         self, batch_shape: _size, _instance: HeavyTailedQGaussian | None = None
@@ -425,7 +429,6 @@ class HeavyTailedQGaussian(Distribution):
         new.scale = self.scale.expand(param_shape)
         new.q = self.q
         new.df = self.df
-        new.base_dist = self.base_dist.expand(batch_shape)
         super(HeavyTailedQGaussian, new).__init__(
             batch_shape, self.event_shape, validate_args=False
         )
@@ -466,7 +469,17 @@ class HeavyTailedQGaussian(Distribution):
         return (self.scale.log() + const).sum(-1)
 
     def rsample(self, sample_shape: _size = torch.Size()) -> Tensor:
-        return self.base_dist.rsample(sample_shape)
+        """``loc + scale * eps``, ``eps`` standard normal (q = 1) or ``Z / sqrt(G / nu)`` with
+        ``Z`` standard normal and ``G ~ Chi2(nu)`` (q > 1): the draws of torch's ``Normal`` and
+        ``StudentT``, without building them (and their argument checks) at every call."""
+        shape = self._extended_shape(sample_shape)
+        eps = torch.empty(shape, dtype=self.loc.dtype, device=self.loc.device).normal_()
+        if self.q == 1.0:
+            return self.loc + eps * self.scale
+        half_nu = torch.full(shape, 0.5 * self.df, dtype=self.loc.dtype, device=self.loc.device)
+        chi2 = torch._standard_gamma(half_nu) / 0.5
+        chi2 = chi2.clamp(min=torch.finfo(chi2.dtype).tiny)
+        return self.loc + self.scale * (eps * torch.rsqrt(chi2 / self.df))
 
     def log_prob(self, value: Tensor) -> Tensor:
         if self._validate_args:

@@ -1,11 +1,11 @@
 """Fat and thin q-Gaussian policies (plus critics and value net) as one RLlib ``TorchRLModule``.
 
-Spec: ``shared/spec/fttpo.md`` §1.3 (actions in a box) and §2 (networks). Layout::
+See ``docs/algorithm.md`` §1.3 (actions in a box) and §2 (networks). Layout::
 
     obs -> policy torso (MLP) -> loc head -> tanh            = location, shared by both policies
                               -> fat scale head               = Student-t scale   (learner only*)
         -> (detached torso features | own torso) -> thin head = support half-width
-    obs, action -> Q1, Q2 (+ polyak targets);  obs -> V       (learner only)
+    obs, action -> critic ensemble Q_1..Q_E (+ polyak targets);  obs -> V   (learner only)
 
 ``*`` In the ``fat_only`` variant the fat policy acts, so its scale head is part of the
 inference module. Environment workers receive the inference-only module: the acting policy and
@@ -15,9 +15,13 @@ nothing else (critics, value net, targets and — for FtTPO — the fat scale he
 Deviations from the paper, and why:
 
 - The location is squashed into the action box with ``tanh`` and shared by both policies: the
-  spec's "thin location from the fat policy" (§2 step 4). The thin loss receives it detached.
+  paper's "thin location from the fat policy" (docs/algorithm.md §2). The thin loss receives
+  it detached.
 - Scales are bounded smoothly in log space, ``exp(log lo + (log hi - log lo) sigmoid(x))``,
   instead of clamped, so no gradient is ever cut off at a bound.
+- The ``E = num_critics`` critics (default 2: clipped double Q) are one
+  :class:`CriticEnsemble` with stacked weights, evaluated with one batched matmul per layer;
+  ``Q_min`` is the minimum over the ensemble.
 - With ``thin_support_in_box`` (default) the half-width is capped at ``1 - |loc|`` (never below
   its lower bound): the support then lies in ``[-1, 1]`` except when ``|loc| > 1 - lo``; the
   evaluation reports how often the support leaves the box.
@@ -45,13 +49,13 @@ HIDDENS = "fcnet_hiddens"
 VARIANT = "variant"
 FAT_Q = "fat_q"
 THIN_Q = "thin_q"
-TWIN_Q = "twin_q"
+NUM_CRITICS = "num_critics"
 THIN_SCALE_BOUNDS = "thin_scale_bounds"
 FAT_SCALE_BOUNDS = "fat_scale_bounds"
 THIN_SUPPORT_IN_BOX = "thin_support_in_box"
 THIN_SCALE_TORSO = "thin_scale_torso"
 
-# Variants (spec §2–§3).
+# Variants (docs/algorithm.md §2–§3).
 VARIANT_FTTPO = "fttpo"
 VARIANT_RAR = "rar"
 VARIANT_REVERSE_KL = "reverse_kl"
@@ -75,18 +79,17 @@ LOC_HEAD = "loc_head"
 FAT_SCALE_HEAD = "fat_scale_head"
 THIN_SCALE_HEAD = "thin_scale_head"
 THIN_TORSO = "thin_torso"
-Q1 = "q1"
-Q2 = "q2"
-TARGET_Q1 = "target_q1"
-TARGET_Q2 = "target_q2"
+CRITICS = "critics"
+TARGET_CRITICS = "target_critics"
 VALUE = "value"
 
+#: The module's defaults: the one source of FtTPOConfig's model-config fields too.
 DEFAULT_MODEL_CONFIG: dict[str, Any] = {
     HIDDENS: [256, 256],
     VARIANT: VARIANT_FTTPO,
     FAT_Q: 2.0,
     THIN_Q: 0.0,
-    TWIN_Q: True,
+    NUM_CRITICS: 2,
     THIN_SCALE_BOUNDS: (1e-3, 1.0),
     FAT_SCALE_BOUNDS: (1e-3, 10.0),
     THIN_SUPPORT_IN_BOX: True,
@@ -111,6 +114,43 @@ def bounded_scale(raw: torch.Tensor, low: float, high: float) -> torch.Tensor:
     return torch.exp(log_low + (log_high - log_low) * torch.sigmoid(raw))
 
 
+class CriticEnsemble(nn.Module):
+    """``E`` ReLU MLPs ``in_dim -> hiddens... -> 1`` with stacked weights, evaluated together.
+
+    Layer ``l`` holds ``weight_l`` of shape ``[E, in, out]`` and ``bias_l`` of shape
+    ``[E, 1, out]``; a forward pass is one ``baddbmm`` per layer for the whole ensemble. Each
+    member is initialised like ``nn.Linear`` (uniform in ``±1/sqrt(in)``), independently.
+    """
+
+    def __init__(self, num_members: int, in_dim: int, hiddens: list[int]) -> None:
+        super().__init__()
+        self.num_members = num_members
+        self.weights = nn.ParameterList()
+        self.biases = nn.ParameterList()
+        for width in [*hiddens, 1]:
+            bound = 1.0 / math.sqrt(in_dim)
+            weight = torch.empty(num_members, in_dim, width).uniform_(-bound, bound)
+            bias = torch.empty(num_members, 1, width).uniform_(-bound, bound)
+            self.weights.append(nn.Parameter(weight))
+            self.biases.append(nn.Parameter(bias))
+            in_dim = width
+
+    def forward(self, x: torch.Tensor, *, frozen: bool = False) -> torch.Tensor:
+        """``[Q_1(x), ..., Q_E(x)]`` of shape ``(E, B)`` for inputs ``x`` of shape ``(B, in)``.
+
+        ``frozen`` uses detached parameters: gradient reaches ``x`` but not the ensemble.
+        """
+        h = x.unsqueeze(0).expand(self.num_members, *x.shape)
+        last = len(self.weights) - 1
+        for i, (weight, bias) in enumerate(zip(self.weights, self.biases, strict=True)):
+            if frozen:
+                weight, bias = weight.detach(), bias.detach()
+            h = torch.baddbmm(bias, h, weight)
+            if i < last:
+                h = torch.relu(h)
+        return h.squeeze(-1)
+
+
 @dataclass(frozen=True)
 class PolicyParams:
     """Policy parameters at a batch of states; ``None`` where the variant has no such head."""
@@ -121,14 +161,14 @@ class PolicyParams:
 
 
 class FtTPOTorchRLModule(TorchRLModule, InferenceOnlyAPI):
-    """Fat/thin q-Gaussian policy pair with twin critics and a value net (see module docstring)."""
+    """Fat/thin q-Gaussian policy pair, a critic ensemble and a value net (see module docstring)."""
 
     def setup(self) -> None:
         cfg = {**DEFAULT_MODEL_CONFIG, **(self.model_config or {})}
         self.variant: str = cfg[VARIANT]
         self.fat_q = float(cfg[FAT_Q])
         self.thin_q = float(cfg[THIN_Q])
-        self.twin_q = bool(cfg[TWIN_Q])
+        self.num_critics = int(cfg[NUM_CRITICS])
         self.thin_scale_bounds = tuple(float(x) for x in cfg[THIN_SCALE_BOUNDS])
         self.fat_scale_bounds = tuple(float(x) for x in cfg[FAT_SCALE_BOUNDS])
         self.thin_support_in_box = bool(cfg[THIN_SUPPORT_IN_BOX])
@@ -152,11 +192,8 @@ class FtTPOTorchRLModule(TorchRLModule, InferenceOnlyAPI):
             self.thin_scale_head = nn.Linear(hiddens[-1], act_dim)
 
         if not self.inference_only:
-            self.q1 = mlp(obs_dim + act_dim, hiddens, 1)
-            self.target_q1 = copy.deepcopy(self.q1).requires_grad_(False)
-            if self.twin_q:
-                self.q2 = mlp(obs_dim + act_dim, hiddens, 1)
-                self.target_q2 = copy.deepcopy(self.q2).requires_grad_(False)
+            self.critics = CriticEnsemble(self.num_critics, obs_dim + act_dim, hiddens)
+            self.target_critics = copy.deepcopy(self.critics).requires_grad_(False)
             self.value = mlp(obs_dim, hiddens, 1)
 
         self._acting_dist_cls = (
@@ -168,9 +205,7 @@ class FtTPOTorchRLModule(TorchRLModule, InferenceOnlyAPI):
     # ---- RLlib API -----------------------------------------------------------------------------
 
     def get_non_inference_attributes(self) -> list[str]:
-        attrs = [Q1, TARGET_Q1, VALUE]
-        if self.twin_q:
-            attrs += [Q2, TARGET_Q2]
+        attrs = [CRITICS, TARGET_CRITICS, VALUE]
         if self.variant == VARIANT_FTTPO:
             attrs.append(FAT_SCALE_HEAD)
         return attrs
@@ -202,7 +237,7 @@ class FtTPOTorchRLModule(TorchRLModule, InferenceOnlyAPI):
         """Location, fat scale and thin half-width at ``obs`` (one torso pass).
 
         For FtTPO the thin head sees the location and torso features *detached*: the thin loss
-        never moves the shared location (spec §2 step 4).
+        never moves the shared location (docs/algorithm.md §2).
         """
         features = self.policy_torso(obs)
         loc = torch.tanh(self.loc_head(features))
@@ -248,36 +283,25 @@ class FtTPOTorchRLModule(TorchRLModule, InferenceOnlyAPI):
         *,
         target: bool = False,
         frozen: bool = False,
-    ) -> list[torch.Tensor]:
-        """``[Q1(s, a), Q2(s, a)]`` (one entry without twin Q), each of shape ``(B,)``.
+    ) -> torch.Tensor:
+        """``[Q_1(s, a), ..., Q_E(s, a)]``, shape ``(E, B)``.
 
         ``target`` uses the polyak-averaged copies. ``frozen`` evaluates the online critics with
         detached parameters, so gradient reaches ``actions`` but not the critics (reverse KL).
         """
         x = torch.cat([obs, actions], dim=-1)
-        nets = [self.target_q1, self.target_q2] if target else [self.q1, self.q2]
-        nets = nets if self.twin_q else nets[:1]
-        if frozen and not target:
-            return [
-                torch.func.functional_call(
-                    net, {k: p.detach() for k, p in net.named_parameters()}, (x,)
-                ).squeeze(-1)
-                for net in nets
-            ]
-        return [net(x).squeeze(-1) for net in nets]
+        if target:
+            return self.target_critics(x)
+        return self.critics(x, frozen=frozen)
 
-    def q_min(self, obs: torch.Tensor, actions: torch.Tensor, **kwargs) -> torch.Tensor:
-        """``min_i Q_i(s, a)`` over the critics (see :meth:`q_values` for the keywords)."""
-        qs = self.q_values(obs, actions, **kwargs)
-        return torch.minimum(qs[0], qs[1]) if len(qs) == 2 else qs[0]
+    def q_min(self, obs: torch.Tensor, actions: torch.Tensor, **kwargs: bool) -> torch.Tensor:
+        """``min_i Q_i(s, a)`` over the ensemble, shape ``(B,)`` (keywords of :meth:`q_values`)."""
+        return self.q_values(obs, actions, **kwargs).amin(dim=0)
 
     def state_value(self, obs: torch.Tensor) -> torch.Tensor:
         """``V(s)``, shape ``(B,)``."""
         return self.value(obs).squeeze(-1)
 
     def target_network_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
-        """``(online, target)`` critic pairs for the polyak update."""
-        pairs = [(self.q1, self.target_q1)]
-        if self.twin_q:
-            pairs.append((self.q2, self.target_q2))
-        return pairs
+        """``(online, target)`` pairs for the polyak update: the critic ensemble."""
+        return [(self.critics, self.target_critics)]

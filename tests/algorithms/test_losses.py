@@ -20,15 +20,14 @@ def test_td_target_bootstraps_unless_terminated():
 
 
 def test_critic_loss_sums_half_mse_per_critic():
-    q1 = torch.tensor([1.0, 2.0], requires_grad=True)
-    q2 = torch.tensor([0.0, 4.0], requires_grad=True)
-    y = torch.tensor([1.0, 1.0])
-    # Q1: 1/2 mean(0, 1) = 0.25 ; Q2: 1/2 mean(1, 9) = 2.5
-    loss = losses.critic_loss([q1, q2], y)
+    q = torch.tensor([[1.0, 2.0], [0.0, 4.0], [1.0, 1.0]], requires_grad=True)  # E = 3 critics
+    y = torch.tensor([1.0, 1.0], requires_grad=True)
+    # Q1: 1/2 mean(0, 1) = 0.25 ; Q2: 1/2 mean(1, 9) = 2.5 ; Q3: 0
+    loss = losses.critic_loss(q, y)
     assert loss.item() == pytest.approx(2.75)
     loss.backward()
-    torch.testing.assert_close(q1.grad, torch.tensor([0.0, 0.5]))
-    torch.testing.assert_close(q2.grad, torch.tensor([-0.5, 1.5]))
+    torch.testing.assert_close(q.grad, torch.tensor([[0.0, 0.5], [-0.5, 1.5], [0.0, 0.0]]))
+    assert y.grad is None
 
 
 def test_value_loss_has_no_gradient_into_the_target():

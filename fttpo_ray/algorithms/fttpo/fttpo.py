@@ -57,15 +57,16 @@ from fttpo_ray.metrics import (
     VALUE_LOSS,
 )
 from fttpo_ray.rl_module.fttpo_rl_module import (
+    DEFAULT_MODEL_CONFIG,
     FAT_Q,
     FAT_SCALE_BOUNDS,
+    NUM_CRITICS,
     THIN_Q,
     THIN_SCALE_BOUNDS,
     THIN_SCALE_TORSO,
     THIN_SUPPORT_IN_BOX,
     TORSO_OWN,
     TORSO_SHARED,
-    TWIN_Q,
     VARIANT,
     VARIANTS,
     FtTPOTorchRLModule,
@@ -92,9 +93,9 @@ class FtTPOConfig(AlgorithmConfig):
         # loaded, env and spaces set) by resolve_dataset() when the algorithm is set up.
         self.dataset_id: str | None = None
         # Entropic index of the fat (proposal) policy: 1 = Gaussian, 2 = Cauchy; 1 <= q < 3.
-        self.fat_q = 2.0
+        self.fat_q = DEFAULT_MODEL_CONFIG[FAT_Q]
         # Entropic index of the thin (acting) policy: q < 1 gives finite support; 0 = paper.
-        self.thin_q = 0.0
+        self.thin_q = DEFAULT_MODEL_CONFIG[THIN_Q]
         # tau > 0: KL-regularisation weight = temperature of the advantage weights.
         self.kl_weight = 0.1
         # q of the q-exponential advantage weighting (0: [1 + A/tau]_+, 1: exp(A/tau)); <= 1.
@@ -109,10 +110,15 @@ class FtTPOConfig(AlgorithmConfig):
         self.lr = None
         # Polyak rate of the target critics, applied after every gradient step.
         self.polyak = 0.005
-        # Twin critics with a minimum (clipped double Q).
-        self.twin_q = True
+        # Critics in the ensemble, E >= 1; Q_min is their minimum (2: clipped double Q).
+        self.num_critics = DEFAULT_MODEL_CONFIG[NUM_CRITICS]
+        # Compile forward, losses and backward of each gradient step with torch.compile (one
+        # graph, eager fallback with a warning); off: benchmarks/results/throughput.md says why.
+        self.compile_update = False
+        # RLlib's per-tensor NaN checks off: the learner checks losses and gradients itself.
+        self.torch_skip_nan_gradients = True
         # "fttpo", or a baseline: "rar", "reverse_kl", "fat_only" (docs/algorithm.md §3).
-        self.variant = "fttpo"
+        self.variant = DEFAULT_MODEL_CONFIG[VARIANT]
         # Thin-policy samples per state for the KL estimate of the thin loss.
         self.kl_num_samples = 1
         # Clip of the density ratio pi_phi / pi_theta in the KL estimator.
@@ -120,13 +126,13 @@ class FtTPOConfig(AlgorithmConfig):
         # RAR: thin-policy samples among which an out-of-support action's replacement is chosen.
         self.rar_num_samples = 100
         # Bounds of the thin half-width (action units, in the [-1, 1] box).
-        self.thin_scale_bounds = (1e-3, 1.0)
+        self.thin_scale_bounds = DEFAULT_MODEL_CONFIG[THIN_SCALE_BOUNDS]
         # Bounds of the fat (Student-t) scale.
-        self.fat_scale_bounds = (1e-3, 10.0)
+        self.fat_scale_bounds = DEFAULT_MODEL_CONFIG[FAT_SCALE_BOUNDS]
         # Cap the thin half-width at 1 - |loc| so that the support stays inside the box.
-        self.thin_support_in_box = True
+        self.thin_support_in_box = DEFAULT_MODEL_CONFIG[THIN_SUPPORT_IN_BOX]
         # Features of the thin half-width head: "shared" (fat torso, detached) or "own" torso.
-        self.thin_scale_torso = TORSO_SHARED
+        self.thin_scale_torso = DEFAULT_MODEL_CONFIG[THIN_SCALE_TORSO]
         # Gradient steps per training iteration (one `train()` call).
         self.num_gradient_steps_per_iteration = 1000
         # Datasets up to this many transitions are held in memory (InMemoryOfflineData);
@@ -178,7 +184,8 @@ class FtTPOConfig(AlgorithmConfig):
         critic_lr: float = NotProvided,
         value_lr: float = NotProvided,
         polyak: float = NotProvided,
-        twin_q: bool = NotProvided,
+        num_critics: int = NotProvided,
+        compile_update: bool = NotProvided,
         variant: str = NotProvided,
         kl_num_samples: int = NotProvided,
         kl_ratio_clip: float = NotProvided,
@@ -207,7 +214,8 @@ class FtTPOConfig(AlgorithmConfig):
             ("critic_lr", critic_lr),
             ("value_lr", value_lr),
             ("polyak", polyak),
-            ("twin_q", twin_q),
+            ("num_critics", num_critics),
+            ("compile_update", compile_update),
             ("variant", variant),
             ("kl_num_samples", kl_num_samples),
             ("kl_ratio_clip", kl_ratio_clip),
@@ -260,7 +268,7 @@ class FtTPOConfig(AlgorithmConfig):
             VARIANT: self.variant,
             FAT_Q: self.fat_q,
             THIN_Q: self.thin_q,
-            TWIN_Q: self.twin_q,
+            NUM_CRITICS: self.num_critics,
             THIN_SCALE_BOUNDS: tuple(self.thin_scale_bounds),
             FAT_SCALE_BOUNDS: tuple(self.fat_scale_bounds),
             THIN_SUPPORT_IN_BOX: self.thin_support_in_box,
@@ -358,6 +366,7 @@ class FtTPOConfig(AlgorithmConfig):
             fail(f"`kl_ratio_clip` must be > 1; got {self.kl_ratio_clip}")
         for name in (
             "kl_num_samples",
+            "num_critics",
             "rar_num_samples",
             "num_gradient_steps_per_iteration",
             "train_batch_size_per_learner",
@@ -378,8 +387,14 @@ class FtTPOConfig(AlgorithmConfig):
                 f"`thin_scale_torso` must be '{TORSO_SHARED}' or '{TORSO_OWN}'; "
                 f"got {self.thin_scale_torso!r}"
             )
-        for name in ("twin_q", "thin_support_in_box", "evaluation_explore"):
+        for name in ("compile_update", "thin_support_in_box", "evaluation_explore"):
             flag(name)
+        if self.compile_update and self._torch_grad_scaler_class is not None:
+            fail(
+                "`compile_update` computes the gradients inside the compiled graph, without "
+                "RLlib's grad scaler: set `_torch_grad_scaler_class` to None or "
+                "`compile_update` to false"
+            )
         non_negative_int("evaluation_seed")
         if self.seed is not None:
             non_negative_int("seed")

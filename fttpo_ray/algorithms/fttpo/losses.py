@@ -1,7 +1,7 @@
 """The losses of Fat-to-Thin Policy Optimization, as pure functions of tensors.
 
 Zhu, Wang, Nagai, "Fat-to-Thin Policy Optimization: Offline RL with Sparse Policies", ICLR 2025
-(arXiv 2501.14373), §4; our specification is ``shared/spec/fttpo.md`` §2 (FtTPO) and §3 (the
+(arXiv 2501.14373), §4; described in ``docs/algorithm.md`` §2 (FtTPO) and §3 (the
 sparse baselines RAR and reverse KL). Each function states its objective in its docstring and
 depends on torch only: the learner selects heads, calls these, and logs the results.
 
@@ -13,14 +13,14 @@ Notation: ``s`` state, ``a`` dataset action, ``b ~ pi_theta(.|s)`` a thin-policy
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
 from fttpo_ray.distributions import exp_q
 
-#: Lower clip of the advantage weights (spec §2 step 3): weights at this value count as "truncated".
+#: Lower clip of the advantage weights (docs/algorithm.md §2): weights at this value count as
+#: "truncated".
 WEIGHT_MIN = 1e-8
 
 
@@ -39,14 +39,14 @@ def td_target(
     return (rewards + gamma * not_done * next_q_target_min).detach()
 
 
-def critic_loss(q_preds: Sequence[torch.Tensor], target: torch.Tensor) -> torch.Tensor:
-    """``L_Q = sum_i 1/2 E[(Q_i(s, a) - y)^2]`` — summed over the (one or two) critics.
+def critic_loss(q_preds: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``L_Q = sum_i 1/2 E[(Q_i(s, a) - y)^2]`` — summed over the ``E`` critics.
 
+    ``q_preds`` has shape ``(E, B)`` (one row per critic of the ensemble), ``target`` ``(B,)``.
     Summing (rather than averaging) gives each critic the same gradient it would get from its own
-    loss ``1/2 E[(Q_i - y)^2]``, so one or two critics train at the same effective rate.
+    loss ``1/2 E[(Q_i - y)^2]``, so any number of critics train at the same effective rate.
     """
-    target = target.detach()
-    return sum(0.5 * torch.mean((q - target) ** 2) for q in q_preds)
+    return 0.5 * torch.mean((q_preds - target.detach()) ** 2, dim=-1).sum()
 
 
 def value_loss(v: torch.Tensor, q_target_min_at_policy: torch.Tensor) -> torch.Tensor:
@@ -84,7 +84,8 @@ def advantage_weights(
 
 
 def weighted_log_likelihood_loss(log_prob: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """``L = -E[w * log pi(a|s)]`` — the fat proposal's loss on dataset actions (spec §2 step 3).
+    """``L = -E[w * log pi(a|s)]`` — the fat proposal's loss on dataset actions (§2 of
+    docs/algorithm.md).
 
     The fat policy has full support, so ``log pi_phi(a|s)`` is finite for every dataset action.
     Also the RAR baseline's loss, where ``a`` is the (replaced) action under the thin policy.
@@ -99,12 +100,12 @@ def reverse_kl_estimate(
 ) -> torch.Tensor:
     """``KL(pi_theta || pi_phi) ~= E_{b ~ pi_theta}[r - 1 - log r]``, ``r = pi_phi(b)/pi_theta(b)``.
 
-    The thin actor's knowledge-injection loss (spec §2 step 4). ``b`` are reparameterised samples
-    of the thin policy and both log-densities are evaluated at them (never at dataset actions,
-    where the thin density may be zero). ``r - 1 - log r >= 0`` is the low-variance unbiased
-    estimator of Schulman (2020, "Approximating KL divergence"); ``r`` is clipped at
-    ``ratio_clip`` (in log space, so the clip also bounds ``log r``). The fat policy's
-    parameters must be detached by the caller: this loss trains only the thin policy.
+    The thin actor's knowledge-injection loss (docs/algorithm.md §2). ``b`` are
+    reparameterised samples of the thin policy and both log-densities are evaluated at them
+    (never at dataset actions, where the thin density may be zero). ``r - 1 - log r >= 0`` is
+    the low-variance unbiased estimator of Schulman (2020, "Approximating KL divergence");
+    ``r`` is clipped at ``ratio_clip`` (in log space, so the clip also bounds ``log r``). The fat
+    policy's parameters must be detached by the caller: this loss trains only the thin policy.
     """
     log_ratio = (fat_log_prob - thin_log_prob).clamp(max=math.log(ratio_clip))
     return torch.mean(torch.exp(log_ratio) - 1.0 - log_ratio)
@@ -119,7 +120,7 @@ def reverse_kl_to_boltzmann_loss(
 
     Minimising it is minimising ``KL(pi_theta || exp(Q / tau) / Z)``. ``b`` is reparameterised,
     and ``Q_min(s, b)`` must carry gradient *to b* (but not to the critics' parameters): the
-    authors' version detached Q and so had no policy-improvement signal (spec §6).
+    authors' version detached Q and so had no policy-improvement signal (docs/algorithm.md §7).
     """
     return torch.mean(thin_log_prob - q_min_at_samples / kl_weight)
 
@@ -138,8 +139,8 @@ def random_action_replacement(
     inside_support: torch.Tensor,
     candidates: torch.Tensor,
 ) -> ReplacedActions:
-    """RAR (spec §3): a dataset action outside the thin support is replaced by the nearest (L2)
-    of ``M`` thin-policy samples; actions inside the support are kept.
+    """RAR (docs/algorithm.md §3): a dataset action outside the thin support is replaced by the
+    nearest (L2) of ``M`` thin-policy samples; actions inside the support are kept.
 
     Args:
         actions: dataset actions, shape ``(B, n)``.

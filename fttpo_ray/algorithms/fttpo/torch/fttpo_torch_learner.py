@@ -1,17 +1,22 @@
-"""Torch learner of FtTPO (spec ``shared/spec/fttpo.md`` §2; baselines §3).
+"""Torch learner of FtTPO (docs/algorithm.md §2; baselines §3).
 
 One gradient step on a batch ``(s, a, r, s', d)``, in paper order: value, critic, fat proposal,
-thin actor, then the polyak update of the target critics.
+thin actor, then the polyak update of the target critics. The step never waits for the device:
+losses, diagnostics and finiteness checks stay tensors, summed over the gradient steps of one
+``update()`` call and read once at its end.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from ray.rllib.core.columns import Columns
+from ray.rllib.core.learner.learner import Learner
 from ray.rllib.core.learner.torch.torch_learner import TorchLearner
+from ray.rllib.utils.annotations import override
 from ray.rllib.utils.typing import ModuleID, ParamDict
 
 from fttpo_ray.algorithms.fttpo import losses
@@ -56,6 +61,20 @@ BATCH_COLUMNS = (
     Columns.NEXT_OBS,
     Columns.TERMINATEDS,
 )
+#: The columns checked for NaN/inf at every step (the termination flags are booleans).
+FLOAT_COLUMNS = BATCH_COLUMNS[:4]
+#: Name of the gradient's finiteness check (after the columns' and the losses').
+GRADIENT_CHECK = "gradient"
+
+#: ``losses_and_gradients``' result: the summed loss, the losses and the diagnostics (detached,
+#: keyed as by :func:`fttpo_losses`), the finiteness checks and the gradients.
+StepResult = tuple[
+    torch.Tensor,
+    dict[str, torch.Tensor],
+    dict[str, torch.Tensor],
+    torch.Tensor,
+    tuple[torch.Tensor | None, ...],
+]
 
 
 def fttpo_losses(
@@ -67,7 +86,9 @@ def fttpo_losses(
     """All losses of one gradient step (keyed by optimizer name) and diagnostics.
 
     ``config`` needs ``gamma, kl_weight, weight_q, w_max, kl_num_samples, kl_ratio_clip,
-    rar_num_samples``. Pure with respect to the learner: tests call it on a bare module.
+    rar_num_samples``. Pure with respect to the learner: tests call it on a bare module. No
+    branch depends on a tensor's value, so it never waits for the device and compiles as one
+    graph.
     """
     obs = batch[Columns.OBS]
     actions = batch[Columns.ACTIONS]
@@ -102,7 +123,7 @@ def fttpo_losses(
     v = module.state_value(obs)
     value_loss = losses.value_loss(v, q_target_at_policy)
 
-    q_min_data = (torch.minimum(*q_preds) if len(q_preds) == 2 else q_preds[0]).detach()
+    q_min_data = q_preds.detach().amin(dim=0)
     weights = losses.advantage_weights(
         q_min_data, v.detach(), config.kl_weight, config.weight_q, config.w_max
     )
@@ -152,43 +173,185 @@ def fttpo_losses(
     return named, metrics
 
 
+def step_checks(batch: dict[str, Any], named: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Boolean vector: each of :data:`FLOAT_COLUMNS`, then each loss, is finite."""
+    columns = [torch.isfinite(batch[column]).all() for column in FLOAT_COLUMNS]
+    return torch.stack([*columns, *(torch.isfinite(loss) for loss in named.values())])
+
+
+def losses_and_gradients(
+    module: FtTPOTorchRLModule,
+    batch: dict[str, torch.Tensor],
+    config: Any,
+    params: Sequence[torch.nn.Parameter],
+) -> StepResult:
+    """Forward pass, losses and their gradients with respect to ``params`` (one backward pass).
+
+    Returns the summed loss, the losses and diagnostics of :func:`fttpo_losses` (detached),
+    :func:`step_checks` and the gradients (``None`` for a parameter no loss reaches). The part of
+    a gradient step that :func:`compile_step` compiles: all but the optimizer steps and the
+    polyak update.
+    """
+    named, metrics = fttpo_losses(module, batch, module.forward_train(batch), config)
+    total = torch.stack(list(named.values())).sum()
+    grads = torch.autograd.grad(total, list(params), allow_unused=True)
+    checks = step_checks(batch, named)
+    detached = {name: loss.detach() for name, loss in named.items()}
+    return total.detach(), detached, metrics, checks, grads
+
+
+def compile_step(step: Callable[..., StepResult]) -> Callable[..., StepResult]:
+    """``step`` compiled with ``torch.compile`` (inductor, one graph), or ``step`` itself.
+
+    Compilation happens at the first call; where it fails (no C++ compiler, an unsupported
+    platform), one warning is logged and ``step`` runs eagerly from then on. Random numbers are
+    drawn by the same kernels as in eager mode (inductor's ``fallback_random``), so a compiled
+    step equals the eager one for the same seed.
+    """
+    compiled = torch.compile(step, fullgraph=True, options={"fallback_random": True})
+    state: dict[str, Callable[..., StepResult]] = {}
+
+    def run(*args: Any) -> StepResult:
+        fn = state.get("fn")
+        if fn is not None:
+            with torch._dynamo.config.patch(trace_autograd_ops=True):
+                return fn(*args)
+        try:
+            with torch._dynamo.config.patch(trace_autograd_ops=True):
+                out = compiled(*args)
+        except Exception as error:  # noqa: BLE001 - any compiler failure falls back to eager
+            logger.warning(
+                "compile_update: torch.compile failed (%s: %s); the gradient step runs eagerly",
+                type(error).__name__,
+                str(error).splitlines()[0] if str(error) else "",
+            )
+            state["fn"] = step
+            return step(*args)
+        state["fn"] = compiled
+        return out
+
+    return run
+
+
+def polyak_update(module: FtTPOTorchRLModule, tau: float) -> None:
+    """``target <- (1 - tau) target + tau online`` for every target network, in one kernel call."""
+    targets: list[torch.Tensor] = []
+    onlines: list[torch.Tensor] = []
+    for online, target in module.target_network_pairs():
+        targets += list(target.parameters())
+        onlines += list(online.parameters())
+    with torch.no_grad():
+        torch._foreach_lerp_(targets, onlines, tau)
+
+
+class UpdateStats:
+    """Per-module step statistics of one ``update()`` call, kept on the module's device.
+
+    ``sums`` adds each step's statistics vector; ``first_bad`` holds, for each finiteness check
+    (the float batch columns, the losses, the gradient), the first gradient step at which it
+    failed (``-1``: never). :meth:`read` is the one host synchronisation per ``update()`` call.
+    """
+
+    def __init__(self, names: list[str], checks: list[str], device: torch.device) -> None:
+        self.names = names
+        self.checks = checks
+        self.sums = torch.zeros(len(names), device=device)
+        self.first_bad = torch.full((len(checks),), -1, dtype=torch.int64, device=device)
+        self.steps = 0
+
+    def add(self, values: torch.Tensor, checks: torch.Tensor, step: int) -> None:
+        """Add one step's statistics and its (column and loss) checks."""
+        self.sums.add_(values)
+        self._check(checks, 0, step)
+        self.steps += 1
+
+    def add_gradient_check(self, finite: torch.Tensor, step: int) -> None:
+        self._check(finite.reshape(1), len(self.checks) - 1, step)
+
+    def _check(self, ok: torch.Tensor, start: int, step: int) -> None:
+        part = self.first_bad[start : start + ok.numel()]
+        part.copy_(torch.where((part < 0) & ~ok, step, part))
+
+    def read(self) -> tuple[dict[str, float], list[int]]:
+        """(mean of each statistic over the steps, ``first_bad``); then starts anew."""
+        means = (self.sums / max(self.steps, 1)).tolist()
+        first_bad = self.first_bad.tolist()
+        self.sums.zero_()
+        self.first_bad.fill_(-1)
+        self.steps = 0
+        return dict(zip(self.names, means, strict=True)), first_bad
+
+
+def non_finite_message(checks: list[str], first_bad: list[int]) -> str | None:
+    """The error for the earliest failed check (a batch column first), or None if none failed."""
+    failed = [step for step in first_bad if step >= 0]
+    if not failed:
+        return None
+    step = min(failed)
+    bad = [name for name, at in zip(checks, first_bad, strict=True) if at == step]
+    columns = [name for name in bad if name in FLOAT_COLUMNS]
+    if columns:
+        return (
+            f"non-finite value in batch column '{columns[0]}' at gradient step {step}; "
+            "clean the dataset (NaN/inf in observations, actions or rewards)"
+        )
+    named = [name for name in bad if name != GRADIENT_CHECK]
+    if named:
+        return (
+            f"{', '.join(named)} became non-finite at gradient step {step}; lower the learning "
+            "rates or raise kl_weight (training stopped before the value reached a checkpoint)"
+        )
+    return (
+        f"non-finite gradient at gradient step {step}; lower the learning rates (training "
+        "stopped before the value reached a checkpoint)"
+    )
+
+
 class FtTPOTorchLearner(FtTPOLearner, TorchLearner):
-    """FtTPO's learner: four optimizers, losses from :mod:`..losses`, per-step polyak update.
+    """FtTPO's learner: four fused Adam optimizers, losses from :mod:`..losses`, per-step polyak.
 
     Deviations from a literal reading of the paper, and why:
 
     - **One backward pass.** The four losses are summed and differentiated once (RLlib's
       default ``compute_gradients``), then every optimizer steps. This equals running the four
-      updates one after another *on the same parameters* (Jacobi order): every cross-network
-      input is detached (TD and value targets, advantages, the fat policy inside the thin loss,
-      the critics inside the reverse-KL loss), so each loss reaches only its own optimizer's
-      parameters. ``tests/algorithms/test_fttpo_learner.py`` checks this gradient for gradient.
-      It differs from the authors' Gauss–Seidel order (each update seeing the previous one's
-      new parameters) by one step of staleness; one backward pass is what multi-learner DDP
-      needs.
+      updates one after another *on the same parameters* (Jacobi order) because every
+      cross-network input is detached (TD and value targets, advantages, the fat policy inside
+      the thin loss, the critics inside the reverse-KL loss): each loss's gradient reaches only
+      its own optimizer's parameters, which
+      ``tests/algorithms/test_fttpo_learner.py::test_each_loss_reaches_only_its_optimizers_parameters``
+      checks for every variant. It differs from the authors' Gauss–Seidel order (each update
+      seeing the previous one's new parameters) by one step of staleness; one backward pass is
+      what multi-learner DDP needs.
     - **Polyak update after every gradient step**, inside :meth:`apply_gradients` (RLlib's
       ``after_gradient_based_update`` runs once per ``update()`` call, i.e. once per iteration).
-    - **Non-finite values stop training** with :class:`NonFiniteError` naming the loss (or the
-      batch column) and the gradient step, instead of RLlib's zeroing of NaN gradients, so a
-      NaN never reaches a checkpoint. One fused check per step replaces RLlib's two checks per
-      parameter tensor.
+    - **Non-finite values stop training** with :class:`NonFiniteError` naming the batch column
+      or the loss and the first gradient step at which it was NaN/inf, instead of RLlib's
+      zeroing of NaN gradients (``torch_skip_nan_gradients`` is on by default, which turns
+      RLlib's per-tensor checks off). The checks are tensors, read once at the end of the
+      ``update()`` call, so a NaN never reaches a checkpoint and the device never waits.
+    - **Logged losses and diagnostics are means over the ``update()`` call's gradient steps**
+      (one read per call), not the last step's values.
+
+    ``compile_update`` compiles forward pass, losses and backward pass as one graph
+    (:func:`compile_step`); the fused optimizer steps and the polyak update run eagerly
+    (``torch.optim`` breaks graphs around ``step()`` and the fused Adam kernel is not traced).
     """
 
-    def build(self) -> None:
-        super().build()
+    @override(TorchLearner)
+    def build(self, **kwargs: Any) -> None:
+        super().build(**kwargs)
         self._grad_step = 0
-        self._last_batch: dict[str, torch.Tensor] | None = None
+        self._stats: dict[ModuleID, UpdateStats] = {}
+        self._compiled_steps: dict[ModuleID, Callable[..., StepResult]] = {}
 
     # ---- optimizers ----------------------------------------------------------------------------
 
-    def configure_optimizers_for_module(self, module_id: ModuleID, config=None) -> None:
+    @override(TorchLearner)
+    def configure_optimizers_for_module(self, module_id: ModuleID, config: Any = None) -> None:
         module: FtTPOTorchRLModule = self._module[module_id]
         groups: dict[str, tuple[list[torch.nn.Parameter], float]] = {}
 
-        critic_params = list(module.q1.parameters())
-        if module.twin_q:
-            critic_params += list(module.q2.parameters())
-        groups[CRITIC] = (critic_params, config.critic_lr)
+        groups[CRITIC] = (list(module.critics.parameters()), config.critic_lr)
         groups[VALUE] = (list(module.value.parameters()), config.value_lr)
 
         shared = list(module.policy_torso.parameters()) + list(module.loc_head.parameters())
@@ -206,76 +369,99 @@ class FtTPOTorchLearner(FtTPOLearner, TorchLearner):
             self.register_optimizer(
                 module_id=module_id,
                 optimizer_name=name,
-                optimizer=torch.optim.Adam(params),
+                optimizer=torch.optim.Adam(params, fused=True),
                 params=params,
                 lr_or_lr_schedule=lr,
             )
 
     # ---- losses --------------------------------------------------------------------------------
 
+    @override(Learner)
     def compute_loss_for_module(
         self,
         *,
         module_id: ModuleID,
-        config=None,
+        config: Any = None,
         batch: dict[str, Any],
         fwd_out: dict[str, Any],
     ) -> torch.Tensor:
         module: FtTPOTorchRLModule = self._module[module_id].unwrapped()
         named, metrics = fttpo_losses(module, batch, fwd_out, config)
-        total = sum(named.values())
-        if not torch.isfinite(total):
-            self._raise_non_finite(batch, named)
-        for name, loss in named.items():
-            self.metrics.log_value((module_id, LOSS_KEYS[name]), loss.detach(), window=1)
-        for key, value in metrics.items():
-            self.metrics.log_value((module_id, key), value, window=1)
-        return total
+        self._record(module_id, named, metrics, step_checks(batch, named))
+        return torch.stack(list(named.values())).sum()
 
-    def _raise_non_finite(self, batch: dict[str, Any], named: dict[str, torch.Tensor]) -> None:
-        step = self._grad_step + 1
-        for column in BATCH_COLUMNS:
-            values = batch[column]
-            if values.is_floating_point() and not torch.isfinite(values).all():
-                raise NonFiniteError(
-                    f"non-finite value in batch column '{column}' at gradient step {step}; "
-                    "clean the dataset (NaN/inf in observations, actions or rewards)"
-                )
-        bad = [LOSS_KEYS[name] for name, loss in named.items() if not torch.isfinite(loss)]
-        raise NonFiniteError(
-            f"{', '.join(bad)} became non-finite at gradient step {step}; lower the learning "
-            "rates or raise kl_weight (training stopped before the value reached a checkpoint)"
-        )
+    def _record(
+        self,
+        module_id: ModuleID,
+        named: dict[str, torch.Tensor],
+        metrics: dict[str, torch.Tensor],
+        checks: torch.Tensor,
+    ) -> None:
+        """Add one step's losses, diagnostics and checks to the module's :class:`UpdateStats`."""
+        values = torch.stack([*named.values(), *metrics.values()]).detach()
+        stats = self._stats.get(module_id)
+        if stats is None:
+            stats = UpdateStats(
+                names=[LOSS_KEYS[name] for name in named] + list(metrics),
+                checks=[*FLOAT_COLUMNS, *(LOSS_KEYS[name] for name in named), GRADIENT_CHECK],
+                device=values.device,
+            )
+            self._stats[module_id] = stats
+        stats.add(values, checks, self._grad_step + 1)
+
+    # ---- the compiled step ---------------------------------------------------------------------
+
+    @override(TorchLearner)
+    def _update(self, batch: dict[str, Any], **kwargs: Any) -> tuple[Any, Any, Any]:
+        """RLlib's update step, or with ``compile_update`` the compiled :func:`compile_step`."""
+        if not self.config.compile_update:
+            return super()._update(batch, **kwargs)
+        gradients: ParamDict = {}
+        loss_per_module: dict[ModuleID, torch.Tensor] = {}
+        for module_id, module_batch in batch.items():
+            module: FtTPOTorchRLModule = self._module[module_id].unwrapped()
+            params = [
+                param
+                for _, optimizer in self.get_optimizers_for_module(module_id)
+                for param in self._optimizer_parameters[optimizer]
+            ]
+            step = self._compiled_steps.get(module_id)
+            if step is None:
+                step = compile_step(losses_and_gradients)
+                self._compiled_steps[module_id] = step
+            config = self.config.get_config_for_module(module_id)
+            plain_batch = {column: module_batch[column] for column in BATCH_COLUMNS}
+            total, named, metrics, checks, grads = step(module, plain_batch, config, params)
+            self._record(module_id, named, metrics, checks)
+            loss_per_module[module_id] = total
+            gradients.update(zip(params, grads, strict=True))
+        self.apply_gradients(self.postprocess_gradients(gradients))
+        return {}, loss_per_module, {}
 
     # ---- gradients -----------------------------------------------------------------------------
 
+    @override(TorchLearner)
     def apply_gradients(self, gradients_dict: ParamDict) -> None:
-        """Step every optimizer (one fused finiteness check), then polyak-update the targets."""
+        """RLlib's optimizer steps (lr schedules, grad scaler), then the polyak update."""
         grads = [g for g in gradients_dict.values() if g is not None]
         if grads:
-            total = torch.stack(torch._foreach_norm(grads)).sum()
-            if not torch.isfinite(total):
-                raise NonFiniteError(
-                    f"non-finite gradient at gradient step {self._grad_step + 1}; lower the "
-                    "learning rates (training stopped before the value reached a checkpoint)"
-                )
-        for pid, grad in gradients_dict.items():
-            self._params[pid].grad = grad
-        for module_id, optimizer_names in self._module_optimizers.items():
-            for optimizer_name in optimizer_names:
-                self.get_optimizer(module_id, optimizer_name).step()
+            finite = torch.isfinite(torch.stack(torch._foreach_norm(grads)).sum())
+            for stats in self._stats.values():
+                stats.add_gradient_check(finite, self._grad_step + 1)
+        super().apply_gradients(gradients_dict)
         self._grad_step += 1
-        self._polyak_update()
-
-    @torch.no_grad()
-    def _polyak_update(self) -> None:
         for module_id in self._module_optimizers:
             module: FtTPOTorchRLModule = self._module[module_id].unwrapped()
-            tau = self.config.get_config_for_module(module_id).polyak
-            for online, target in module.target_network_pairs():
-                torch._foreach_lerp_(list(target.parameters()), list(online.parameters()), tau)
+            polyak_update(module, self.config.get_config_for_module(module_id).polyak)
 
+    @override(TorchLearner)
     def after_gradient_based_update(self, *, timesteps: dict[str, Any]) -> None:
         super().after_gradient_based_update(timesteps=timesteps)
-        for module_id in self._module_optimizers:
+        for module_id, stats in self._stats.items():
+            means, first_bad = stats.read()
+            message = non_finite_message(stats.checks, first_bad)
+            if message is not None:
+                raise NonFiniteError(message)
+            for key, value in means.items():
+                self.metrics.log_value((module_id, key), value, window=1)
             self.metrics.log_value((module_id, GRAD_STEPS), self._grad_step, window=1)

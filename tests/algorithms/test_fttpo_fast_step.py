@@ -1,0 +1,285 @@
+"""The optimised gradient step (fused Adam, critic ensemble, no host reads, optional compilation)
+against the plain reference step of ``reference_step.py``, on the real learner without Ray."""
+
+from __future__ import annotations
+
+import copy
+
+import gymnasium as gym
+import pytest
+import torch
+from ray.rllib.core import DEFAULT_MODULE_ID
+from ray.rllib.core.columns import Columns
+from ray.rllib.core.rl_module.multi_rl_module import MultiRLModuleSpec
+from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
+
+from fttpo_ray import FtTPOConfig
+from fttpo_ray.algorithms.fttpo.fttpo_learner import CRITIC, FAT, LOSS_KEYS, THIN, VALUE
+from fttpo_ray.algorithms.fttpo.torch.fttpo_torch_learner import (
+    FLOAT_COLUMNS,
+    GRADIENT_CHECK,
+    compile_step,
+    losses_and_gradients,
+    non_finite_message,
+    polyak_update,
+)
+from fttpo_ray.errors import ConfigError
+from fttpo_ray.rl_module.fttpo_rl_module import VARIANTS, FtTPOTorchRLModule
+from tests.algorithms.reference_step import ReferenceStep, stacked
+
+OBS_SPACE = gym.spaces.Box(-10.0, 10.0, (8,))
+ACT_SPACE = gym.spaces.Box(-1.0, 1.0, (2,))
+HIDDENS = [32, 32]
+MINIBATCH = 64
+STEPS = 3
+
+
+def make_config(variant: str, **training) -> FtTPOConfig:
+    # Large learning rates, so that three steps move every parameter far beyond the tolerance.
+    return FtTPOConfig().training(
+        variant=variant,
+        fat_q=1.0 if variant == "fat_only" else 2.0,
+        kl_num_samples=4,
+        actor_lr=1e-2,
+        critic_lr=1e-2,
+        value_lr=1e-2,
+        polyak=0.1,
+        gamma=0.9,
+        **training,
+    )
+
+
+def make_learner(config: FtTPOConfig, seed: int = 0):
+    spec = RLModuleSpec(
+        module_class=FtTPOTorchRLModule,
+        observation_space=OBS_SPACE,
+        action_space=ACT_SPACE,
+        model_config={"fcnet_hiddens": HIDDENS, **config._model_config_auto_includes},
+    )
+    torch.manual_seed(seed)
+    learner = config.get_default_learner_class()(
+        config=config, module_spec=MultiRLModuleSpec(rl_module_specs={DEFAULT_MODULE_ID: spec})
+    )
+    learner.build()
+    return learner
+
+
+def make_batch(n: int, seed: int = 1) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {
+        Columns.OBS: torch.randn(n, 8, generator=g),
+        Columns.ACTIONS: torch.rand(n, 2, generator=g) * 2 - 1,
+        Columns.REWARDS: torch.randn(n, generator=g),
+        Columns.NEXT_OBS: torch.randn(n, 8, generator=g),
+        Columns.TERMINATEDS: torch.rand(n, generator=g) < 0.1,
+    }
+
+
+def optimizer_params(learner) -> list[torch.nn.Parameter]:
+    return [
+        p
+        for _, opt in learner.get_optimizers_for_module(DEFAULT_MODULE_ID)
+        for p in learner._optimizer_parameters[opt]
+    ]
+
+
+def learner_update(learner, batch: dict[str, torch.Tensor], minibatch: int) -> dict:
+    n = len(batch[Columns.OBS])
+    samples = SampleBatch({k: v.numpy() for k, v in batch.items()})
+    result = learner.update(
+        batch=MultiAgentBatch({DEFAULT_MODULE_ID: samples}, env_steps=n),
+        minibatch_size=minibatch,
+        num_epochs=1,
+    )
+    return {k: v.peek() for k, v in result[DEFAULT_MODULE_ID].items()}
+
+
+def assert_same_parameters(module: FtTPOTorchRLModule, reference: ReferenceStep) -> None:
+    """Every parameter of the learner's module equals the reference's (critics re-stacked)."""
+    ref_module = reference.module
+    for name, param in module.named_parameters():
+        if name.startswith(("critics.", "target_critics.")):
+            continue
+        torch.testing.assert_close(
+            param, dict(ref_module.named_parameters())[name], rtol=1e-5, atol=1e-6, msg=name
+        )
+    for ensemble, nets in (
+        (module.critics, reference.critics),
+        (module.target_critics, reference.target_critics),
+    ):
+        for mine, theirs in zip(ensemble.parameters(), stacked(nets), strict=True):
+            torch.testing.assert_close(mine, theirs, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("variant", "num_critics"),
+    [("fttpo", 2), ("rar", 2), ("reverse_kl", 2), ("fat_only", 2), ("fttpo", 1), ("fttpo", 3)],
+)
+def test_learner_steps_equal_the_reference_steps(variant, num_critics):
+    """Three gradient steps of the learner (one update() call) and of the reference, from the
+    same parameters with the same seed: equal losses, diagnostics and parameters (float32
+    tolerance 1e-5 relative); the parameters moved by far more than that."""
+    config = make_config(variant, num_critics=num_critics)
+    learner = make_learner(config)
+    module = learner.module[DEFAULT_MODULE_ID].unwrapped()
+    reference = ReferenceStep(copy.deepcopy(module), config)
+    start = {name: p.detach().clone() for name, p in module.named_parameters()}
+    batch = make_batch(STEPS * MINIBATCH)
+
+    torch.manual_seed(2)
+    logged = learner_update(learner, batch, MINIBATCH)
+    torch.manual_seed(2)
+    ref_steps = [
+        reference.step({k: v[i * MINIBATCH : (i + 1) * MINIBATCH] for k, v in batch.items()})
+        for i in range(STEPS)
+    ]
+
+    for name in ref_steps[0][0]:
+        expected = sum(step[0][name] for step in ref_steps) / STEPS
+        assert logged[LOSS_KEYS[name]] == pytest.approx(expected, rel=1e-5, abs=1e-6), name
+    for key in ref_steps[0][1]:
+        expected = sum(step[1][key] for step in ref_steps) / STEPS
+        assert logged[key] == pytest.approx(expected, rel=1e-5, abs=1e-6), key
+    assert logged["grad_steps"] == STEPS
+    assert_same_parameters(module, reference)
+    moved = min((p - start[n]).abs().max().item() for n, p in module.named_parameters())
+    assert moved > 1e-4
+
+
+@pytest.mark.slow
+def test_compiled_step_equals_the_eager_step(caplog):
+    """``compile_update``'s step compiles as one graph (``fullgraph=True``, inductor: no
+    fallback warning) and gives the eager step's losses and gradients for the same seed
+    (float32 tolerance). Compilation takes 30-90 s on a loaded 2-core machine."""
+    config = make_config("fttpo")
+    learner = make_learner(config)
+    module = learner.module[DEFAULT_MODULE_ID].unwrapped()
+    params = optimizer_params(learner)
+    batch = make_batch(MINIBATCH)
+    torch.manual_seed(3)
+    eager = losses_and_gradients(module, batch, config, params)
+    torch.manual_seed(3)
+    with caplog.at_level("WARNING"):
+        out = compile_step(losses_and_gradients)(module, batch, config, params)
+    assert not [r for r in caplog.records if "compile_update" in r.getMessage()]
+    torch.testing.assert_close(out[0], eager[0])
+    torch.testing.assert_close(out[1], eager[1])
+    torch.testing.assert_close(out[2], eager[2])
+    assert torch.equal(out[3], eager[3])
+    for mine, theirs in zip(out[4], eager[4], strict=True):
+        assert (mine is None) == (theirs is None)
+        if mine is not None:
+            torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-6)
+
+
+def test_compile_step_falls_back_to_eager_with_one_warning(caplog):
+    """A step dynamo cannot compile as one graph runs eagerly, after one logged warning."""
+    calls = []
+
+    def step(x: torch.Tensor):
+        calls.append(1)
+        if bool(x.sum() > 0):  # data-dependent branch: no single graph
+            return x + 1.0, {}, {}, x > 0, ()
+        return x - 1.0, {}, {}, x > 0, ()
+
+    run = compile_step(step)
+    with caplog.at_level("WARNING"):
+        first = run(torch.ones(3))
+        second = run(torch.ones(3))
+    torch.testing.assert_close(first[0], torch.full((3,), 2.0))
+    torch.testing.assert_close(second[0], torch.full((3,), 2.0))
+    warnings = [r for r in caplog.records if "compile_update" in r.getMessage()]
+    assert len(warnings) == 1
+    assert len(calls) == 2  # eager from the first call on
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_gradient_step_reads_no_tensor_value_on_the_host(monkeypatch, variant):
+    """Forward, losses, backward, fused Adam and polyak never convert a tensor to a Python
+    value (``bool``/``item``/``tolist``/``int``/``float``): the device never has to wait."""
+    config = make_config(variant)
+    learner = make_learner(config)
+    module = learner.module[DEFAULT_MODULE_ID].unwrapped()
+    params = optimizer_params(learner)
+    optimizers = [opt for _, opt in learner.get_optimizers_for_module(DEFAULT_MODULE_ID)]
+    batch = make_batch(MINIBATCH)
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("host read of a tensor value")
+
+    for name in ("__bool__", "item", "tolist", "__int__", "__float__"):
+        monkeypatch.setattr(torch.Tensor, name, forbidden)
+    for _ in range(2):
+        _, _, _, _, grads = losses_and_gradients(module, batch, config, params)
+        for p, g in zip(params, grads, strict=True):
+            p.grad = g
+        for opt in optimizers:
+            opt.step()
+        polyak_update(module, config.polyak)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_each_loss_reaches_only_its_optimizers_parameters(variant):
+    """Why one backward pass over the summed losses is the Jacobi order of the paper's four
+    updates: each loss's gradient is non-zero on its own optimizer's parameters and exactly
+    zero (or absent) on every other optimizer's."""
+    learner = make_learner(make_config(variant))
+    module = learner.module[DEFAULT_MODULE_ID].unwrapped()
+    owned = {
+        name.split("_", 1)[-1] if name.startswith(DEFAULT_MODULE_ID) else name: list(
+            learner._optimizer_parameters[opt]
+        )
+        for name, opt in learner.get_optimizers_for_module(DEFAULT_MODULE_ID)
+    }
+    expected = {CRITIC, VALUE} | ({FAT} if variant in ("fttpo", "fat_only") else set())
+    expected |= {THIN} if variant != "fat_only" else set()
+    assert set(owned) == expected
+    all_params = [p for params in owned.values() for p in params]
+    assert len({id(p) for p in all_params}) == len(all_params)  # no parameter in two groups
+
+    from fttpo_ray.algorithms.fttpo.torch.fttpo_torch_learner import fttpo_losses
+
+    batch = make_batch(MINIBATCH)
+    torch.manual_seed(2)
+    named, _ = fttpo_losses(module, batch, module.forward_train(batch), make_config(variant))
+    assert set(named) == expected
+    for name, loss in named.items():
+        grads = torch.autograd.grad(loss, all_params, retain_graph=True, allow_unused=True)
+        by_param = dict(zip(map(id, all_params), grads, strict=True))
+        own = [by_param[id(p)] for p in owned[name]]
+        assert any(g is not None and g.abs().sum() > 0 for g in own), name
+        for other, params in owned.items():
+            if other == name:
+                continue
+            for p in params:
+                g = by_param[id(p)]
+                assert g is None or torch.count_nonzero(g) == 0, (name, other, p.shape)
+
+
+def test_non_finite_message_names_the_first_failed_check():
+    checks = [*FLOAT_COLUMNS, "critic_loss", "value_loss", GRADIENT_CHECK]
+    never = [-1] * len(checks)
+    assert non_finite_message(checks, never) is None
+    losses = never[:4] + [5, 4, 4]
+    assert non_finite_message(checks, losses).startswith(
+        "value_loss became non-finite at gradient step 4;"
+    )
+    column = [-1, 4, -1, -1, 4, 4, 4]
+    assert "batch column 'actions' at gradient step 4" in non_finite_message(checks, column)
+    gradient = never[:-1] + [7]
+    assert non_finite_message(checks, gradient).startswith("non-finite gradient at gradient step 7")
+
+
+@pytest.mark.parametrize(("field", "value"), [("num_critics", 0), ("compile_update", "yes")])
+def test_new_fields_are_validated(field, value):
+    config = FtTPOConfig().dataset("fttpo/treatment/random-v0").training(**{field: value})
+    with pytest.raises(ConfigError, match=f"`{field}` must be"):
+        config.validate()
+
+
+def test_compile_update_rejects_rllibs_grad_scaler():
+    config = FtTPOConfig().dataset("fttpo/treatment/random-v0").training(compile_update=True)
+    config.experimental(_torch_grad_scaler_class=torch.amp.GradScaler)
+    with pytest.raises(ConfigError, match="`compile_update` computes the gradients"):
+        config.validate()
