@@ -71,10 +71,12 @@ def build_algo(cfg: dict[str, Any], method: str, dataset_id: str, seed: int) -> 
 
 def cmd_run(args: argparse.Namespace) -> None:
     import ray
-    from ray.rllib.core import DEFAULT_MODULE_ID
 
     import fttpo_ray  # noqa: F401
-    from fttpo_ray.evaluation import evaluate_policies, fttpo_policies, rllib_module_policy
+    from fttpo_ray.algorithms.fttpo.evaluation import fttpo_policies
+    from fttpo_ray.algorithms.learner_module import learner_module
+    from fttpo_ray.algorithms.rllib_evaluation import rllib_module_policy
+    from fttpo_ray.evaluation import evaluate_policies
 
     cfg = yaml.safe_load(args.config.read_text())
     torch.set_num_threads(1)
@@ -89,9 +91,9 @@ def cmd_run(args: argparse.Namespace) -> None:
                 try:
                     result = algo.train()
                     train_s = time.perf_counter() - start
-                    module = algo.learner_group._learner.module[DEFAULT_MODULE_ID]
+                    module = learner_module(algo)
                     if cfg["methods"][method]["algorithm"] == "FtTPO":
-                        policies = fttpo_policies(module.unwrapped())
+                        policies = fttpo_policies(module)
                     else:
                         policies = [rllib_module_policy(module)]
                     with torch.no_grad():

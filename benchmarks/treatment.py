@@ -83,8 +83,8 @@ def _summary(metrics: dict[str, Any]) -> dict[str, float]:
 def build_algo(cfg: dict[str, Any], method: str, env_key: str, seed: int) -> Any:
     """One ``train()`` = ``evaluation.every`` gradient steps + an evaluation on
     ``evaluation.episodes`` episodes (RLlib built-ins through ``configure_evaluation``)."""
+    from fttpo_ray.algorithms.rllib_evaluation import configure_evaluation
     from fttpo_ray.data.parquet import configure_rllib_offline
-    from fttpo_ray.evaluation import configure_evaluation
 
     ev = cfg["evaluation"]
     algorithm = cfg["methods"][method]["algorithm"]
@@ -113,13 +113,13 @@ def build_algo(cfg: dict[str, Any], method: str, env_key: str, seed: int) -> Any
 
 
 def final_policies(algo: Any, algorithm: str) -> list[Any]:
-    from ray.rllib.core import DEFAULT_MODULE_ID
+    from fttpo_ray.algorithms.fttpo.evaluation import fttpo_policies
+    from fttpo_ray.algorithms.learner_module import learner_module
+    from fttpo_ray.algorithms.rllib_evaluation import rllib_module_policy
 
-    from fttpo_ray.evaluation import fttpo_policies, rllib_module_policy
-
-    module = algo.learner_group._learner.module[DEFAULT_MODULE_ID]
+    module = learner_module(algo)
     if algorithm == "FtTPO":
-        return fttpo_policies(module.unwrapped())
+        return fttpo_policies(module)
     return [rllib_module_policy(module)]
 
 

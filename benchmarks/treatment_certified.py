@@ -117,11 +117,12 @@ def main() -> None:
     args = parser.parse_args()
 
     import ray
-    from ray.rllib.core import DEFAULT_MODULE_ID
 
     import fttpo_ray  # noqa: F401  (registers the envs)
+    from fttpo_ray.algorithms.fttpo.evaluation import fttpo_policies
+    from fttpo_ray.algorithms.learner_module import learner_module
     from fttpo_ray.data import ensure_dataset, load_transitions
-    from fttpo_ray.evaluation import EvalPolicy, evaluate_policies, fttpo_policies
+    from fttpo_ray.evaluation import EvalPolicy, evaluate_policies
 
     cfg = load_config(args.config)
     ev, cert = cfg["evaluation"], cfg["certified"]
@@ -135,7 +136,7 @@ def main() -> None:
             algo = fttpo_config(cfg, "fttpo", args.env, seed, cfg["steps"]).build_algo()
             try:
                 algo.train()
-                module = algo.learner_group._learner.module[DEFAULT_MODULE_ID].unwrapped()
+                module = learner_module(algo)
                 thin = fttpo_policies(module)[0]
                 certified = [
                     certified_policy(module, m, cert["grid_points"], "abstain")

@@ -2,19 +2,23 @@
 
 Errors a user can fix (:class:`fttpo_ray.errors.FttpoError`) are printed as one line on stderr
 with exit status 2, never as a traceback. Progress is the library's log (INFO, on stderr);
-results go to stdout.
+results go to stdout, and nothing else does: whatever Ray or a library prints while a command
+works goes to stderr, and the messages of Ray, Tune, RLlib and MLflow that give a user nothing
+to act on are not shown (:data:`QUIET_MESSAGES`).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
+import os
 import sys
 import warnings
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TextIO
 
 from fttpo_ray.data.collect import DEFAULT_REFERENCE_EPISODES
 from fttpo_ray.defaults import EVALUATION_EPISODES, EVALUATION_SEED
@@ -27,12 +31,51 @@ EXIT_INTERRUPTED = 130
 
 #: Logger of Ray Data's execution statistics (warns with a traceback after ``ray.shutdown``).
 RAY_DATA_STATS_LOGGER = "ray.data._internal.stats"
+#: Tune's INFO lines (state files written, restored) repeat what the progress lines say.
+TUNE_LOGGER = "ray.tune"
+MLFLOW_LOGGER = "mlflow"
+#: Level of MLflow's loggers, read when mlflow is imported (its INFO lines announce the tables
+#: of a new SQLite store).
+MLFLOW_LOGGING_LEVEL_ENV = "MLFLOW_LOGGING_LEVEL"
+
+#: Messages not shown, by logger: a part of each message. None is an error or a problem the user
+#: could fix: Ray's note that a local cluster uses token authentication (its default), RLlib's
+#: note that an algorithm runs on the new API stack (the only one this package supports), the
+#: deprecation RLlib triggers itself whenever it builds an RLModule, Tune's advice to install
+#: GPUtil (there is no GPU to monitor on a CPU machine), the ``Tuner.restore(...)`` hint of an
+#: interrupted Tune run (the CLI prints its own ``fttpo sweep ... --resume`` command) and the
+#: ``FileNotFoundError`` list of trials that had not reported when a run was interrupted (Tune
+#: reads them for its result grid; the CLI's results come from MLflow).
+QUIET_MESSAGES = {
+    "ray._private.authentication.authentication_token_setup": (
+        "Token authentication is enabled for this Ray cluster",
+    ),
+    "ray.rllib.algorithms.algorithm_config": ("on the new API stack! This is the new default",),
+    "ray._common.deprecation": ("`RLModule(config=[RLModuleConfig object])` has been deprecated",),
+    "ray.tune.utils.util": ("Install gputil for GPU system monitoring",),
+    "ray.tune.tune": ("Resume experiment with: Tuner.restore(",),
+    "ray.tune.analysis.experiment_analysis": ("Failed to fetch metrics for",),
+}
+
+
+class _QuietFilter(logging.Filter):
+    """Drops the records whose message contains one of ``parts``."""
+
+    def __init__(self, parts: Sequence[str]) -> None:
+        super().__init__()
+        self.parts = tuple(parts)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(part in message for part in self.parts)
 
 
 def _setup_logging() -> None:
-    """INFO lines of fttpo_ray on stderr; MLflow's INFO lines, the gymnasium warnings of
-    RLlib's internal environments and the traceback Ray Data's prefetch thread logs when it
-    reports statistics after Ray has shut down (RLlib's offline algorithms) silenced."""
+    """INFO lines of fttpo_ray on stderr; silenced: :data:`QUIET_MESSAGES`, MLflow's and Tune's
+    INFO lines, the gymnasium warnings of RLlib's internal environments and the traceback Ray
+    Data's prefetch thread logs when it reports statistics after Ray has shut down (RLlib's
+    offline algorithms)."""
+    os.environ.setdefault(MLFLOW_LOGGING_LEVEL_ENV, logging.getLevelName(logging.WARNING))
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(LOG_FORMAT, LOG_DATE_FORMAT))
     package = logging.getLogger("fttpo_ray")
@@ -42,8 +85,13 @@ def _setup_logging() -> None:
     package.setLevel(logging.INFO)
     package.propagate = False
     warnings.filterwarnings("ignore", category=UserWarning, module="gymnasium")
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    logging.getLogger(MLFLOW_LOGGER).setLevel(logging.WARNING)
+    logging.getLogger(TUNE_LOGGER).setLevel(logging.WARNING)
     logging.getLogger(RAY_DATA_STATS_LOGGER).setLevel(logging.ERROR)
+    for name, parts in QUIET_MESSAGES.items():
+        source = logging.getLogger(name)
+        if not any(isinstance(f, _QuietFilter) for f in source.filters):
+            source.addFilter(_QuietFilter(parts))
 
 
 def _where_to_look(uri: str, experiment: str, lines: list[tuple[str, str]]) -> str:
@@ -56,7 +104,7 @@ def _where_to_look(uri: str, experiment: str, lines: list[tuple[str, str]]) -> s
     return "\n".join(f"{name.ljust(width)}  {value}" for name, value in rows)
 
 
-def _cmd_collect(args: argparse.Namespace) -> int:
+def _cmd_collect(args: argparse.Namespace, out: TextIO) -> int:
     from fttpo_ray.data.collect import collect_dataset
 
     info = collect_dataset(
@@ -70,11 +118,11 @@ def _cmd_collect(args: argparse.Namespace) -> int:
         reference_policy=None if args.reference_policy == "none" else args.reference_policy,
         reference_episodes=args.reference_episodes,
     )
-    print(info)
+    print(info, file=out)
     return 0
 
 
-def _cmd_sweep(args: argparse.Namespace) -> int:
+def _cmd_sweep(args: argparse.Namespace, out: TextIO) -> int:
     from fttpo_ray.tuning.results import markdown
     from fttpo_ray.tuning.sweep import run_sweep
 
@@ -97,22 +145,26 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
     print(
         f"\nResults of '{outcome.experiment}' ({outcome.trials} trials, {outcome.errored} "
-        f"failed, {outcome.wall_s:.0f} s): mean ± s.e. over seeds, last evaluation\n"
+        f"failed, {outcome.wall_s:.0f} s): mean ± s.e. over seeds, last evaluation\n",
+        file=out,
     )
-    print(markdown(outcome.table) if not outcome.table.empty else "(no evaluation results)")
+    print(
+        markdown(outcome.table) if not outcome.table.empty else "(no evaluation results)", file=out
+    )
     report = [("Report", str(outcome.report_dir))] if outcome.report_dir else []
-    print()
+    print(file=out)
     print(
         _where_to_look(
             outcome.tracking_uri,
             outcome.experiment,
             [("Tune storage", str(outcome.sweep_dir)), *report],
-        )
+        ),
+        file=out,
     )
     return 1 if outcome.errored else 0
 
 
-def _cmd_train(args: argparse.Namespace) -> int:
+def _cmd_train(args: argparse.Namespace, out: TextIO) -> int:
     from fttpo_ray.tuning.train import train_once
 
     outcome = train_once(
@@ -124,37 +176,38 @@ def _cmd_train(args: argparse.Namespace) -> int:
         iterations=args.iterations,
         seed=args.seed,
     )
-    print(json.dumps(_finite(outcome.metrics), indent=1, sort_keys=True))
-    print()
+    print(json.dumps(_finite(outcome.metrics), indent=1, sort_keys=True), file=out)
+    print(file=out)
     print(
         _where_to_look(
             outcome.tracking_uri,
             outcome.experiment,
             [("MLflow run", outcome.mlflow_run_id), ("Checkpoint", str(outcome.checkpoint))],
-        )
+        ),
+        file=out,
     )
     return 0
 
 
-def _cmd_eval(args: argparse.Namespace) -> int:
+def _cmd_eval(args: argparse.Namespace, out: TextIO) -> int:
     from fttpo_ray.tuning.train import evaluate
 
     results = evaluate(
         args.checkpoint, episodes=args.episodes, seed=args.seed, explore=not args.deterministic
     )
-    print(json.dumps(_finite(results), indent=1, sort_keys=True))
+    print(json.dumps(_finite(results), indent=1, sort_keys=True), file=out)
     return 0
 
 
-def _cmd_report(args: argparse.Namespace) -> int:
+def _cmd_report(args: argparse.Namespace, out: TextIO) -> int:
     from fttpo_ray.tuning.report import write_report
     from fttpo_ray.tuning.results import markdown
 
     report = write_report(args.experiment, args.out, tracking_uri=args.mlflow_uri, sweep=args.sweep)
-    print(markdown(report.compact))
-    print()
+    print(markdown(report.compact), file=out)
+    print(file=out)
     for path in report.files:
-        print(path)
+        print(path, file=out)
     return 0
 
 
@@ -354,8 +407,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _setup_logging()
+    results = sys.stdout
     try:
-        return int(args.func(args))
+        # Only the results go to stdout; anything else printed meanwhile (Ray's error messages
+        # from its nodes, for instance) goes to stderr.
+        with contextlib.redirect_stdout(sys.stderr):
+            return int(args.func(args, results))
     except FttpoError as err:
         print(f"fttpo {args.command}: error: {err}", file=sys.stderr)
         return EXIT_ERROR

@@ -1,19 +1,14 @@
-"""Evaluation: returns, normalised scores and the safety metrics of spec §5, for FtTPO and for
-any RLlib algorithm (``configure_evaluation``), and of checkpoints (``evaluate_checkpoint``)."""
+"""Generic evaluation: rollouts of any policy in any gymnasium environment, with returns,
+normalised scores and the safety metrics of docs/algorithm.md §5 (violation rate and its
+Clopper–Pearson bound, prohibited mass, support and boundary statistics).
 
-from fttpo_ray.evaluation.rllib_hook import (
-    configure_evaluation,
-    evaluate_checkpoint,
-    fttpo_policies,
-    rllib_module_policy,
-)
+A policy is an :class:`EvalPolicy` (observations -> action distribution). This package knows no
+algorithm and no RLModule: turning an algorithm's module into ``EvalPolicy`` objects, and
+plugging the evaluator into RLlib, is the algorithms' job (``fttpo_ray.algorithms.fttpo.evaluation``
+for FtTPO, ``fttpo_ray.algorithms.rllib_evaluation`` for RLlib's built-ins and checkpoints).
+"""
+
+from fttpo_ray.evaluation.reference import reference_scores
 from fttpo_ray.evaluation.rollout import EvalPolicy, evaluate_policies
 
-__all__ = [
-    "EvalPolicy",
-    "configure_evaluation",
-    "evaluate_checkpoint",
-    "evaluate_policies",
-    "fttpo_policies",
-    "rllib_module_policy",
-]
+__all__ = ["EvalPolicy", "evaluate_policies", "reference_scores"]

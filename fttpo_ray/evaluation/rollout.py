@@ -1,4 +1,4 @@
-"""Batched evaluation rollouts with returns and the safety metrics of spec §5.
+"""Batched evaluation rollouts with returns and the safety metrics of docs/algorithm.md §5.
 
 Every policy is evaluated on the same episodes: episode ``i`` resets with ``seed + i`` and the
 action noise is seeded with ``seed`` too, so differences between policies are paired (common
@@ -20,6 +20,7 @@ import torch
 
 from fttpo_ray import metrics as m
 from fttpo_ray.distributions import HeavyTailedQGaussian, SparseQGaussian
+from fttpo_ray.errors import ConfigError
 from fttpo_ray.evaluation.safety import (
     action_grid,
     clopper_pearson_upper,
@@ -70,7 +71,7 @@ def evaluate_policies(
     environment has the treatment oracle (``env.unwrapped.prohibited``) and a 1-D action.
     """
     if episodes < 1:
-        raise ValueError(f"`episodes` must be >= 1; got {episodes}")
+        raise ConfigError(f"evaluation `episodes` must be >= 1; got {episodes}")
     env_config = dict(env_config or {})
     envs = [gym.make(env_id, **env_config) for _ in range(min(wave_size, episodes))]
     try:

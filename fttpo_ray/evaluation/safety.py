@@ -1,4 +1,5 @@
-"""Safety metrics of spec §5: prohibited intervals, prohibited mass, Clopper–Pearson bounds.
+"""Safety metrics of docs/algorithm.md §5: prohibited intervals, prohibited mass,
+Clopper–Pearson bounds.
 
 The treatment simulator's oracle (``env.unwrapped.prohibited(actions)``) says which doses are
 prohibited at the current state. For a 1-D action the prohibited set is a union of intervals; we

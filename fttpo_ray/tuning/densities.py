@@ -63,7 +63,7 @@ def load_module(checkpoint_dir: Path) -> Any:
 
 def module_policies(module: Any) -> list[Any]:
     """The thin and/or fat evaluation policies of an FtTPO module (as its variant has them)."""
-    from fttpo_ray.evaluation import fttpo_policies
+    from fttpo_ray.algorithms.fttpo.evaluation import fttpo_policies
 
     return fttpo_policies(module)
 

@@ -108,7 +108,7 @@ def load_report_data(
 ) -> ReportData:
     """Read the trial runs of ``experiment`` (``sweep``: latest, all or a parent run id)."""
     uri = resolve_tracking_uri(tracking_uri)
-    client = open_tracking_store(uri)
+    client = open_tracking_store(uri, must_exist=True)
     experiment_id = find_experiment(client, experiment)
     query = f"tags.`{KIND_TAG}` = '{KIND_TRIAL}'"
     chosen = ""
@@ -247,13 +247,13 @@ def write_report(
     from fttpo_ray.tuning.densities import plot_policy_densities
 
     out = Path(out).expanduser().resolve()
+    data = load_report_data(experiment, tracking_uri=tracking_uri, sweep=sweep)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise ConfigError(
             f"cannot create report directory '{out}' ({err.strerror}); use --out"
         ) from None
-    data = load_report_data(experiment, tracking_uri=tracking_uri, sweep=sweep)
     outcomes, summary, display = summary_tables(data)
     report = Report(
         out=out,

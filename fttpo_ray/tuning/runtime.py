@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from pathlib import Path
 from urllib.parse import urlparse
 
 from fttpo_ray.errors import ConfigError
-from fttpo_ray.tuning.tracking import check_reachable
+from fttpo_ray.tuning.tracking import check_reachable, is_writable_dir
 
 logger = logging.getLogger(__name__)
 
@@ -21,21 +20,29 @@ DEFAULT_RAY_CLIENT_PORT = 10001
 RAY_DEDUP_LOGS_ENV = "RAY_DEDUP_LOGS"
 #: "0" selects Tune's classic reporter, which ``verbose=0`` silences.
 TUNE_NEW_OUTPUT_ENV = "RAY_AIR_NEW_OUTPUT"
+#: Seconds within which repeated experiment-state snapshots make Tune warn; "0" switches the
+#: warning off (it fires whenever trials checkpoint every iteration, as short sweeps do, and
+#: advises on Tune settings that the YAML's ``checkpoint`` section already chooses).
+TUNE_SNAPSHOT_WARNING_ENV = "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S"
 ADDRESS_FIX = "start the cluster (`ray start --head`) or omit --address to run locally"
 
 
 def storage_root(storage: str | Path | None) -> Path:
-    """The absolute storage directory (``./ray_results`` by default), created and checked."""
+    """The absolute storage directory (``./ray_results`` by default), checked, not created.
+
+    It is made by the first run that writes into it, so a command that fails before leaves no
+    empty directory; here its nearest existing ancestor must be a writable directory.
+    """
     root = Path(storage or Path.cwd() / DEFAULT_STORAGE_DIR).expanduser().resolve()
-    fix = "choose a writable directory with --storage"
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=root, prefix=".fttpo-write-test-"):
-            pass
-    except OSError as err:
+    existing = root
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not is_writable_dir(existing):
+        reason = "not a directory" if not existing.is_dir() else "not writable"
         raise ConfigError(
-            f"cannot write to storage directory '{root}' ({err.strerror or err}); {fix}"
-        ) from None
+            f"cannot write to storage directory '{root}' ('{existing}' is {reason}); "
+            "choose a writable directory with --storage"
+        )
     return root
 
 
@@ -72,6 +79,7 @@ def start_ray(address: str | None = None) -> bool:
 
     # Our progress lines (fttpo_ray.tuning.progress) replace Tune's status tables.
     os.environ.setdefault(TUNE_NEW_OUTPUT_ENV, "0")
+    os.environ.setdefault(TUNE_SNAPSHOT_WARNING_ENV, "0")
     if ray.is_initialized():
         return False
     if address:

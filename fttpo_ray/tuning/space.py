@@ -6,7 +6,8 @@ Three kinds of trainables are supported, by their registered Tune name:
   resolved lazily in each trial.
 * any other RLlib algorithm (``IQL``, ``CQL``, ``BC``, ``MARWIL``, ...) — learns from the
   dataset's flat Parquet export (:func:`fttpo_ray.data.to_parquet`) and is evaluated with the
-  same episodes and safety metrics as FtTPO (:func:`fttpo_ray.evaluation.configure_evaluation`).
+  same episodes and safety metrics as FtTPO
+  (:func:`fttpo_ray.algorithms.rllib_evaluation.configure_evaluation`).
 * any other Tune trainable (a function or class registered with
   :func:`ray.tune.register_trainable`) — receives the YAML's ``config`` plus ``seed``,
   ``dataset_id``, ``env`` and the evaluation settings as a plain dict.
@@ -140,7 +141,7 @@ def algorithm_config(
     overrides: dict[str, Any] | None = None,
 ) -> Any:
     """The RLlib ``AlgorithmConfig`` of ``run`` with fixed values (``config`` + ``overrides``)."""
-    from fttpo_ray.evaluation import configure_evaluation
+    from fttpo_ray.algorithms.rllib_evaluation import configure_evaluation
 
     kind = trainable_kind(run.algorithm)
     if kind == KIND_TRAINABLE:

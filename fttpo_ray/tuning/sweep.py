@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -25,15 +26,25 @@ from typing import Any
 
 import pandas as pd
 
-from fttpo_ray.errors import ConfigError
+from fttpo_ray.errors import ConfigError, FttpoError
 from fttpo_ray.tuning import report as rep
 from fttpo_ray.tuning.progress import ProgressCallback
 from fttpo_ray.tuning.runtime import check_address, start_ray, stop_ray, storage_root
-from fttpo_ray.tuning.schema import ExperimentSpec, load_experiment, validate_experiment
+from fttpo_ray.tuning.schema import (
+    CONFIG,
+    LIST_DOMAINS,
+    RUNS,
+    SEARCH,
+    ExperimentSpec,
+    RunSpec,
+    load_experiment,
+    validate_experiment,
+)
 from fttpo_ray.tuning.space import (
     RAY_DATA_RESERVED_CPUS,
     DatasetRef,
     RunPlan,
+    algorithm_config,
     needs_dataset,
     plan_run,
     prepare_dataset,
@@ -51,11 +62,12 @@ from fttpo_ray.tuning.tracking import (
     YAML_TAG,
     MLflowTrackingCallback,
     RunContext,
+    check_tracking_store,
     experiment_id,
     open_tracking_store,
     resolve_tracking_uri,
 )
-from fttpo_ray.tuning.trainables import KIND_RLLIB, KIND_TRAINABLE
+from fttpo_ray.tuning.trainables import KIND_FTTPO, KIND_RLLIB, KIND_TRAINABLE, trainable_kind
 
 logger = logging.getLogger(__name__)
 
@@ -93,13 +105,13 @@ class SweepOutcome:
     report_files: list[Path] = field(default_factory=list)
 
 
-def _new_sweep_dir(root: Path, name: str) -> Path:
+def _new_sweep_path(root: Path, name: str) -> Path:
+    """A sweep directory that does not exist yet (named after the time; made by the caller)."""
     base = root / name / datetime.now().strftime(TIME_FORMAT)
     path, index = base, 1
     while path.exists():
         path = base.with_name(f"{base.name}-{index}")
         index += 1
-    path.mkdir(parents=True)
     return path
 
 
@@ -165,6 +177,41 @@ def interrupted(grid: Any, iterations: int, time_s: float | None) -> bool:
         timed_out = time_s is not None and float(metrics.get(TIME_TOTAL_S) or 0.0) >= time_s
         short += not (done or timed_out)
     return short > grid.num_errors
+
+
+def _config_error(where: str, err: Exception) -> ConfigError:
+    """A one-line :class:`ConfigError` from an error of ``AlgorithmConfig.validate()``."""
+    lines = str(err).strip().splitlines() or [type(err).__name__]
+    return ConfigError(f"{where}: {lines[0]}")
+
+
+def check_run_configs(
+    spec: ExperimentSpec, runs: Sequence[RunSpec], dataset: DatasetRef, *, seed: int
+) -> None:
+    """Validate the ``AlgorithmConfig`` of each RLlib run before anything starts.
+
+    The run's fixed ``config`` is validated, then each listed value of its ``search`` block
+    (``grid_search``, ``choice``) and the lower bound of a range, one at a time, so that a
+    value no trial could train with is a one-line :class:`ConfigError` instead of failed
+    trials. FtTPO's ``validate()`` reads no file (the dataset is resolved where the algorithm
+    is built); RLlib's own algorithms need the dataset's export, so they are checked once
+    ``dataset`` is prepared.
+    """
+    for run in runs:
+        if trainable_kind(run.algorithm) == KIND_TRAINABLE:
+            continue
+        where = f"{spec.path}: `{RUNS}[{spec.runs.index(run)}]"
+        fixed = f"{where}.{CONFIG}` (run '{run.name}')"
+        trials: list[tuple[str, dict[str, Any]]] = [(fixed, {})]
+        for key, domain in run.search.items():
+            values = domain.values if domain.kind in LIST_DOMAINS else domain.values[:1]
+            trials += [(f"{where}.{SEARCH}.{key}` = {v!r}", {key: v}) for v in values]
+        for label, overrides in trials:
+            config = algorithm_config(spec, run, dataset, seed=seed, overrides=overrides)
+            try:
+                config.validate()
+            except (FttpoError, ValueError) as err:
+                raise _config_error(label, err) from None
 
 
 def _tuner(
@@ -292,20 +339,28 @@ def run_sweep(
         iterations = iterations or spec.iterations
         max_concurrent = spec.max_concurrent if max_concurrent is None else max_concurrent
 
-    client = open_tracking_store(uri)
-    exp_id = experiment_id(client, spec.name, uri)
-    if not resume:
-        sweep_dir = _new_sweep_dir(root, spec.name)
+    check_tracking_store(uri)
+    first_seed = spec.seeds[0]
+    kinds = {run.name: trainable_kind(run.algorithm) for run in spec.runs}
+    fttpo_runs = [run for run in spec.runs if kinds[run.name] == KIND_FTTPO]
+    declared = DatasetRef(spec.dataset.id, spec.dataset.env)
+    check_run_configs(spec, fttpo_runs, declared, seed=first_seed)
+    # Nothing is created before this point; the dataset is collected if missing (a cache).
+    dataset = prepare_dataset(spec) if needs_dataset(spec) else declared
+    rllib_runs = [run for run in spec.runs if kinds[run.name] == KIND_RLLIB]
+    check_run_configs(spec, rllib_runs, dataset, seed=first_seed)
+    plans = [plan_run(spec, run, dataset) for run in spec.runs]
 
-    started_ray = start_ray(address)
+    client = open_tracking_store(uri)
+    if not resume:
+        sweep_dir = _new_sweep_path(root, spec.name)
     parent_id = state.get(STATE_PARENT_RUN_ID, "")
-    outcome = SweepOutcome(spec.name, uri, exp_id, parent_id, sweep_dir)
+    outcome = SweepOutcome(spec.name, uri, "", parent_id, sweep_dir)
+    started_ray = start_ray(address)
     status = FAILED
     try:
-        if needs_dataset(spec):
-            dataset = prepare_dataset(spec)
-        else:
-            dataset = DatasetRef(spec.dataset.id, spec.dataset.env)
+        exp_id = outcome.experiment_id = experiment_id(client, spec.name, uri)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
         if parent_id:
             client.update_run(parent_id, status=RUNNING)
         else:
@@ -331,8 +386,8 @@ def run_sweep(
             exp_id,
             parent_id,
         )
-        for run in spec.runs:
-            plan = plan_run(spec, run, dataset)
+        for plan in plans:
+            run = plan.run
             context = RunContext(
                 experiment_id=exp_id,
                 parent_run_id=parent_id,
@@ -374,7 +429,6 @@ def run_sweep(
         if parent_id:
             client.set_terminated(parent_id, status=status)
         stop_ray(started_ray)
-        outcome.wall_s = time.perf_counter() - start
 
     if report and not outcome.interrupted and parent_id:
         report_dir = sweep_dir / REPORT_DIR

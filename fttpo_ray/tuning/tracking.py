@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import socket
+import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -44,7 +45,13 @@ DEFAULT_DB_NAME = "mlflow.db"
 ARTIFACTS_DIR_NAME = "mlartifacts"
 SQLITE_SCHEME = "sqlite"
 HTTP_SCHEMES = ("http", "https")
+#: Database servers (SQLAlchemy URIs) that MLflow supports as stores.
+SQL_SCHEMES = ("postgresql", "mysql", "mssql")
+#: The first bytes of every SQLite 3 database file.
+SQLITE_HEADER = b"SQLite format 3\x00"
 CONNECT_TIMEOUT_S = 5.0
+#: The fix named by every "cannot use this store" error.
+STORE_FIX = "pass a working --mlflow-uri (or MLFLOW_TRACKING_URI), e.g. sqlite:///$PWD/mlflow.db"
 
 #: MLflow caps param values (6000 characters in 3.x); ours stay far below.
 MAX_PARAM_CHARS = 250
@@ -216,11 +223,25 @@ def check_reachable(host: str, port: int, what: str, fix: str) -> None:
         raise ConfigError(f"cannot reach {what} at {host}:{port} ({reason}); {fix}") from None
 
 
-def open_tracking_store(uri: str) -> Any:
-    """An ``MlflowClient`` on ``uri`` after checking that the store opens (fails fast)."""
-    from mlflow.tracking import MlflowClient
+def is_writable_dir(directory: Path) -> bool:
+    """Whether a file can be created in ``directory`` (tried, not inferred from the mode bits,
+    which do not bind the superuser and say nothing of read-only file systems)."""
+    try:
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".fttpo-write-test-"):
+            return True
+    except OSError:
+        return False
 
-    fix = "pass a working --mlflow-uri (or MLFLOW_TRACKING_URI), e.g. sqlite:///$PWD/mlflow.db"
+
+def check_tracking_store(uri: str, *, must_exist: bool = False) -> None:
+    """:class:`ConfigError` unless the store at ``uri`` can be used; creates nothing.
+
+    A SQLite store needs an existing, writable directory (SQLite writes its journal next to the
+    database) and, if the file exists, a writable SQLite file; with ``must_exist`` the file must
+    exist. A server must answer on its port. Checked up front because MLflow retries a store it
+    cannot open for about two minutes before it gives up.
+    """
+    fix = STORE_FIX
     parsed = urlparse(uri)
     db = sqlite_path(uri)
     if db is not None:
@@ -228,20 +249,49 @@ def open_tracking_store(uri: str) -> Any:
             raise ConfigError(
                 f"MLflow store '{uri}': directory '{db.parent}' does not exist; {fix}"
             )
-        if not os.access(db.parent, os.W_OK) or (db.exists() and not os.access(db, os.W_OK)):
-            raise ConfigError(f"MLflow store '{uri}': '{db}' is not writable; {fix}")
+        if not db.exists():
+            if must_exist:
+                raise ConfigError(
+                    f"MLflow store '{uri}' does not exist (no file '{db}'); pass the "
+                    "--mlflow-uri that `fttpo sweep` or `fttpo train` wrote to"
+                )
+            if not is_writable_dir(db.parent):
+                raise ConfigError(f"MLflow store '{uri}': cannot create '{db}'; {fix}")
+            return
+        try:
+            with db.open("r+b") as handle:
+                header = handle.read(len(SQLITE_HEADER))
+        except OSError as err:
+            raise ConfigError(
+                f"MLflow store '{uri}': '{db}' is not writable ({err.strerror or err}); {fix}"
+            ) from None
+        if header and header != SQLITE_HEADER:
+            raise ConfigError(f"cannot open MLflow store '{uri}': '{db}' is not SQLite; {fix}")
+        if not is_writable_dir(db.parent):
+            raise ConfigError(
+                f"MLflow store '{uri}': directory '{db.parent}' is not writable; {fix}"
+            )
     elif parsed.scheme in HTTP_SCHEMES:
         port = parsed.port or (443 if parsed.scheme == "https" else 80)
         check_reachable(parsed.hostname or "localhost", port, f"the MLflow server '{uri}'", fix)
-    elif parsed.scheme not in ("", "file", "databricks"):
-        if parsed.scheme not in ("postgresql", "mysql", "mssql"):
-            raise ConfigError(f"MLflow store '{uri}': unsupported scheme '{parsed.scheme}'; {fix}")
+    elif parsed.scheme not in ("", "file", "databricks", *SQL_SCHEMES):
+        raise ConfigError(f"MLflow store '{uri}': unsupported scheme '{parsed.scheme}'; {fix}")
+
+
+def open_tracking_store(uri: str, *, must_exist: bool = False) -> Any:
+    """An ``MlflowClient`` on ``uri`` after :func:`check_tracking_store` and a first query.
+
+    A SQLite store that does not exist yet is created (unless ``must_exist``).
+    """
+    from mlflow.tracking import MlflowClient
+
+    check_tracking_store(uri, must_exist=must_exist)
     try:
         client = MlflowClient(tracking_uri=uri)
         client.search_experiments(max_results=1)
     except Exception as err:  # noqa: BLE001 - MLflow raises many kinds; all mean "cannot open"
         detail = " ".join(str(err).split())[:200] or type(err).__name__
-        raise ConfigError(f"cannot open MLflow store '{uri}': {detail}; {fix}") from None
+        raise ConfigError(f"cannot open MLflow store '{uri}': {detail}; {STORE_FIX}") from None
     return client
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -21,8 +21,8 @@ from fttpo_ray.errors import ConfigError
 from fttpo_ray.tuning.progress import describe_result
 from fttpo_ray.tuning.runtime import start_ray, stop_ray, storage_root
 from fttpo_ray.tuning.schema import load_experiment
-from fttpo_ray.tuning.space import algorithm_config, prepare_dataset
-from fttpo_ray.tuning.sweep import TIME_FORMAT
+from fttpo_ray.tuning.space import DatasetRef, algorithm_config, prepare_dataset
+from fttpo_ray.tuning.sweep import TIME_FORMAT, check_run_configs
 from fttpo_ray.tuning.tracking import (
     CHECKPOINT_ARTIFACT_DIR,
     FAILED,
@@ -31,6 +31,7 @@ from fttpo_ray.tuning.tracking import (
     KIND_TRAIN,
     TRAINING_ITERATION,
     RunContext,
+    check_tracking_store,
     create_trial_run,
     experiment_id,
     log_result,
@@ -38,7 +39,7 @@ from fttpo_ray.tuning.tracking import (
     resolve_tracking_uri,
     select_metrics,
 )
-from fttpo_ray.tuning.trainables import KIND_TRAINABLE, trainable_kind
+from fttpo_ray.tuning.trainables import KIND_FTTPO, KIND_TRAINABLE, trainable_kind
 
 logger = logging.getLogger(__name__)
 
@@ -88,8 +89,18 @@ def train_once(
     iterations = iterations or spec.iterations
     root = storage_root(storage)
     uri = resolve_tracking_uri(mlflow_uri)
-    client = open_tracking_store(uri)
-    exp_id = experiment_id(client, spec.name, uri)
+    check_tracking_store(uri)
+    # Every setting is checked before anything starts or is created (the search block is not
+    # used here). RLlib's own algorithms are checked once their dataset export exists.
+    fixed = replace(run_spec, search={})
+    declared = DatasetRef(spec.dataset.id, spec.dataset.env)
+    fttpo = trainable_kind(run_spec.algorithm) == KIND_FTTPO
+    if fttpo:
+        check_run_configs(spec, [fixed], declared, seed=seed)
+    dataset = prepare_dataset(spec)
+    if not fttpo:
+        check_run_configs(spec, [fixed], dataset, seed=seed)
+    config = algorithm_config(spec, run_spec, dataset, seed=seed)
     stamp = datetime.now().strftime(TIME_FORMAT)
     out_dir = root / spec.name / f"{TRAIN_DIR_PREFIX}{stamp}"
 
@@ -98,9 +109,9 @@ def train_once(
     run_id = ""
     status = FAILED
     try:
-        dataset = prepare_dataset(spec)
-        config = algorithm_config(spec, run_spec, dataset, seed=seed)
         algo = config.build_algo()
+        client = open_tracking_store(uri)
+        exp_id = experiment_id(client, spec.name, uri)
         context = RunContext(
             experiment_id=exp_id,
             parent_run_id="",
@@ -162,9 +173,14 @@ def evaluate(
     explore: bool = True,
 ) -> dict[str, dict[str, float]]:
     """Returns and safety metrics of an algorithm checkpoint (``fttpo eval``), per policy."""
-    from fttpo_ray.evaluation import evaluate_checkpoint
+    from fttpo_ray.algorithms.checkpoint_evaluation import evaluate_checkpoint
 
     path = Path(checkpoint).expanduser().resolve()
+    if not path.exists():
+        raise ConfigError(
+            f"checkpoint '{checkpoint}' does not exist; give the checkpoint directory that "
+            "`fttpo train` printed or a trial's checkpoint_NNNNNN"
+        )
     if not (path / ALGORITHM_STATE_FILE).is_file():
         raise ConfigError(
             f"'{checkpoint}' is not an algorithm checkpoint (no {ALGORITHM_STATE_FILE}); give "

@@ -45,7 +45,9 @@ from ray.rllib.utils.metrics import (
     TIMERS,
 )
 
+from fttpo_ray.algorithms.fttpo.evaluation import evaluation_function
 from fttpo_ray.algorithms.fttpo.offline_data import InMemoryOfflineData
+from fttpo_ray.algorithms.learner_module import learner_module
 from fttpo_ray.defaults import EVALUATION_SEED
 from fttpo_ray.errors import ConfigError
 from fttpo_ray.metrics import (
@@ -152,9 +154,6 @@ class FtTPOConfig(AlgorithmConfig):
         self.evaluation_duration_unit = "episodes"
         self.evaluation_seed = EVALUATION_SEED
         self.evaluation_explore = True
-
-        from fttpo_ray.evaluation.rllib_hook import evaluation_function
-
         self.custom_evaluation_function = evaluation_function
 
     # ---- builder setters -----------------------------------------------------------------------
@@ -494,12 +493,14 @@ class FtTPO(Algorithm):
                 from_worker_or_learner_group=self.learner_group, inference_only=True
             )
 
+    @override(Algorithm)
     def get_module(self, module_id: str = DEFAULT_MODULE_ID) -> Any:
-        """The acting policy's (inference-only) module, with the learner's current weights.
+        """The acting policy's module, with the learner's current weights.
 
         An offline algorithm has no training env runners, where RLlib's ``get_module`` looks;
-        this returns the evaluation env runner's module after syncing it from the learner, or
-        the learner's own module when there is no evaluation env runner.
+        this returns the local evaluation env runner's (inference-only) module after syncing it
+        from the learner or, without one, the learner's full module (``learner_module``: the
+        module itself with a local learner, a copy of its weights with remote learners).
         """
         if self.env_runner_group is not None:
             return super().get_module(module_id)
@@ -511,12 +512,7 @@ class FtTPO(Algorithm):
             if isinstance(module, MultiRLModule):
                 return module.get(module_id)
             return module
-        if self.learner_group.is_local:
-            return self.learner_group._learner.module[module_id]
-        raise ValueError(
-            "no local module: enable evaluation (an evaluation env runner) or use a local "
-            "learner (num_learners=0) to get the acting policy's module"
-        )
+        return learner_module(self, module_id)
 
     def training_step(self) -> None:
         config = self.config
