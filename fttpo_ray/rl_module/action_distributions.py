@@ -14,10 +14,12 @@ import functools
 import gymnasium as gym
 import numpy as np
 import torch
+from ray.rllib.core.distribution.distribution import Distribution
 from ray.rllib.core.distribution.torch.torch_distribution import (
     TorchDeterministic,
     TorchDistribution,
 )
+from ray.rllib.utils.annotations import override
 
 from fttpo_ray.distributions import HeavyTailedQGaussian, SparseQGaussian
 
@@ -27,22 +29,26 @@ class _QGaussianAdapter(TorchDistribution):
 
     q: float = float("nan")
 
+    @override(TorchDistribution)
     def __init__(self, loc: torch.Tensor, scale: torch.Tensor) -> None:
         self.loc = loc
         self.scale = scale
         super().__init__(loc=loc, scale=scale)
 
     @classmethod
+    @override(TorchDistribution)
     def from_logits(cls, logits: torch.Tensor, **kwargs) -> _QGaussianAdapter:
         loc, scale = logits.chunk(2, dim=-1)
         return cls(loc=loc, scale=scale)
 
     @staticmethod
+    @override(Distribution)
     def required_input_dim(space: gym.Space, **kwargs) -> int:
         if not isinstance(space, gym.spaces.Box):
             raise ValueError(f"q-Gaussian policies need a Box action space; got {space}")
         return int(np.prod(space.shape)) * 2
 
+    @override(Distribution)
     def to_deterministic(self) -> TorchDeterministic:
         return TorchDeterministic(loc=self.loc)
 
@@ -52,6 +58,7 @@ class TorchSparseQGaussian(_QGaussianAdapter):
 
     q = 0.0
 
+    @override(TorchDistribution)
     def _get_torch_distribution(self, loc: torch.Tensor, scale: torch.Tensor) -> SparseQGaussian:
         return SparseQGaussian(loc, scale, self.q, validate_args=False)
 
@@ -61,6 +68,7 @@ class TorchHeavyTailedQGaussian(_QGaussianAdapter):
 
     q = 2.0
 
+    @override(TorchDistribution)
     def _get_torch_distribution(
         self, loc: torch.Tensor, scale: torch.Tensor
     ) -> HeavyTailedQGaussian:

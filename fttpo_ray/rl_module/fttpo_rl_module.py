@@ -39,6 +39,7 @@ import torch
 from ray.rllib.core.columns import Columns
 from ray.rllib.core.rl_module.apis import InferenceOnlyAPI
 from ray.rllib.core.rl_module.torch import TorchRLModule
+from ray.rllib.utils.annotations import override
 from torch import nn
 
 from fttpo_ray.distributions import HeavyTailedQGaussian, SparseQGaussian
@@ -163,6 +164,7 @@ class PolicyParams:
 class FtTPOTorchRLModule(TorchRLModule, InferenceOnlyAPI):
     """Fat/thin q-Gaussian policy pair, a critic ensemble and a value net (see module docstring)."""
 
+    @override(TorchRLModule)
     def setup(self) -> None:
         cfg = {**DEFAULT_MODEL_CONFIG, **(self.model_config or {})}
         self.variant: str = cfg[VARIANT]
@@ -204,28 +206,34 @@ class FtTPOTorchRLModule(TorchRLModule, InferenceOnlyAPI):
 
     # ---- RLlib API -----------------------------------------------------------------------------
 
+    @override(InferenceOnlyAPI)
     def get_non_inference_attributes(self) -> list[str]:
         attrs = [CRITICS, TARGET_CRITICS, VALUE]
         if self.variant == VARIANT_FTTPO:
             attrs.append(FAT_SCALE_HEAD)
         return attrs
 
-    def get_inference_action_dist_cls(self):
+    @override(TorchRLModule)
+    def get_inference_action_dist_cls(self) -> type:
         return self._acting_dist_cls
 
-    def get_exploration_action_dist_cls(self):
+    @override(TorchRLModule)
+    def get_exploration_action_dist_cls(self) -> type:
         return self._acting_dist_cls
 
-    def get_train_action_dist_cls(self):
+    @override(TorchRLModule)
+    def get_train_action_dist_cls(self) -> type:
         return self._acting_dist_cls
 
-    def _forward(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
+    @override(TorchRLModule)
+    def _forward(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         """Acting-policy parameters ``[loc, scale]`` as ``action_dist_inputs``."""
         params = self.policy_params(batch[Columns.OBS])
         scale = params.thin_halfwidth if self.variant in THIN_ACTING_VARIANTS else params.fat_scale
         return {Columns.ACTION_DIST_INPUTS: torch.cat([params.loc, scale], dim=-1)}
 
-    def _forward_train(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
+    @override(TorchRLModule)
+    def _forward_train(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         """Policy parameters at ``obs``; the learner asks for the critic/value outputs it needs
         (they depend on sampled actions)."""
         params = self.policy_params(batch[Columns.OBS])

@@ -457,6 +457,7 @@ class FtTPO(Algorithm):
     """
 
     @classmethod
+    @override(Algorithm)
     def get_default_config(cls) -> FtTPOConfig:
         return FtTPOConfig()
 
@@ -477,6 +478,7 @@ class FtTPO(Algorithm):
         self._env_id, self.env_creator = self._get_env_id_and_creator(resolved.env, resolved)
         super().setup(resolved)
 
+    @override(Algorithm)
     def restore_from_path(self, path: Any, *args: Any, **kwargs: Any) -> None:
         """Restore, then push the learner's weights to the evaluation env runners.
 
@@ -514,6 +516,7 @@ class FtTPO(Algorithm):
             return module
         return learner_module(self, module_id)
 
+    @override(Algorithm)
     def training_step(self) -> None:
         config = self.config
         steps = config.num_gradient_steps_per_iteration

@@ -21,6 +21,7 @@ from ray.rllib.core import DEFAULT_MODULE_ID
 from ray.rllib.core.columns import Columns
 from ray.rllib.offline.offline_data import OfflineData
 from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
+from ray.rllib.utils.annotations import override
 
 from fttpo_ray.errors import DatasetError
 
@@ -60,6 +61,7 @@ class InMemoryOfflineData(OfflineData):
     ``module_spec``, ``spaces`` and ``locality_hints`` after construction (unused here).
     """
 
+    @override(OfflineData)
     def __init__(self, config: Any) -> None:
         from fttpo_ray.data import load_transitions
 
@@ -86,6 +88,7 @@ class InMemoryOfflineData(OfflineData):
         self.locality_hints = None
         logger.info("Holding %d transitions of '%s' in memory", self.num_rows, config.dataset_id)
 
+    @override(OfflineData)
     def sample(
         self, num_samples: int, num_shards: int = 1, return_iterator: bool = False, **kwargs
     ) -> MultiAgentBatch:

@@ -18,6 +18,7 @@ from ray.rllib.core import DEFAULT_MODULE_ID
 from ray.rllib.core.columns import Columns
 from ray.rllib.offline.offline_prelearner import OfflinePreLearner
 from ray.rllib.utils import flatten_dict
+from ray.rllib.utils.annotations import override
 
 FLOAT_COLUMNS = (Columns.OBS, Columns.ACTIONS, Columns.REWARDS, Columns.NEXT_OBS)
 BOOL_COLUMNS = (Columns.TERMINATEDS, Columns.TRUNCATEDS)
@@ -34,9 +35,11 @@ def _stack(column: Any) -> np.ndarray:
 class FlatTransitionPreLearner(OfflinePreLearner):
     """Maps a block of flat transition rows to ``{module_id/column: array}`` (no episodes)."""
 
+    @override(OfflinePreLearner)
     def __init__(self, *, config: Any, spaces: Any = None, module_state: Any = None, **kwargs: Any):
         self.config = config
 
+    @override(OfflinePreLearner)
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         out = {column: _stack(batch[column]).astype(np.float32) for column in FLOAT_COLUMNS}
         for column in BOOL_COLUMNS:
