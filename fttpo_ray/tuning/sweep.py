@@ -26,7 +26,7 @@ from typing import Any
 
 import pandas as pd
 
-from fttpo_ray.errors import ConfigError, FttpoError
+from fttpo_ray.errors import ConfigError, FttpoError, first_line
 from fttpo_ray.tuning import report as rep
 from fttpo_ray.tuning.progress import ProgressCallback
 from fttpo_ray.tuning.runtime import check_address, start_ray, stop_ray, storage_root
@@ -179,12 +179,6 @@ def interrupted(grid: Any, iterations: int, time_s: float | None) -> bool:
     return short > grid.num_errors
 
 
-def _config_error(where: str, err: Exception) -> ConfigError:
-    """A one-line :class:`ConfigError` from an error of ``AlgorithmConfig.validate()``."""
-    lines = str(err).strip().splitlines() or [type(err).__name__]
-    return ConfigError(f"{where}: {lines[0]}")
-
-
 def check_run_configs(
     spec: ExperimentSpec, runs: Sequence[RunSpec], dataset: DatasetRef, *, seed: int
 ) -> None:
@@ -211,7 +205,7 @@ def check_run_configs(
             try:
                 config.validate()
             except (FttpoError, ValueError) as err:
-                raise _config_error(label, err) from None
+                raise ConfigError(f"{label}: {first_line(err)}") from None
 
 
 def _tuner(

@@ -1,6 +1,8 @@
 """``fttpo sweep --resume`` after an interruption (real Tune and MLflow, the toy trainable):
 finished trials are not re-run, the interrupted and pending ones are, and MLflow holds one run
-per trial (none duplicated, all finished) with each iteration logged once."""
+per trial (none duplicated, all finished) with each iteration logged once. Neither command
+shows Tune's own resume hint (``Tuner.restore(...)``, not a command line user's command) or its
+warnings about the result files of trials that had not reported."""
 
 from __future__ import annotations
 
@@ -31,7 +33,7 @@ def starts_per_seed(markers: Path) -> dict[int, int]:
 
 
 def test_interrupted_sweep_resumes_without_duplicates(
-    tmp_path: Path, ray_local: None, toy_registered: str
+    tmp_path: Path, ray_local: None, toy_registered: str, capfd: pytest.CaptureFixture
 ) -> None:
     markers = tmp_path / "markers"
     markers.mkdir()
@@ -48,12 +50,18 @@ def test_interrupted_sweep_resumes_without_duplicates(
     with contextlib.redirect_stdout(io.StringIO()):
         first = main(args)
     assert first == EXIT_INTERRUPTED
+    err = capfd.readouterr().err
+    assert f"fttpo sweep {path} --resume" in err
+    assert "Tuner.restore(" not in err and "Failed to fetch metrics" not in err
     assert (markers / INTERRUPTED_MARKER).exists()
     assert starts_per_seed(markers) == {0: 1, 1: 1, 2: 1}
 
     with contextlib.redirect_stdout(io.StringIO()) as out:
         second = main([*args, "--resume"])
     assert second == 0, out.getvalue()
+    err = capfd.readouterr().err
+    assert "Tuner.restore(" not in err and "Failed to fetch metrics" not in err
+    assert "Restoring run 'toy'" in err
     # Seeds 0 and 1 had finished: not re-run. Seed 2 was interrupted: run again. 3 ran once.
     assert starts_per_seed(markers) == {0: 1, 1: 1, 2: 2, 3: 1}
 
