@@ -194,7 +194,8 @@ def check_run_configs(
     for run in runs:
         if trainable_kind(run.algorithm) == KIND_TRAINABLE:
             continue
-        where = f"{spec.path}: `{RUNS}[{spec.runs.index(run)}]"
+        index = [known.name for known in spec.runs].index(run.name)
+        where = f"{spec.path}: `{RUNS}[{index}]"
         fixed = f"{where}.{CONFIG}` (run '{run.name}')"
         trials: list[tuple[str, dict[str, Any]]] = [(fixed, {})]
         for key, domain in run.search.items():

@@ -141,6 +141,19 @@ def test_train_out_of_range_value_fails_before_anything_starts(
     assert failure.seconds < FAST_S
 
 
+def test_train_checks_the_config_of_a_run_that_has_a_search_block(
+    capsys: pytest.CaptureFixture, tmp_path: Path, cwd: Path, minari_root: Path
+) -> None:
+    path = tiny_yaml(tmp_path / "tiny.yaml")
+    data = yaml.safe_load(path.read_text())
+    data["runs"][0]["search"] = {"kl_weight": {"grid_search": [0.1, 1.0]}}
+    path.write_text(yaml.safe_dump(data))
+    failure = fails(
+        capsys, ["train", str(path), "--set", "fat_q=0.5"], watch=[cwd], minari=minari_root
+    )
+    assert "`runs[0].config` (run 'fttpo'): `fat_q` must be in [1, 3)" in failure.line
+
+
 def test_train_minus_one_is_checked_like_any_value(
     capsys: pytest.CaptureFixture, tmp_path: Path, cwd: Path, minari_root: Path
 ) -> None:
