@@ -180,69 +180,81 @@ def median(xs: list[float]) -> float:
 
 
 class PlainLoop:
-    """FtTPO without Ray: the same module class, ``fttpo_losses``, Adam per network, one backward
-    pass, per-step polyak — what the RLlib learner does, minus RLlib.
+    """FtTPO without Ray: the learner's gradient step minus RLlib — the library's
+    ``losses_and_gradients`` (critic ensemble, one backward pass), one fused Adam per optimizer
+    group, ``polyak_update``, statistics summed as tensors (never read in the loop).
+    ``compile`` compiles the step as the ``compile_update`` option does; ``fused=False`` (torch's
+    default per-tensor Adam) and ``read_values=True`` (statistics read after every step) switch
+    two of the optimisations off, for the benchmark's one-at-a-time comparison.
 
     ``config`` is an :class:`FtTPOConfig` (only its hyper-parameters are read).
     """
 
-    def __init__(self, config: Any, observation_space: Any, action_space: Any, seed: int = 0):
+    def __init__(
+        self,
+        config: Any,
+        observation_space: Any,
+        action_space: Any,
+        seed: int = 0,
+        *,
+        compile: bool = False,
+        fused: bool = True,
+        read_values: bool = False,
+        device: str = "cpu",
+    ):
         from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
+        from fttpo_ray.algorithms.fttpo.torch.fttpo_torch_learner import (
+            compile_step,
+            losses_and_gradients,
+            optimizer_groups,
+        )
         from fttpo_ray.rl_module.fttpo_rl_module import FtTPOTorchRLModule
 
         torch.manual_seed(seed)
         self.config = config
-        self.module = RLModuleSpec(
-            module_class=FtTPOTorchRLModule,
-            observation_space=observation_space,
-            action_space=action_space,
-            model_config={"fcnet_hiddens": [256, 256], **config._model_config_auto_includes},
-        ).build()
-        self.optimizers = self._optimizers()
-
-    def _optimizers(self) -> list[torch.optim.Optimizer]:
-        from fttpo_ray.rl_module.fttpo_rl_module import (
-            FAT_VARIANTS,
-            THIN_ACTING_VARIANTS,
-            VARIANT_FTTPO,
+        self.module = (
+            RLModuleSpec(
+                module_class=FtTPOTorchRLModule,
+                observation_space=observation_space,
+                action_space=action_space,
+                model_config={"fcnet_hiddens": [256, 256], **config._model_config_auto_includes},
+            )
+            .build()
+            .to(device)
         )
-
-        m, c = self.module, self.config
-        groups = [(list(m.q1.parameters()) + list(m.q2.parameters()), c.critic_lr)]
-        groups.append((list(m.value.parameters()), c.value_lr))
-        shared = list(m.policy_torso.parameters()) + list(m.loc_head.parameters())
-        if m.variant in FAT_VARIANTS:
-            groups.append((shared + list(m.fat_scale_head.parameters()), c.actor_lr))
-        if m.variant in THIN_ACTING_VARIANTS:
-            thin = list(m.thin_scale_head.parameters())
-            if m.variant != VARIANT_FTTPO:
-                thin = shared + thin
-            groups.append((thin, c.actor_lr))
-        return [torch.optim.Adam(p, lr=lr) for p, lr in groups]
+        groups = optimizer_groups(self.module, config).values()
+        self.params = [p for params, _ in groups for p in params]
+        self.optimizers = [
+            torch.optim.Adam(p, lr=lr, fused=fused or None, foreach=None if fused else False)
+            for p, lr in groups
+        ]
+        self.read_values = read_values
+        self.step_fn = compile_step(losses_and_gradients) if compile else losses_and_gradients
+        self.sums: torch.Tensor | None = None
 
     def step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        from fttpo_ray.algorithms.fttpo.torch.fttpo_torch_learner import fttpo_losses
+        from fttpo_ray.algorithms.fttpo.torch.fttpo_torch_learner import polyak_update
 
-        fwd = self.module.forward_train(batch)
-        named, _ = fttpo_losses(self.module, batch, fwd, self.config)
-        for opt in self.optimizers:
-            opt.zero_grad(set_to_none=True)
-        sum(named.values()).backward()
+        _, named, metrics, _, grads = self.step_fn(self.module, batch, self.config, self.params)
+        for param, grad in zip(self.params, grads, strict=True):
+            param.grad = grad
         for opt in self.optimizers:
             opt.step()
-        with torch.no_grad():
-            for online, target in self.module.target_network_pairs():
-                torch._foreach_lerp_(
-                    list(target.parameters()), list(online.parameters()), self.config.polyak
-                )
+        polyak_update(self.module, self.config.polyak)
+        values = torch.stack([*named.values(), *metrics.values()])
+        if self.read_values:
+            values.tolist()
+        self.sums = values if self.sums is None else self.sums + values
         return named
 
 
 class BatchSampler:
     """Uniform minibatches (with replacement) of a dataset's flat transitions, as tensors."""
 
-    def __init__(self, dataset_id: str, batch_size: int = 256, seed: int = 0):
+    def __init__(
+        self, dataset_id: str, batch_size: int = 256, seed: int = 0, device: str = "cpu"
+    ):
         from ray.rllib.core.columns import Columns
 
         from fttpo_ray.data import load_transitions
@@ -256,12 +268,14 @@ class BatchSampler:
             Columns.NEXT_OBS: torch.from_numpy(tr.new_obs),
             Columns.TERMINATEDS: torch.from_numpy(tr.terminateds).to(torch.bool),
         }
+        self.table = {k: v.to(device) for k, v in self.table.items()}
+        self.device = torch.device(device)
         self.n = len(tr)
         self.batch_size = batch_size
         self.gen = torch.Generator().manual_seed(seed)
 
     def __call__(self) -> dict[str, torch.Tensor]:
-        idx = torch.randint(self.n, (self.batch_size,), generator=self.gen)
+        idx = torch.randint(self.n, (self.batch_size,), generator=self.gen).to(self.device)
         return {k: v[idx] for k, v in self.table.items()}
 
 

@@ -1,273 +1,301 @@
-"""Gradient steps per second of the FtTPO learner (batch 256, 2x256 MLPs), measured side by side.
+"""Gradient steps per second of FtTPO's learner on one torch thread: the reference step, each
+optimisation alone, all together, and the RLlib learner inside ``FtTPO.train()``, side by side.
 
-(a) ``plain``: a plain PyTorch loop over the library's ``fttpo_losses`` + Adam + polyak, same
-    module class, no Ray (``benchmarks/_common.py:PlainLoop``).
-(b) ``rllib``: ``FtTPO.train()`` with evaluation off; we report the learner's own
-    ``learner/grad_steps_per_s`` (update time only) and the rate over the whole ``train()`` call
-    (which also includes drawing the minibatches).
-(c) FLOPs of one update (``torch.utils.flop_counter.FlopCounterMode``, forward + backward of a
-    plain step) times (a)'s steps/s, against the rate of a plain ``256 x 256 @ 256 x 256`` matmul
-    on the same thread(s).
+Contenders (batch 256, 2x256 MLPs, variant ``fttpo``, float32), per data shape (treatment:
+8-d observations, 1-d action; HalfCheetah-v5 random: 17-d, 6-d):
 
-Variants, each interleaved with its comparison partners (repeats alternate, medians reported):
-torch threads 1 vs 2 (local learner), ``num_learners`` 0 vs 1 (1 thread), the in-memory data
-path vs the Ray Data path (``in_memory_max_transitions=100``), on the treatment data (8-d obs,
-1-d action, 1 200 transitions) and a HalfCheetah-v5 random dataset (17-d obs, 6-d action,
-100 000 transitions). Finally a cProfile of (b) for ``--profile-steps`` steps.
+- ``reference``: the plain step of ``tests/algorithms/reference_step.py`` — one MLP per critic
+  and target, torch's default per-tensor Adam, statistics read after every step (today's code
+  path before the optimisations, minus the distributions' own host reads, which are gone from
+  the library);
+- ``fused_adam``, ``no_host_reads``: the reference with one optimisation each; ``ensemble``:
+  the library's critic ensemble with per-tensor Adam and per-step reads;
+- ``plain_all``: all of them (``benchmarks/_common.py:PlainLoop``: the learner's step minus
+  RLlib); ``plain_all_compiled``: plus ``compile_update``'s compiled step (``--compile``);
+- ``rllib``: ``FtTPO.train()`` with evaluation off, the learner's own
+  ``learner/grad_steps_per_s``; ``rllib_compiled`` with ``compile_update=True`` (``--compile``).
 
-    .venv/bin/python benchmarks/throughput.py
+Every comparison interleaves its contenders (one warm-up, then ``--repeats`` rounds), reports
+medians and the median of per-round ratios to ``reference``; FLOPs of one update
+(``FlopCounterMode``) times steps/s against a 256x256 matmul measured in the same run; compile
+times; the process's peak RSS; optionally 2 concurrent 1-thread processes vs 1
+(``--concurrent-steps``) and a cProfile of the learner. ``--device cuda`` runs everything on the
+GPU (``num_gpus_per_learner=1`` for RLlib).
+
+    .venv/bin/python benchmarks/throughput.py --compile --concurrent-steps 3000
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import cProfile
 import io
+import json
 import os
 import pstats
+import resource
+import subprocess
+import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import _common as c
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+sys.path.insert(0, str(c.REPO_ROOT))
+
+from tests.algorithms.reference_step import ReferenceStep  # noqa: E402
+
 DATASETS = {"treatment": c.TREATMENT_DATASET, "halfcheetah": c.CHEETAH_RANDOM_DATASET}
+PLAIN = ("reference", "fused_adam", "no_host_reads", "ensemble", "plain_all")
 
 
-def matmul_rate(seconds: float = 2.0) -> float:
-    """FLOP/s of ``(256 x 256) @ (256 x 256)`` in float32 on the current torch threads."""
-    a, b = torch.randn(256, 256), torch.randn(256, 256)
+def synchronize(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def matmul_rate(device: str, seconds: float = 2.0) -> float:
+    """FLOP/s of ``(256 x 256) @ (256 x 256)`` in float32 on the current torch thread(s)."""
+    a, b = torch.randn(256, 256, device=device), torch.randn(256, 256, device=device)
     for _ in range(50):
         a @ b
+    synchronize(device)
     n, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
         for _ in range(50):
             a @ b
         n += 50
+    synchronize(device)
     return n * 2 * 256**3 / (time.perf_counter() - start)
 
 
-def update_flops(loop: c.PlainLoop, sampler: c.BatchSampler) -> int:
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def fttpo_config(**training: Any):
+    import fttpo_ray
+
+    return fttpo_ray.FtTPOConfig().training(gamma=0.99, **training)
+
+
+def plain_contenders(dataset_id: str, device: str, compile: bool) -> tuple[dict, dict, Any]:
+    """The plain loops of one data shape, their samplers' step functions and compile times."""
+    from fttpo_ray.data import dataset_spaces
+
+    obs_space, act_space = dataset_spaces(dataset_id)
+    config = fttpo_config()
+    sampler = c.BatchSampler(dataset_id, device=device)
+
+    def reference(**switches: bool) -> Callable[[dict], Any]:
+        loop = c.PlainLoop(config, obs_space, act_space, device=device)
+        return ReferenceStep(copy.deepcopy(loop.module), config, **switches).step
+
+    loops: dict[str, Callable[[dict], Any]] = {
+        "reference": reference(),
+        "fused_adam": reference(fused=True),
+        "no_host_reads": reference(read_values=False),
+        "ensemble": c.PlainLoop(
+            config, obs_space, act_space, fused=False, read_values=True, device=device
+        ).step,
+        "plain_all": c.PlainLoop(config, obs_space, act_space, device=device).step,
+    }
+    compile_s: dict[str, float] = {}
+    if compile:
+        loop = c.PlainLoop(config, obs_space, act_space, compile=True, device=device)
+        batch = sampler()
+        start = time.perf_counter()
+        loop.step(batch)
+        synchronize(device)
+        compile_s["plain_all_compiled"] = time.perf_counter() - start
+        loops["plain_all_compiled"] = loop.step
     counter = FlopCounterMode(display=False)
+    flop_loop = c.PlainLoop(config, obs_space, act_space, device=device)
     with counter:
-        loop.step(sampler())
-    return int(counter.get_total_flops())
+        flop_loop.step(sampler())
+    return loops, compile_s, (sampler, int(counter.get_total_flops()))
 
 
-def build_algo(dataset_id: str, seed: int, steps: int, **extra: Any):
+def timer(
+    step: Callable[[dict], Any], sampler: Any, steps: int, device: str
+) -> Callable[[], float]:
+    def run() -> float:
+        batches = [sampler() for _ in range(steps)]
+        synchronize(device)
+        start = time.perf_counter()
+        for batch in batches:
+            step(batch)
+        synchronize(device)
+        return steps / (time.perf_counter() - start)
+
+    return run
+
+
+def build_algo(dataset_id: str, steps: int, device: str, **training: Any) -> Any:
     import fttpo_ray
 
     config = (
         fttpo_ray.FtTPOConfig()
         .dataset(dataset_id)
-        .training(gamma=0.99, num_gradient_steps_per_iteration=steps, **extra.pop("training", {}))
+        .training(gamma=0.99, num_gradient_steps_per_iteration=steps, **training)
         .evaluation(evaluation_interval=None)
-        .debugging(seed=seed)
+        .debugging(seed=0)
     )
-    if "num_learners" in extra:
-        config.learners(num_learners=extra["num_learners"])
+    if device == "cuda":
+        config.learners(num_gpus_per_learner=1)
     return config.build_algo()
 
 
-def time_plain(loop: c.PlainLoop, sampler: c.BatchSampler, steps: int) -> float:
-    start = time.perf_counter()
-    for _ in range(steps):
-        loop.step(sampler())
-    return steps / (time.perf_counter() - start)
-
-
-def time_rllib(algo: Any) -> tuple[float, float]:
-    """(learner grad steps/s, whole train() steps/s)."""
-    steps = algo.config.num_gradient_steps_per_iteration
-    start = time.perf_counter()
-    result = algo.train()
-    wall = time.perf_counter() - start
-    return float(result["learner"]["grad_steps_per_s"]), steps / wall
-
-
-def plain_for(dataset_id: str) -> tuple[c.PlainLoop, c.BatchSampler]:
-    import fttpo_ray
-    from fttpo_ray.data import dataset_spaces
-
-    obs_space, act_space = dataset_spaces(dataset_id)
-    cfg = fttpo_ray.FtTPOConfig().training(gamma=0.99)
-    return c.PlainLoop(cfg, obs_space, act_space), c.BatchSampler(dataset_id)
-
-
-def compare(
-    name: str, contenders: dict[str, Any], repeats: int, warmup: bool = True
-) -> dict[str, Any]:
-    """Interleave the contenders ``repeats`` times; medians of steps/s per contender, the
-    median of the per-repeat ratios of each contender to the first one (measured back to back,
-    so the least sensitive to the machine's varying load), and the 1-minute load average before
-    and after."""
-    load_start = os.getloadavg()[0]
-    samples: dict[str, list[float]] = {k: [] for k in contenders}
-    if warmup:
-        for fn in contenders.values():
-            fn()
-    for _ in range(repeats):
-        for k, fn in contenders.items():
-            samples[k].append(fn())
-    out: dict[str, Any] = {k: {"median": c.median(v), "samples": v} for k, v in samples.items()}
-    first = next(iter(samples))
-    out["paired_ratio_median"] = {
-        k: c.median([x / y for x, y in zip(v, samples[first], strict=True)])
-        for k, v in samples.items()
-        if k != first
-    }
-    out["loadavg_1min"] = [load_start, os.getloadavg()[0]]
-    print(
-        name,
-        {k: round(out[k]["median"], 2) for k in samples},
-        out["paired_ratio_median"],
-        out["loadavg_1min"],
-        flush=True,
-    )
-    return out
-
-
-def plain_contender(loop: c.PlainLoop, sampler: c.BatchSampler, steps: int) -> Any:
-    return lambda: time_plain(loop, sampler, steps)
-
-
-def rllib_contender(algo: Any, walls: list[float]) -> Any:
+def rllib_timer(algo: Any, walls: list[float]) -> Callable[[], float]:
     """Learner steps/s of one ``train()``; appends the whole call's steps/s to ``walls``."""
 
     def run() -> float:
-        learner, wall = time_rllib(algo)
-        walls.append(wall)
-        return learner
+        steps = algo.config.num_gradient_steps_per_iteration
+        start = time.perf_counter()
+        result = algo.train()
+        walls.append(steps / (time.perf_counter() - start))
+        return float(result["learner"]["grad_steps_per_s"])
 
     return run
 
 
+def compare(name: str, contenders: dict[str, Callable[[], float]], repeats: int) -> dict:
+    """Interleave the contenders: one warm-up, ``repeats`` rounds; medians, the median of the
+    per-round ratios to the first contender, the 1-minute load average before and after."""
+    load_start = os.getloadavg()[0]
+    samples: dict[str, list[float]] = {k: [] for k in contenders}
+    for fn in contenders.values():
+        fn()
+    for _ in range(repeats):
+        for k, fn in contenders.items():
+            samples[k].append(fn())
+    first = next(iter(samples))
+    out: dict[str, Any] = {k: {"median": c.median(v), "samples": v} for k, v in samples.items()}
+    out["paired_ratio_median"] = {
+        k: c.median([x / y for x, y in zip(v, samples[first], strict=True)])
+        for k, v in samples.items()
+    }
+    out["loadavg_1min"] = [load_start, os.getloadavg()[0]]
+    print(name, {k: round(out[k]["median"], 1) for k in samples}, flush=True)
+    return out
+
+
+def concurrent(steps: int, processes: int) -> list[float]:
+    """Steps/s of ``processes`` simultaneous 1-thread ``plain_all`` loops (treatment shape)."""
+    command = [sys.executable, __file__, "--worker-steps", str(steps)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    procs = [
+        subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
+        for _ in range(processes)
+    ]
+    return [float(json.loads(p.communicate()[0].strip().splitlines()[-1])) for p in procs]
+
+
+def worker(steps: int) -> None:
+    from fttpo_ray.data import dataset_spaces
+
+    torch.set_num_threads(1)
+    obs_space, act_space = dataset_spaces(c.TREATMENT_DATASET)
+    loop = c.PlainLoop(fttpo_config(), obs_space, act_space)
+    sampler = c.BatchSampler(c.TREATMENT_DATASET)
+    timer(loop.step, sampler, 20, "cpu")()
+    print(json.dumps(timer(loop.step, sampler, steps, "cpu")()))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=200, help="steps per timed repeat (1 thread)")
-    parser.add_argument(
-        "--steps-2threads", type=int, default=100, help="steps per repeat, 2 threads"
-    )
+    parser.add_argument("--steps", type=int, default=300, help="gradient steps per timed round")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--profile-steps", type=int, default=300)
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--compile", action="store_true", help="also time the compiled step")
+    parser.add_argument("--concurrent-steps", type=int, default=0, help="0: skip 2-vs-1 check")
+    parser.add_argument("--profile-steps", type=int, default=300, help="0: no profile")
+    parser.add_argument("--results-name", default="throughput")
+    parser.add_argument("--worker-steps", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.worker_steps:
+        worker(args.worker_steps)
+        return
 
     import ray
 
-    import fttpo_ray  # noqa: F401
     from fttpo_ray.data import ensure_dataset
 
+    torch.set_num_threads(1)
     ensure_dataset(c.TREATMENT_DATASET)
     c.ensure_cheetah_random()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     results: dict[str, Any] = {"args": vars(args), "loadavg_start": list(os.getloadavg())}
     try:
-        # ---- (a) vs (b), local learner, 1 vs 2 threads; (c) FLOP rates -----------------------
-        for threads in (1, 2):
-            torch.set_num_threads(threads)
-            steps = args.steps if threads == 1 else args.steps_2threads
-            mm = matmul_rate()
-            results[f"matmul_flops_per_s_{threads}t"] = mm
-            for ds, dataset_id in DATASETS.items():
-                loop, sampler = plain_for(dataset_id)
-                flops = update_flops(loop, sampler)
-                algo = build_algo(dataset_id, 0, steps)
-                walls: list[float] = []
-                try:
-                    out = compare(
-                        f"{ds} {threads}t",
-                        {
-                            "plain": plain_contender(loop, sampler, steps),
-                            "rllib": rllib_contender(algo, walls),
-                        },
-                        args.repeats,
-                    )
-                finally:
-                    algo.stop()
-                plain = out["plain"]["median"]
-                out["rllib_train_wall"] = {"median": c.median(walls[1:]), "samples": walls[1:]}
-                out["ratio_rllib_over_plain"] = out["rllib"]["median"] / plain
-                out["ratio_rllib_train_wall_over_plain"] = out["rllib_train_wall"]["median"] / plain
-                out["flops_per_update"] = flops
-                out["plain_flops_per_s"] = flops * plain
-                out["plain_flop_rate_over_matmul"] = flops * plain / mm
-                results[f"{ds}_{threads}t"] = out
-        torch.set_num_threads(1)
-
-        # ---- num_learners 0 vs 1 (1 thread; the remote learner gets 1 CPU) -------------------
-        for ds, dataset_id in DATASETS.items():
-            loop, sampler = plain_for(dataset_id)
-            local = build_algo(dataset_id, 0, args.steps)
-            remote = build_algo(dataset_id, 0, args.steps, num_learners=1)
-            local_walls: list[float] = []
-            remote_walls: list[float] = []
-            try:
-                out = compare(
-                    f"{ds} learners",
-                    {
-                        "plain": plain_contender(loop, sampler, args.steps),
-                        "num_learners_0": rllib_contender(local, local_walls),
-                        "num_learners_1": rllib_contender(remote, remote_walls),
-                    },
-                    args.repeats,
-                )
-            finally:
-                local.stop()
-                remote.stop()
-            out["train_wall_num_learners_0"] = c.median(local_walls[1:])
-            out["train_wall_num_learners_1"] = c.median(remote_walls[1:])
-            results[f"{ds}_learners"] = out
-
-        # ---- in-memory vs Ray Data path (HalfCheetah, 1 thread, local learner) ---------------
-        dataset_id = c.CHEETAH_RANDOM_DATASET
-        loop, sampler = plain_for(dataset_id)
-        in_memory = build_algo(dataset_id, 0, args.steps)
-        start = time.perf_counter()
-        streaming = build_algo(
-            dataset_id, 0, args.steps, training={"in_memory_max_transitions": 100}
-        )
-        build_streaming = time.perf_counter() - start
-        memory_walls: list[float] = []
-        data_walls: list[float] = []
-        try:
-            out = compare(
-                "halfcheetah data path",
-                {
-                    "plain": plain_contender(loop, sampler, args.steps),
-                    "in_memory": rllib_contender(in_memory, memory_walls),
-                    "ray_data": rllib_contender(streaming, data_walls),
-                },
-                args.repeats,
+        results["matmul_flops_per_s"] = mm = matmul_rate(args.device)
+        for shape, dataset_id in DATASETS.items():
+            loops, compile_s, (sampler, flops) = plain_contenders(
+                dataset_id, args.device, args.compile
             )
-        finally:
-            in_memory.stop()
-            streaming.stop()
-        out["train_wall_in_memory"] = c.median(memory_walls[1:])
-        out["train_wall_ray_data"] = c.median(data_walls[1:])
-        out["build_s_ray_data"] = build_streaming
-        results["halfcheetah_data_path"] = out
+            contenders = {
+                k: timer(step, sampler, args.steps, args.device) for k, step in loops.items()
+            }
+            algos = {"rllib": build_algo(dataset_id, args.steps, args.device)}
+            if args.compile:
+                start = time.perf_counter()
+                algos["rllib_compiled"] = build_algo(
+                    dataset_id, args.steps, args.device, compile_update=True
+                )
+                algos["rllib_compiled"].train()
+                compile_s["rllib_compiled_first_train"] = time.perf_counter() - start
+            walls: dict[str, list[float]] = {k: [] for k in algos}
+            contenders |= {k: rllib_timer(a, walls[k]) for k, a in algos.items()}
+            try:
+                out = compare(shape, contenders, args.repeats)
+            finally:
+                for algo in algos.values():
+                    algo.stop()
+            out["train_wall_steps_per_s"] = {k: c.median(v[1:]) for k, v in walls.items()}
+            out["flops_per_update"] = flops
+            out["flop_rate_over_matmul"] = {k: flops * out[k]["median"] / mm for k in contenders}
+            out["rllib_over_plain_all"] = c.median(
+                [
+                    x / y
+                    for x, y in zip(
+                        out["rllib"]["samples"], out["plain_all"]["samples"], strict=True
+                    )
+                ]
+            )
+            out["compile_s"] = compile_s
+            out["peak_rss_mb_after"] = peak_rss_mb()
+            results[shape] = out
 
-        # ---- profile of (b) ------------------------------------------------------------------
-        algo = build_algo(c.TREATMENT_DATASET, 0, args.profile_steps)
-        try:
-            algo.train()
-            profiler = cProfile.Profile()
-            profiler.enable()
-            algo.train()
-            profiler.disable()
-        finally:
-            algo.stop()
-        buffer = io.StringIO()
-        pstats.Stats(profiler, stream=buffer).sort_stats("tottime").print_stats(25)
-        results["profile_tottime_top25"] = buffer.getvalue()
-        buffer = io.StringIO()
-        pstats.Stats(profiler, stream=buffer).sort_stats("cumulative").print_stats(40)
-        results["profile_cumulative_top40"] = buffer.getvalue()
+        if args.concurrent_steps:
+            load = os.getloadavg()[0]
+            one = concurrent(args.concurrent_steps, 1)
+            two = concurrent(args.concurrent_steps, 2)
+            results["concurrent"] = {
+                "one": one,
+                "two": two,
+                "loadavg_1min": [load, os.getloadavg()[0]],
+            }
+
+        if args.profile_steps:
+            algo = build_algo(c.TREATMENT_DATASET, args.profile_steps, args.device)
+            try:
+                algo.train()
+                profiler = cProfile.Profile()
+                profiler.enable()
+                algo.train()
+                profiler.disable()
+            finally:
+                algo.stop()
+            buffer = io.StringIO()
+            pstats.Stats(profiler, stream=buffer).sort_stats("tottime").print_stats(25)
+            results["profile_tottime_top25"] = buffer.getvalue()
     finally:
         ray.shutdown()
-
-    c.write_results("throughput", results, markdown(results))
+    results["peak_rss_mb"] = peak_rss_mb()
+    c.write_results(args.results_name, results, markdown(results))
     print(markdown(results))
 
 
@@ -277,73 +305,52 @@ def _load(o: dict[str, Any]) -> str:
 
 def markdown(r: dict[str, Any]) -> str:
     a = r["args"]
+    mm = r["matmul_flops_per_s"]
     lines = [
-        "Gradient steps/s (batch 256, 2x256 MLPs, FtTPO variant `fttpo`, float32, CPU). Each "
-        f"comparison interleaves its contenders: one warm-up, then {a['repeats']} rounds of "
-        f"{a['steps']} steps (1 thread) / {a['steps_2threads']} steps (2 threads) per contender; "
-        "medians. (a) plain PyTorch loop over the library's `fttpo_losses` (same module class, "
-        "Adam per network, one backward, per-step polyak; `benchmarks/_common.py:PlainLoop`); "
-        "(b) `FtTPO.train()` with evaluation off — `learner/grad_steps_per_s` (update only) and "
-        "the whole `train()` call (also samples the minibatches). **paired (b)/(a)**: median of "
-        "the per-round ratios (back to back, the least load-sensitive figure). (c) FLOPs of one "
-        "update counted by `torch.utils.flop_counter.FlopCounterMode` (forward + backward) × "
-        "(a)'s steps/s, against a plain 256×256 @ 256×256 float32 matmul on the same threads. "
-        "Load: the 1-minute load average at the start → end of each comparison (2 cores: above "
-        "~2 every contender is slowed, 2-thread runs most).\n",
-        "| data | threads | (a) plain | (b) learner | (b) train() | (b)/(a) learner "
-        "| paired (b)/(a) | (b)/(a) train() | FLOPs/update | (a) GFLOP/s | matmul GFLOP/s "
-        "| (a)/matmul | load |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        f"Gradient steps/s of FtTPO (variant `fttpo`, batch 256, 2x256 MLPs, float32) on "
+        f"{a['device']}, one torch thread; see the docstring of `benchmarks/throughput.py` for "
+        f"the contenders. Interleaved: one warm-up, then {a['repeats']} rounds of {a['steps']} "
+        "steps per contender; medians. **ratio**: median of the per-round ratios to "
+        "`reference` (back to back, the least load-sensitive figure). **FLOP rate**: FLOPs of "
+        "one update (`FlopCounterMode`) × steps/s, over the rate of a 256×256 @ 256×256 "
+        f"float32 matmul measured in the same run ({mm / 1e9:.1f} GFLOP/s). The RLlib rows "
+        "use the learner's own update time (`learner/grad_steps_per_s`); `train()` = the whole "
+        "call (also samples the minibatches).\n",
     ]
-    for threads in (1, 2):
-        mm = r[f"matmul_flops_per_s_{threads}t"]
-        for ds in DATASETS:
-            o = r[f"{ds}_{threads}t"]
+    for shape in DATASETS:
+        o = r[shape]
+        lines += [
+            f"\n**{shape}** ({o['flops_per_update'] / 1e9:.3f} GFLOP per update; load "
+            f"{_load(o)}; RLlib learner / plain_all, paired: "
+            f"{o['rllib_over_plain_all']:.3f}; peak RSS {o['peak_rss_mb_after']:.0f} MB):\n",
+            "| contender | steps/s | ratio to reference | FLOP rate / matmul | train() steps/s |",
+            "|---|---|---|---|---|",
+        ]
+        for k in o["paired_ratio_median"]:
+            wall = o["train_wall_steps_per_s"].get(k)
             lines.append(
-                f"| {ds} | {threads} | {o['plain']['median']:.1f} | {o['rllib']['median']:.1f} | "
-                f"{o['rllib_train_wall']['median']:.1f} | {o['ratio_rllib_over_plain']:.3f} | "
-                f"{o['paired_ratio_median']['rllib']:.3f} | "
-                f"{o['ratio_rllib_train_wall_over_plain']:.3f} | "
-                f"{o['flops_per_update'] / 1e9:.3f} G | {o['plain_flops_per_s'] / 1e9:.1f} | "
-                f"{mm / 1e9:.1f} | {o['plain_flop_rate_over_matmul']:.3f} | {_load(o)} |"
+                f"| {k} | {o[k]['median']:.1f} | {o['paired_ratio_median'][k]:.2f} | "
+                f"{o['flop_rate_over_matmul'][k]:.2f} | "
+                f"{'' if wall is None else f'{wall:.1f}'} |"
             )
-    lines += [
-        "\nnum_learners 0 vs 1 (1 torch thread; the remote learner is a Ray actor with 1 CPU; "
-        "learner steps/s, paired ratios to (a) in brackets):\n",
-        "| data | (a) plain | num_learners=0 | num_learners=1 | train() =0 | train() =1 | load |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for ds in DATASETS:
-        o = r[f"{ds}_learners"]
-        p = o["paired_ratio_median"]
+        for k, v in o["compile_s"].items():
+            lines.append(f"\nCompile time, {k}: {v:.1f} s")
+    if "concurrent" in r:
+        con = r["concurrent"]
         lines.append(
-            f"| {ds} | {o['plain']['median']:.1f} | {o['num_learners_0']['median']:.1f} "
-            f"({p['num_learners_0']:.2f}) | {o['num_learners_1']['median']:.1f} "
-            f"({p['num_learners_1']:.2f}) | {o['train_wall_num_learners_0']:.1f} | "
-            f"{o['train_wall_num_learners_1']:.1f} | {_load(o)} |"
+            f"\nConcurrent 1-thread `plain_all` processes (treatment): alone "
+            f"{con['one'][0]:.1f} steps/s; two at once {', '.join(f'{x:.1f}' for x in con['two'])}"
+            f" steps/s (load {con['loadavg_1min'][0]:.1f} → {con['loadavg_1min'][1]:.1f})."
         )
-    o = r["halfcheetah_data_path"]
-    p = o["paired_ratio_median"]
-    lines += [
-        "\nData path on HalfCheetah random (100 000 transitions; 1 thread, local learner). "
-        "`ray_data` = `in_memory_max_transitions=100` (Parquet via Ray Data + "
-        "`FlatTransitionPreLearner`); paired ratios to (a) in brackets:\n",
-        "| (a) plain | in-memory learner | Ray Data learner | in-memory train() "
-        "| Ray Data train() | Ray Data build s | load |",
-        "|---|---|---|---|---|---|---|",
-        f"| {o['plain']['median']:.1f} | {o['in_memory']['median']:.1f} ({p['in_memory']:.2f}) | "
-        f"{o['ray_data']['median']:.1f} ({p['ray_data']:.2f}) | {o['train_wall_in_memory']:.1f} | "
-        f"{o['train_wall_ray_data']:.1f} | {o['build_s_ray_data']:.1f} | {_load(o)} |",
-        f"\ncProfile of one `train()` of {a['profile_steps']} steps (treatment, 1 thread), "
-        "top by own time:\n",
-        "```",
-        r["profile_tottime_top25"].strip(),
-        "```",
-        "\nTop by cumulative time:\n",
-        "```",
-        r["profile_cumulative_top40"].strip(),
-        "```",
-    ]
+    if "profile_tottime_top25" in r:
+        lines += [
+            f"\ncProfile of one `train()` of {a['profile_steps']} steps (treatment), top by "
+            "own time:\n",
+            "```",
+            r["profile_tottime_top25"].strip(),
+            "```",
+        ]
+    lines.append(f"\nPeak RSS of the benchmark process: {r['peak_rss_mb']:.0f} MB.")
     return "\n".join(lines)
 
 

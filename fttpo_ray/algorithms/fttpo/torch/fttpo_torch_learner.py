@@ -233,6 +233,27 @@ def compile_step(step: Callable[..., StepResult]) -> Callable[..., StepResult]:
     return run
 
 
+def optimizer_groups(
+    module: FtTPOTorchRLModule, config: Any
+) -> dict[str, tuple[list[torch.nn.Parameter], float]]:
+    """Optimizer name -> (parameters, learning rate), as in ``fttpo_learner``'s table."""
+    groups: dict[str, tuple[list[torch.nn.Parameter], float]] = {
+        CRITIC: (list(module.critics.parameters()), config.critic_lr),
+        VALUE: (list(module.value.parameters()), config.value_lr),
+    }
+    shared = list(module.policy_torso.parameters()) + list(module.loc_head.parameters())
+    if module.variant in FAT_VARIANTS:
+        groups[FAT] = (shared + list(module.fat_scale_head.parameters()), config.actor_lr)
+    if module.variant in THIN_ACTING_VARIANTS:
+        thin = list(module.thin_scale_head.parameters())
+        if hasattr(module, "thin_torso"):
+            thin += list(module.thin_torso.parameters())
+        if module.variant != VARIANT_FTTPO:
+            thin = shared + thin
+        groups[THIN] = (thin, config.actor_lr)
+    return groups
+
+
 def polyak_update(module: FtTPOTorchRLModule, tau: float) -> None:
     """``target <- (1 - tau) target + tau online`` for every target network, in one kernel call."""
     targets: list[torch.Tensor] = []
@@ -348,23 +369,7 @@ class FtTPOTorchLearner(FtTPOLearner, TorchLearner):
 
     @override(TorchLearner)
     def configure_optimizers_for_module(self, module_id: ModuleID, config: Any = None) -> None:
-        module: FtTPOTorchRLModule = self._module[module_id]
-        groups: dict[str, tuple[list[torch.nn.Parameter], float]] = {}
-
-        groups[CRITIC] = (list(module.critics.parameters()), config.critic_lr)
-        groups[VALUE] = (list(module.value.parameters()), config.value_lr)
-
-        shared = list(module.policy_torso.parameters()) + list(module.loc_head.parameters())
-        if module.variant in FAT_VARIANTS:
-            groups[FAT] = (shared + list(module.fat_scale_head.parameters()), config.actor_lr)
-        if module.variant in THIN_ACTING_VARIANTS:
-            thin = list(module.thin_scale_head.parameters())
-            if hasattr(module, "thin_torso"):
-                thin += list(module.thin_torso.parameters())
-            if module.variant != VARIANT_FTTPO:
-                thin = shared + thin
-            groups[THIN] = (thin, config.actor_lr)
-
+        groups = optimizer_groups(self._module[module_id], config)
         for name, (params, lr) in groups.items():
             self.register_optimizer(
                 module_id=module_id,
