@@ -241,10 +241,10 @@ def main() -> None:
             }
             algos = {"rllib": build_algo(dataset_id, args.steps, args.device)}
             if args.compile:
-                start = time.perf_counter()
                 algos["rllib_compiled"] = build_algo(
                     dataset_id, args.steps, args.device, compile_update=True
                 )
+                start = time.perf_counter()
                 algos["rllib_compiled"].train()
                 compile_s["rllib_compiled_first_train"] = time.perf_counter() - start
             walls: dict[str, list[float]] = {k: [] for k in algos}

@@ -388,11 +388,20 @@ class FtTPOConfig(AlgorithmConfig):
             )
         for name in ("compile_update", "thin_support_in_box", "evaluation_explore"):
             flag(name)
-        if self.compile_update and self._torch_grad_scaler_class is not None:
+        # RLlib 2.60's TorchLearner keeps one torch LR scheduler per module (the last
+        # optimizer's) and steps one shared grad scaler per optimizer: with FtTPO's four
+        # optimizers both would silently do something else than asked.
+        if self._torch_lr_scheduler_classes:
             fail(
-                "`compile_update` computes the gradients inside the compiled graph, without "
-                "RLlib's grad scaler: set `_torch_grad_scaler_class` to None or "
-                "`compile_update` to false"
+                "`_torch_lr_scheduler_classes` is not supported by FtTPO (four optimizers per "
+                "module; RLlib would schedule only one of them); got "
+                f"{self._torch_lr_scheduler_classes!r}: set actor_lr, critic_lr and value_lr"
+            )
+        if self._torch_grad_scaler_class is not None:
+            fail(
+                "`_torch_grad_scaler_class` is not supported by FtTPO (a float32 learner with "
+                "four optimizers per module); got "
+                f"{self._torch_grad_scaler_class!r}: leave it None"
             )
         non_negative_int("evaluation_seed")
         if self.seed is not None:

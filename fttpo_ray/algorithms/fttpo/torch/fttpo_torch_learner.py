@@ -16,7 +16,17 @@ import torch
 from ray.rllib.core.columns import Columns
 from ray.rllib.core.learner.learner import Learner
 from ray.rllib.core.learner.torch.torch_learner import TorchLearner
+from ray.rllib.policy.sample_batch import MultiAgentBatch
 from ray.rllib.utils.annotations import override
+from ray.rllib.utils.metrics import (
+    ALL_MODULES,
+    MODULE_TRAIN_BATCH_SIZE_MEAN,
+    NUM_ENV_STEPS_TRAINED,
+    NUM_ENV_STEPS_TRAINED_LIFETIME,
+    NUM_MODULE_STEPS_TRAINED,
+    NUM_MODULE_STEPS_TRAINED_LIFETIME,
+    WEIGHTS_SEQ_NO,
+)
 from ray.rllib.utils.typing import ModuleID, ParamDict
 
 from fttpo_ray.algorithms.fttpo import losses
@@ -356,6 +366,10 @@ class FtTPOTorchLearner(FtTPOLearner, TorchLearner):
     ``compile_update`` compiles forward pass, losses and backward pass as one graph
     (:func:`compile_step`); the fused optimizer steps and the polyak update run eagerly
     (``torch.optim`` breaks graphs around ``step()`` and the fused Adam kernel is not traced).
+    RLlib's own ``torch_compile_learner`` is not used for this: its ``forward_train`` mode
+    compiles only the policy forward pass (not the critics, losses or backward), and its
+    ``complete_update`` mode compiles RLlib's whole ``_uncompiled_update`` — metrics logging,
+    ``optimizer.step()`` — which cannot be one graph (``fullgraph`` is not offered).
     """
 
     @override(TorchLearner)
@@ -364,6 +378,10 @@ class FtTPOTorchLearner(FtTPOLearner, TorchLearner):
         self._grad_step = 0
         self._stats: dict[ModuleID, UpdateStats] = {}
         self._compiled_steps: dict[ModuleID, Callable[..., StepResult]] = {}
+        # Rows and minibatches trained per module, and env steps, since the last update() end.
+        self._trained_rows: dict[ModuleID, int] = {}
+        self._trained_batches: dict[ModuleID, int] = {}
+        self._trained_env_steps = 0
 
     # ---- optimizers ----------------------------------------------------------------------------
 
@@ -447,7 +465,11 @@ class FtTPOTorchLearner(FtTPOLearner, TorchLearner):
 
     @override(TorchLearner)
     def apply_gradients(self, gradients_dict: ParamDict) -> None:
-        """RLlib's optimizer steps (lr schedules, grad scaler), then the polyak update."""
+        """RLlib's optimizer steps (its lr schedules via ``critic_lr`` etc.), then polyak.
+
+        RLlib's torch LR schedulers and grad scaler are rejected by ``FtTPOConfig.validate``
+        (RLlib 2.60 keeps one scheduler per module and shares one scaler among its optimizers).
+        """
         grads = [g for g in gradients_dict.values() if g is not None]
         if grads:
             finite = torch.isfinite(torch.stack(torch._foreach_norm(grads)).sum())
@@ -459,9 +481,48 @@ class FtTPOTorchLearner(FtTPOLearner, TorchLearner):
             module: FtTPOTorchRLModule = self._module[module_id].unwrapped()
             polyak_update(module, self.config.get_config_for_module(module_id).polyak)
 
+    @override(Learner)
+    def _log_steps_trained_metrics(self, batch: MultiAgentBatch) -> None:
+        """Counts the minibatch's rows; logged once per ``update()`` call (RLlib logs eight
+        values per minibatch, about 2% of a gradient step), with the same totals and means."""
+        for module_id, module_batch in batch.policy_batches.items():
+            self._trained_rows[module_id] = self._trained_rows.get(module_id, 0) + len(module_batch)
+            self._trained_batches[module_id] = self._trained_batches.get(module_id, 0) + 1
+        self._trained_env_steps += batch.env_steps()
+
+    def _log_trained_counts(self) -> None:
+        """RLlib's steps-trained metrics, for all minibatches of this ``update()`` call."""
+        if not self._trained_batches:
+            return
+        for module_id, rows in self._trained_rows.items():
+            batches = self._trained_batches[module_id]
+            self.metrics.log_value((module_id, WEIGHTS_SEQ_NO), self._weights_seq_no, window=1)
+            self.metrics.log_value(
+                (module_id, MODULE_TRAIN_BATCH_SIZE_MEAN), rows / batches, reduce="mean"
+            )
+            self.metrics.log_value((module_id, NUM_MODULE_STEPS_TRAINED), rows, reduce="sum")
+            self.metrics.log_value(
+                (module_id, NUM_MODULE_STEPS_TRAINED_LIFETIME),
+                rows,
+                reduce="lifetime_sum",
+                with_throughput=True,
+            )
+        total_rows = sum(self._trained_rows.values())
+        for key, value, reduce in (
+            (NUM_MODULE_STEPS_TRAINED, total_rows, "sum"),
+            (NUM_MODULE_STEPS_TRAINED_LIFETIME, total_rows, "lifetime_sum"),
+            (NUM_ENV_STEPS_TRAINED, self._trained_env_steps, "sum"),
+            (NUM_ENV_STEPS_TRAINED_LIFETIME, self._trained_env_steps, "lifetime_sum"),
+        ):
+            self.metrics.log_value((ALL_MODULES, key), value, reduce=reduce, with_throughput=True)
+        self._trained_rows.clear()
+        self._trained_batches.clear()
+        self._trained_env_steps = 0
+
     @override(TorchLearner)
     def after_gradient_based_update(self, *, timesteps: dict[str, Any]) -> None:
         super().after_gradient_based_update(timesteps=timesteps)
+        self._log_trained_counts()
         for module_id, stats in self._stats.items():
             means, first_bad = stats.read()
             message = non_finite_message(stats.checks, first_bad)
