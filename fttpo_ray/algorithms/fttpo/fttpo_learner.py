@@ -6,7 +6,7 @@ optimizer; we keep the same naming so logs and checkpoints read the same way):
 ============  ==========================================  ===============  ===================
 optimizer     parameters                                  loss key         learning rate
 ============  ==========================================  ===============  ===================
-``critic``    Q1 (+ Q2)                                   ``critic_loss``  ``critic_lr``
+``critic``    the critic ensemble Q_1..Q_E                ``critic_loss``  ``critic_lr``
 ``value``     V                                           ``value_loss``   ``value_lr``
 ``fat``       policy torso, location head, fat scale      ``fat_loss``     ``actor_lr``
 ``thin``      thin half-width head (+ its own torso);     ``thin_loss``    ``actor_lr``
@@ -16,6 +16,7 @@ optimizer     parameters                                  loss key         learn
 ============  ==========================================  ===============  ===================
 
 The ``fat_only`` variant has no ``thin`` optimizer; ``rar`` and ``reverse_kl`` have no ``fat``.
+Every optimizer is ``torch.optim.Adam(fused=True)``: one kernel per optimizer step.
 """
 
 from __future__ import annotations
