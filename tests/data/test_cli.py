@@ -3,6 +3,7 @@ traceback); the other error paths through ``cli.main`` in-process (same code, no
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,9 @@ import pytest
 from fttpo_ray.cli import main
 from fttpo_ray.data import DatasetInfo
 from tests.data.conftest import TREATMENT_ID
+
+#: The format of the package's log lines on stderr (``fttpo_ray.cli.LOG_FORMAT``).
+LOG_LINE = re.compile(r"^\d\d:\d\d:\d\d \S")
 
 
 def _fttpo(*args: str) -> subprocess.CompletedProcess:
@@ -39,8 +43,11 @@ def test_collect_subprocess_writes_the_dataset_and_prints_a_summary(minari_root:
         "none",
     )
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip().startswith("dataset 'test/cli/random-v0' at ")
-    assert "4 episodes, 96 steps" in out.stdout
+    # stdout: the summary line alone; stderr: the package's progress lines alone.
+    (summary,) = out.stdout.strip().splitlines()
+    assert summary.startswith("dataset 'test/cli/random-v0' at ")
+    assert "4 episodes, 96 steps" in summary
+    assert [line for line in out.stderr.splitlines() if not LOG_LINE.match(line)] == []
     assert minari.load_dataset("test/cli/random-v0").total_steps == 96
 
 
