@@ -177,6 +177,21 @@ def test_sweep_search_value_out_of_range_fails_before_tune_starts(
     assert failure.seconds < FAST_S
 
 
+def test_sweep_config_error_adds_no_experiment_or_run_to_an_existing_store(
+    capsys: pytest.CaptureFixture, tmp_path: Path, cwd: Path, minari_root: Path
+) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    client.search_experiments()
+    path = tiny_yaml(tmp_path / "tiny.yaml", config={"thin_q": 1.5})
+    failure = fails(
+        capsys, ["sweep", str(path), "--mlflow-uri", uri], watch=[cwd], minari=minari_root
+    )
+    assert "`thin_q` must be < 1" in failure.line and "got 1.5" in failure.line
+    assert [e.name for e in client.search_experiments()] == ["Default"]
+    assert client.search_runs(["0"]) == []
+
+
 def test_sweep_range_domain_checked_at_its_lower_bound(
     capsys: pytest.CaptureFixture, tmp_path: Path, cwd: Path, minari_root: Path
 ) -> None:
