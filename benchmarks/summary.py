@@ -29,29 +29,18 @@ def throughput_lines(r: dict[str, Any]) -> list[str]:
     lines = [
         "**Learner throughput** ([throughput.md](results/throughput.md); 1 torch thread, medians "
         "of interleaved rounds; machine load in the file):\n",
-        "| data | (a) plain steps/s | (b) RLlib learner steps/s | (b)/(a) | (a)/matmul "
-        "| num_learners=1 / (a) | Ray Data / (a) |",
+        "| data | reference steps/s | plain loop, all optimisations | RLlib learner "
+        "| learner / plain loop | learner FLOP rate / matmul | compiled plain loop |",
         "|---|---|---|---|---|---|---|",
     ]
     for ds in ("treatment", "halfcheetah"):
-        o = r[f"{ds}_1t"]
-        ratio = o.get("paired_ratio_median", {}).get("rllib", o["ratio_rllib_over_plain"])
-        learners = r[f"{ds}_learners"]
-        remote = learners.get("paired_ratio_median", {}).get(
-            "num_learners_1", learners["num_learners_1"]["median"] / learners["plain"]["median"]
-        )
-        path = r["halfcheetah_data_path"]
-        ray_data = (
-            path.get("paired_ratio_median", {}).get(
-                "ray_data", path["ray_data"]["median"] / path["plain"]["median"]
-            )
-            if ds == "halfcheetah"
-            else None
-        )
+        o = r[ds]
+        compiled = o["plain_all_compiled"]["median"] if "plain_all_compiled" in o else None
         lines.append(
-            f"| {ds} | {o['plain']['median']:.1f} | {o['rllib']['median']:.1f} | {ratio:.2f} | "
-            f"{o['plain_flop_rate_over_matmul']:.2f} | {remote:.2f} | "
-            f"{'–' if ray_data is None else f'{ray_data:.2f}'} |"
+            f"| {ds} | {o['reference']['median']:.1f} | {o['plain_all']['median']:.1f} | "
+            f"{o['rllib']['median']:.1f} | {o['rllib_over_plain_all']:.2f} | "
+            f"{o['flop_rate_over_matmul']['rllib']:.2f} | "
+            f"{'–' if compiled is None else f'{compiled:.1f}'} |"
         )
     return lines
 
