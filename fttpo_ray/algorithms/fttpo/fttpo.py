@@ -89,6 +89,7 @@ class FtTPOConfig(AlgorithmConfig):
     which reads no file and starts nothing (safe before ``ray.init``).
     """
 
+    @override(AlgorithmConfig)
     def __init__(self, algo_class: type | None = None) -> None:
         super().__init__(algo_class=algo_class or FtTPO)
         # Minari dataset id to learn from; resolved (collected if missing and collectable,
