@@ -24,7 +24,6 @@ Both are ``torch.distributions.Distribution`` subclasses whose event is the last
 
 from __future__ import annotations
 
-import functools
 import math
 from numbers import Real
 
@@ -410,9 +409,10 @@ class HeavyTailedQGaussian(Distribution):
             _check_scale(self.scale, "HeavyTailedQGaussian", "the Student-t scale")
         super().__init__(self.loc.shape[:-1], self.loc.shape[-1:], validate_args=validate_args)
 
-    @functools.cached_property
+    @property
     def base_dist(self) -> Independent:
-        """``Independent(Normal | StudentT, 1)`` with these parameters (built on first use)."""
+        """``Independent(Normal | StudentT, 1)`` with these parameters (built on each access;
+        the hot paths, ``rsample`` and ``log_prob``, do not use it)."""
         if self.q == 1.0:
             base = Normal(self.loc, self.scale, validate_args=False)
         else:
@@ -484,8 +484,9 @@ class HeavyTailedQGaussian(Distribution):
     def log_prob(self, value: Tensor) -> Tensor:
         if self._validate_args:
             self._validate_sample(value)
-        if self.q == 1.0:
-            return self.base_dist.log_prob(value)
+        if self.q == 1.0:  # torch's Normal.log_prob, summed over the event
+            z2 = (value - self.loc) ** 2 / (2.0 * self.scale**2)
+            return (-z2 - self.scale.log() - 0.5 * math.log(2.0 * math.pi)).sum(-1)
         nu = self.df
         z = (value - self.loc) / self.scale
         const = 0.5 * math.log(nu * math.pi) + math.lgamma(0.5 * nu) - math.lgamma(0.5 * (nu + 1.0))

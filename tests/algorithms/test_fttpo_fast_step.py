@@ -18,6 +18,7 @@ from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
 from fttpo_ray import FtTPOConfig
 from fttpo_ray.algorithms.fttpo.fttpo_learner import CRITIC, FAT, LOSS_KEYS, THIN, VALUE
 from fttpo_ray.algorithms.fttpo.torch.fttpo_torch_learner import (
+    DYNAMO_CONFIG,
     FLOAT_COLUMNS,
     GRADIENT_CHECK,
     compile_step,
@@ -38,9 +39,9 @@ STEPS = 3
 
 def make_config(variant: str, **training) -> FtTPOConfig:
     # Large learning rates, so that three steps move every parameter far beyond the tolerance.
+    training = {"fat_q": 1.0 if variant == "fat_only" else 2.0, **training}
     return FtTPOConfig().training(
         variant=variant,
-        fat_q=1.0 if variant == "fat_only" else 2.0,
         kl_num_samples=4,
         actor_lr=1e-2,
         critic_lr=1e-2,
@@ -181,6 +182,28 @@ def test_compiled_learner_steps_equal_the_reference_steps(caplog):
             torch.testing.assert_close(param, ref, rtol=1e-4, atol=1e-5, msg=name)
     for mine, theirs in zip(module.critics.parameters(), stacked(reference.critics), strict=True):
         torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("variant", "fat_q"), [("fttpo", 2.0), ("rar", 2.0), ("reverse_kl", 2.0), ("fat_only", 1.0)]
+)
+def test_every_variant_traces_as_one_graph(variant, fat_q):
+    """Dynamo captures the whole forward/loss/backward step of every variant as one graph
+    (``fullgraph=True``; tracing only, the ``eager`` backend skips inductor's code generation),
+    and the traced step gives the eager step's losses for the same seed."""
+    config = make_config(variant, fat_q=fat_q)
+    learner = make_learner(config)
+    module = learner.module[DEFAULT_MODULE_ID].unwrapped()
+    params = optimizer_params(learner)
+    batch = make_batch(MINIBATCH)
+    traced = torch.compile(losses_and_gradients, fullgraph=True, backend="eager")
+    torch.manual_seed(4)
+    eager = losses_and_gradients(module, batch, config, params)
+    torch.manual_seed(4)
+    with torch._dynamo.config.patch(DYNAMO_CONFIG):
+        out = traced(module, batch, config, params)
+    torch.testing.assert_close(out[0], eager[0])
+    torch.testing.assert_close(out[1], eager[1])
 
 
 def test_compile_step_falls_back_to_eager_with_one_warning(caplog):

@@ -76,6 +76,11 @@ FLOAT_COLUMNS = BATCH_COLUMNS[:4]
 #: Name of the gradient's finiteness check (after the columns' and the losses').
 GRADIENT_CHECK = "gradient"
 
+#: Dynamo settings of the compiled step: trace the backward pass into the graph, and specialise
+#: on Python floats (q, tau, ...), so a second module with other values recompiles instead of
+#: tracing them as symbols (which breaks the single graph).
+DYNAMO_CONFIG = {"trace_autograd_ops": True, "specialize_float": True}
+
 #: ``losses_and_gradients``' result: the summed loss, the losses and the diagnostics (detached,
 #: keyed as by :func:`fttpo_losses`), the finiteness checks and the gradients.
 StepResult = tuple[
@@ -224,10 +229,10 @@ def compile_step(step: Callable[..., StepResult]) -> Callable[..., StepResult]:
     def run(*args: Any) -> StepResult:
         fn = state.get("fn")
         if fn is not None:
-            with torch._dynamo.config.patch(trace_autograd_ops=True):
+            with torch._dynamo.config.patch(DYNAMO_CONFIG):
                 return fn(*args)
         try:
-            with torch._dynamo.config.patch(trace_autograd_ops=True):
+            with torch._dynamo.config.patch(DYNAMO_CONFIG):
                 out = compiled(*args)
         except Exception as error:  # noqa: BLE001 - any compiler failure falls back to eager
             logger.warning(
