@@ -115,14 +115,22 @@ def assert_same_parameters(module: FtTPOTorchRLModule, reference: ReferenceStep)
 
 
 @pytest.mark.parametrize(
-    ("variant", "num_critics"),
-    [("fttpo", 2), ("rar", 2), ("reverse_kl", 2), ("fat_only", 2), ("fttpo", 1), ("fttpo", 3)],
+    ("variant", "num_critics", "torso"),
+    [
+        ("fttpo", 2, "shared"),
+        ("rar", 2, "shared"),
+        ("reverse_kl", 2, "shared"),
+        ("fat_only", 2, "shared"),
+        ("fttpo", 1, "shared"),
+        ("fttpo", 3, "shared"),
+        ("fttpo", 2, "own"),
+    ],
 )
-def test_learner_steps_equal_the_reference_steps(variant, num_critics):
+def test_learner_steps_equal_the_reference_steps(variant, num_critics, torso):
     """Three gradient steps of the learner (one update() call) and of the reference, from the
     same parameters with the same seed: equal losses, diagnostics and parameters (float32
     tolerance 1e-5 relative); the parameters moved by far more than that."""
-    config = make_config(variant, num_critics=num_critics)
+    config = make_config(variant, num_critics=num_critics, thin_scale_torso=torso)
     learner = make_learner(config)
     module = learner.module[DEFAULT_MODULE_ID].unwrapped()
     reference = ReferenceStep(copy.deepcopy(module), config)
