@@ -7,10 +7,12 @@ Importing the package registers, idempotently, the gymnasium environments
 
 from __future__ import annotations
 
+from importlib.metadata import version
+
 from fttpo_ray.algorithms.fttpo.fttpo import FtTPO, FtTPOConfig
 from fttpo_ray.registry import ALGORITHM_NAME, register_all
 
-__version__ = "0.1.0"
+__version__ = version("fttpo-ray")
 
 register_all()
 

@@ -32,11 +32,11 @@ import torch
 
 import fttpo_ray
 from fttpo_ray.data import ensure_dataset, load_transitions
+from fttpo_ray.defaults import EVALUATION_SEED
 
 DATASET = "fttpo/treatment/random-v0"
 STEPS = 1000
 EPISODES = 200
-EVALUATION_SEED = 1_000_000
 RETURN_MARGIN = 8.0
 MAX_VIOLATION_RATE = 0.30
 

@@ -75,11 +75,7 @@ TORSO_SHARED = "shared"
 TORSO_OWN = "own"
 
 # Attribute names of the sub-networks.
-POLICY_TORSO = "policy_torso"
-LOC_HEAD = "loc_head"
 FAT_SCALE_HEAD = "fat_scale_head"
-THIN_SCALE_HEAD = "thin_scale_head"
-THIN_TORSO = "thin_torso"
 CRITICS = "critics"
 TARGET_CRITICS = "target_critics"
 VALUE = "value"

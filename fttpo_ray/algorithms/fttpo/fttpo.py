@@ -282,10 +282,14 @@ class FtTPOConfig(AlgorithmConfig):
         RLlib 2.60's ``AlgorithmConfig.get_state`` drops every value equal to its
         ``DEPRECATED_VALUE`` (-1), and ``Algorithm.__init__`` and checkpoint restore rebuild the
         config from that state: ``thin_q=-1`` (or any field set to -1) would silently become its
-        default. The dropped fields are put back, so ``from_state(get_state())`` is this config.
+        default. The dropped numeric fields are put back (only plain numbers are compared, so an
+        array-valued field is never tested for truth), so ``from_state(get_state())`` is this
+        config.
         """
         return super().get_state() | {
-            name: value for name, value in vars(self).items() if value == DEPRECATED_VALUE
+            name: value
+            for name, value in vars(self).items()
+            if type(value) in (int, float) and value == DEPRECATED_VALUE
         }
 
     # ---- validation ----------------------------------------------------------------------------
