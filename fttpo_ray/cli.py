@@ -70,17 +70,30 @@ class _QuietFilter(logging.Filter):
         return not any(part in message for part in self.parts)
 
 
+class _StderrHandler(logging.StreamHandler):
+    """A stream handler that writes to ``sys.stderr`` as it is when a record is emitted, not as it
+    was when the handler was made (a process that calls :func:`main` more than once, such as a
+    test run, may have replaced ``sys.stderr`` in between)."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        """``StreamHandler`` assigns its stream; this handler always looks ``sys.stderr`` up."""
+
+
 def _setup_logging() -> None:
     """INFO lines of fttpo_ray on stderr; silenced: :data:`QUIET_MESSAGES`, MLflow's and Tune's
     INFO lines, the gymnasium warnings of RLlib's internal environments and the traceback Ray
     Data's prefetch thread logs when it reports statistics after Ray has shut down (RLlib's
     offline algorithms)."""
     os.environ.setdefault(MLFLOW_LOGGING_LEVEL_ENV, logging.getLevelName(logging.WARNING))
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(LOG_FORMAT, LOG_DATE_FORMAT))
     package = logging.getLogger("fttpo_ray")
-    if not any(getattr(h, "_fttpo_cli", False) for h in package.handlers):
-        handler._fttpo_cli = True  # type: ignore[attr-defined]
+    if not any(isinstance(h, _StderrHandler) for h in package.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter(LOG_FORMAT, LOG_DATE_FORMAT))
         package.addHandler(handler)
     package.setLevel(logging.INFO)
     package.propagate = False

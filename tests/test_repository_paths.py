@@ -52,7 +52,7 @@ MACHINE_ROOTS = (
 UNIX_ABSOLUTE = re.compile(r"(?<![\w.~\-/:>})\]$])/(?:" + "|".join(MACHINE_ROOTS) + r")(?![\w.\-])")
 #: A drive letter, a colon and one separator (a JSON-escaped backslash counts as one), as a token
 #: of its own: in ``https://`` a word character precedes ``s:`` and two slashes follow it.
-WINDOWS_ABSOLUTE = re.compile(r"(?<![\w/])[A-Za-z]:(?:\\{1,2}|/)(?![/\\])")
+WINDOWS_ABSOLUTE = re.compile(r"(?<![\w/\\])[A-Za-z]:(?:\\{1,2}|/)(?![/\\])")
 OUTSIDE_REPOSITORY = re.compile(r"\.\./shared\b|\bshared/spec\b|\bspec\s*(?:``[^`]*``\s*)?§")
 #: A citation of the algorithm document by section (``docs/algorithm.md §2``, ``§1.1``).
 CITATION = re.compile(r"algorithm\.md`{0,2}\s*§(\d+(?:\.\d+)?)")
@@ -128,6 +128,7 @@ def test_scanner_flags_machine_paths_and_files_outside_the_repository(line: str)
         "--storage SHARED_DIR/ray_results (docs/algorithm.md §7)",
         "profile: .venv/lib/python3.11/site-packages/torch/optim/adam.py:347",
         "path = tmp_path / 'checkpoint'",
+        r'LOG_LINE = re.compile(r"^\d\d:\d\d:\d\d \S")',
     ],
 )
 def test_scanner_leaves_urls_relative_paths_and_citations_alone(line: str) -> None:
