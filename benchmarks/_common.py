@@ -25,6 +25,8 @@ from typing import Any
 
 BENCH_MINARI_ROOT = str(Path(tempfile.gettempdir()) / "fttpo_bench_minari")
 os.environ.setdefault("MINARI_DATASETS_PATH", BENCH_MINARI_ROOT)
+#: torch inductor's compilation cache folder (default: one per user in the temp folder).
+INDUCTOR_CACHE_VARIABLE = "TORCHINDUCTOR_CACHE_DIR"
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -94,7 +96,7 @@ def portable(text: str) -> str:
         (str(REPO_ROOT) + os.sep, ""),
         (sys.prefix + os.sep, "<python>" + os.sep),
         (sys.base_prefix + os.sep, "<python>" + os.sep),
-        (tempfile.gettempdir(), "<tmp>"),
+        (tempfile.gettempdir() + os.sep, "<tmp>" + os.sep),
         (str(Path.home()), "~"),
     ]
     for place, placeholder in places:
@@ -104,9 +106,13 @@ def portable(text: str) -> str:
 
 def command_line() -> str:
     """The command that ran, from the repository root; the Minari root only where it is not the
-    benchmarks' default."""
+    benchmarks' default, and torch inductor's cache folder where one was set (a fresh one times
+    a cold compilation)."""
     root = os.environ["MINARI_DATASETS_PATH"]
     prefix = "" if root == BENCH_MINARI_ROOT else f"MINARI_DATASETS_PATH={portable(root)} "
+    inductor_cache = os.environ.get(INDUCTOR_CACHE_VARIABLE)
+    if inductor_cache:
+        prefix += f"{INDUCTOR_CACHE_VARIABLE}={portable(inductor_cache)} "
     return prefix + " ".join(shlex.quote(a) for a in [".venv/bin/python", *sys.argv])
 
 
