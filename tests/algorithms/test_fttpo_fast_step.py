@@ -29,6 +29,7 @@ from fttpo_ray.algorithms.fttpo.torch.fttpo_torch_learner import (
 from fttpo_ray.errors import ConfigError
 from fttpo_ray.rl_module.fttpo_rl_module import VARIANTS, FtTPOTorchRLModule
 from tests.algorithms.reference_step import ReferenceStep, stacked
+from tests.algorithms.test_fttpo_learner import make_batch
 
 OBS_SPACE = gym.spaces.Box(-10.0, 10.0, (8,))
 ACT_SPACE = gym.spaces.Box(-1.0, 1.0, (2,))
@@ -65,17 +66,6 @@ def make_learner(config: FtTPOConfig, seed: int = 0):
     )
     learner.build()
     return learner
-
-
-def make_batch(n: int, seed: int = 1) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    return {
-        Columns.OBS: torch.randn(n, 8, generator=g),
-        Columns.ACTIONS: torch.rand(n, 2, generator=g) * 2 - 1,
-        Columns.REWARDS: torch.randn(n, generator=g),
-        Columns.NEXT_OBS: torch.randn(n, 8, generator=g),
-        Columns.TERMINATEDS: torch.rand(n, generator=g) < 0.1,
-    }
 
 
 def optimizer_params(learner) -> list[torch.nn.Parameter]:
