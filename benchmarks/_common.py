@@ -258,9 +258,7 @@ class PlainLoop:
 class BatchSampler:
     """Uniform minibatches (with replacement) of a dataset's flat transitions, as tensors."""
 
-    def __init__(
-        self, dataset_id: str, batch_size: int = 256, seed: int = 0, device: str = "cpu"
-    ):
+    def __init__(self, dataset_id: str, batch_size: int = 256, seed: int = 0, device: str = "cpu"):
         from ray.rllib.core.columns import Columns
 
         from fttpo_ray.data import load_transitions
