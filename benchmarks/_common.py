@@ -27,6 +27,8 @@ BENCH_MINARI_ROOT = str(Path(tempfile.gettempdir()) / "fttpo_bench_minari")
 os.environ.setdefault("MINARI_DATASETS_PATH", BENCH_MINARI_ROOT)
 #: torch inductor's compilation cache folder (default: one per user in the temp folder).
 INDUCTOR_CACHE_VARIABLE = "TORCHINDUCTOR_CACHE_DIR"
+#: Its value as the command set it (read before torch is imported: inductor sets it itself).
+INDUCTOR_CACHE_SET = os.environ.get(INDUCTOR_CACHE_VARIABLE)
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -110,9 +112,8 @@ def command_line() -> str:
     a cold compilation)."""
     root = os.environ["MINARI_DATASETS_PATH"]
     prefix = "" if root == BENCH_MINARI_ROOT else f"MINARI_DATASETS_PATH={portable(root)} "
-    inductor_cache = os.environ.get(INDUCTOR_CACHE_VARIABLE)
-    if inductor_cache:
-        prefix += f"{INDUCTOR_CACHE_VARIABLE}={portable(inductor_cache)} "
+    if INDUCTOR_CACHE_SET:
+        prefix += f"{INDUCTOR_CACHE_VARIABLE}={portable(INDUCTOR_CACHE_SET)} "
     return prefix + " ".join(shlex.quote(a) for a in [".venv/bin/python", *sys.argv])
 
 
