@@ -48,14 +48,23 @@ def closed_port() -> int:
         return sock.getsockname()[1]
 
 
-def tiny_yaml(path: Path, *, config: dict[str, Any] | None = None, **top: Any) -> Path:
-    """A one-run FtTPO experiment (valid as written; ``config`` and ``top`` change it)."""
+def tiny_yaml(
+    path: Path,
+    *,
+    config: dict[str, Any] | None = None,
+    search: dict[str, Any] | None = None,
+    **top: Any,
+) -> Path:
+    """A one-run FtTPO experiment (valid as written; ``config``, the run's ``search`` block and
+    ``top`` change it)."""
     run: dict[str, Any] = {
         "algorithm": "FtTPO",
         "config": {"fat_q": 2.0, "kl_weight": 0.1, "num_gradient_steps_per_iteration": 1},
         "name": "fttpo",
     }
     run["config"].update(config or {})
+    if search:
+        run["search"] = search
     data: dict[str, Any] = {
         "dataset": {"env": "fttpo/TreatmentSim-v0", "episodes": 2, "id": DATASET_ID},
         "evaluation": {"episodes": 1},
@@ -144,10 +153,7 @@ def test_train_out_of_range_value_fails_before_anything_starts(
 def test_train_checks_the_config_of_a_run_that_has_a_search_block(
     capsys: pytest.CaptureFixture, tmp_path: Path, cwd: Path, minari_root: Path
 ) -> None:
-    path = tiny_yaml(tmp_path / "tiny.yaml")
-    data = yaml.safe_load(path.read_text())
-    data["runs"][0]["search"] = {"kl_weight": {"grid_search": [0.1, 1.0]}}
-    path.write_text(yaml.safe_dump(data))
+    path = tiny_yaml(tmp_path / "tiny.yaml", search={"kl_weight": {"grid_search": [0.1, 1.0]}})
     failure = fails(
         capsys, ["train", str(path), "--set", "fat_q=0.5"], watch=[cwd], minari=minari_root
     )
@@ -167,10 +173,7 @@ def test_train_minus_one_is_checked_like_any_value(
 def test_sweep_search_value_out_of_range_fails_before_tune_starts(
     capsys: pytest.CaptureFixture, tmp_path: Path, cwd: Path, minari_root: Path
 ) -> None:
-    path = tiny_yaml(tmp_path / "tiny.yaml")
-    data = yaml.safe_load(path.read_text())
-    data["runs"][0]["search"] = {"fat_q": {"grid_search": [2.0, 3.5]}}
-    path.write_text(yaml.safe_dump(data))
+    path = tiny_yaml(tmp_path / "tiny.yaml", search={"fat_q": {"grid_search": [2.0, 3.5]}})
     failure = fails(capsys, ["sweep", str(path)], watch=[cwd], minari=minari_root)
     assert "`runs[0].search.fat_q` = 3.5" in failure.line
     assert "`fat_q` must be in [1, 3)" in failure.line and "got 3.5" in failure.line
@@ -195,10 +198,7 @@ def test_sweep_config_error_adds_no_experiment_or_run_to_an_existing_store(
 def test_sweep_range_domain_checked_at_its_lower_bound(
     capsys: pytest.CaptureFixture, tmp_path: Path, cwd: Path, minari_root: Path
 ) -> None:
-    path = tiny_yaml(tmp_path / "tiny.yaml")
-    data = yaml.safe_load(path.read_text())
-    data["runs"][0]["search"] = {"kl_weight": {"uniform": [-0.5, 1.0]}}
-    path.write_text(yaml.safe_dump(data))
+    path = tiny_yaml(tmp_path / "tiny.yaml", search={"kl_weight": {"uniform": [-0.5, 1.0]}})
     failure = fails(capsys, ["sweep", str(path)], watch=[cwd], minari=minari_root)
     assert "`runs[0].search.kl_weight` = -0.5" in failure.line
     assert "must be > 0; got -0.5" in failure.line
