@@ -141,6 +141,10 @@ class FtTPOConfig(AlgorithmConfig):
         # Datasets up to this many transitions are held in memory (InMemoryOfflineData);
         # larger ones stream through Ray Data (RLlib's OfflineData).
         self.in_memory_max_transitions = 20_000_000
+        # Fraction of the dataset's episodes held out from training (by episode, seeded by
+        # `seed`, 0 when unset): offline model selection and certificate calibration read them
+        # (docs/algorithm.md §2.2); 0 trains on everything and selects nothing. In [0, 1).
+        self.held_out_fraction = 0.2
         # Minibatch size per learner and gradient step.
         self.train_batch_size_per_learner = 256
         self.gamma = 0.99
@@ -196,6 +200,7 @@ class FtTPOConfig(AlgorithmConfig):
         thin_scale_torso: str = NotProvided,
         num_gradient_steps_per_iteration: int = NotProvided,
         in_memory_max_transitions: int = NotProvided,
+        held_out_fraction: float = NotProvided,
         **kwargs: Any,
     ) -> FtTPOConfig:
         """Sets FtTPO's hyper-parameters (see the attribute comments in ``__init__``).
@@ -226,6 +231,7 @@ class FtTPOConfig(AlgorithmConfig):
             ("thin_scale_torso", thin_scale_torso),
             ("num_gradient_steps_per_iteration", num_gradient_steps_per_iteration),
             ("in_memory_max_transitions", in_memory_max_transitions),
+            ("held_out_fraction", held_out_fraction),
         ):
             if value is not NotProvided:
                 setattr(self, name, value)
@@ -366,6 +372,8 @@ class FtTPOConfig(AlgorithmConfig):
             fail(f"`polyak` must be in (0, 1]; got {self.polyak}")
         if not 0.0 <= number("gamma") <= 1.0:
             fail(f"`gamma` must be in [0, 1]; got {self.gamma}")
+        if not 0.0 <= number("held_out_fraction") < 1.0:
+            fail(f"`held_out_fraction` must be in [0, 1); got {self.held_out_fraction}")
         if number("kl_ratio_clip") <= 1.0:
             fail(f"`kl_ratio_clip` must be > 1; got {self.kl_ratio_clip}")
         for name in (
@@ -420,6 +428,12 @@ class FtTPOConfig(AlgorithmConfig):
             )
 
     # ---- the dataset ---------------------------------------------------------------------------
+
+    @property
+    def split_seed(self) -> int:
+        """Seed of the held-out split (:func:`fttpo_ray.data.split.held_out_mask`): ``seed``,
+        or 0 when it is unset, so that the split never depends on the clock."""
+        return int(self.seed) if self.seed is not None else 0
 
     def resolve_dataset(self) -> None:
         """Makes the dataset ready and points the config at it (called by :meth:`FtTPO.setup`).
