@@ -73,9 +73,23 @@ _DOSE_SIGN = np.concatenate([np.ones(STATE_DIM // 2), -np.ones(STATE_DIM // 2)])
 
 
 def next_hidden_mean(mu: np.ndarray, actions: np.ndarray) -> np.ndarray:
-    """``mu'(a)`` for each dose: shape ``(N, 8)`` from ``mu`` ``(8,)`` and ``actions`` ``(N,)``."""
+    """``mu'(a)`` for each dose: shape ``(N, 8)`` from ``mu`` ``(8,)`` (or one per dose,
+    ``(N, 8)``) and ``actions`` ``(N,)``."""
     a = np.asarray(actions, dtype=np.float64)[:, None]
-    return np.tanh(_DOSE_SIGN * a + mu[None, :])
+    return np.tanh(_DOSE_SIGN * a + np.asarray(mu, dtype=np.float64))
+
+
+def expected_reward_at(mu: np.ndarray, cov: np.ndarray, actions: np.ndarray) -> np.ndarray:
+    """``r̄(a) = E[r | mu, C, a]`` (closed form, see :meth:`TreatmentSimEnv.expected_reward`).
+
+    ``mu`` is one hidden mean ``(8,)`` or one per dose ``(N, 8)``; ``actions`` ``(N,)`` are
+    clipped to [-1, 1]. Shape ``(N,)``, float64.
+    """
+    a = np.clip(np.asarray(actions, dtype=np.float64), -1.0, 1.0)
+    m = next_hidden_mean(mu, a)
+    log_toxicity = 0.5 * (m[:, 0] + m[:, 4]) + 0.125 * (cov[0, 0] + cov[4, 4] + 2.0 * cov[0, 4])
+    benefit = 2.0 * (m[:, 1] + m[:, 2] + m[:, 5] + m[:, 6] + 0.5)
+    return -np.exp(log_toxicity) * a**2 + benefit * a + m[:, 3] + m[:, 7]
 
 
 def psd_factor(cov: np.ndarray) -> np.ndarray:
@@ -214,12 +228,7 @@ class TreatmentSimEnv(gym.Env[np.ndarray, np.ndarray]):
         Doses are clipped to [-1, 1] first, as the environment does. Shape ``(N,)``, float64.
         (In the lethal variant a lethal dose's actual reward is the penalty, not ``r̄``.)
         """
-        a = np.clip(_as_dose_vector(actions), -1.0, 1.0)
-        m = next_hidden_mean(self._current_mean(), a)
-        c = self._cov
-        log_toxicity = 0.5 * (m[:, 0] + m[:, 4]) + 0.125 * (c[0, 0] + c[4, 4] + 2.0 * c[0, 4])
-        benefit = 2.0 * (m[:, 1] + m[:, 2] + m[:, 5] + m[:, 6] + 0.5)
-        return -np.exp(log_toxicity) * a**2 + benefit * a + m[:, 3] + m[:, 7]
+        return expected_reward_at(self._current_mean(), self._cov, _as_dose_vector(actions))
 
     def prohibited(self, actions: Any, delta: float | None = None) -> np.ndarray:
         """Which candidate doses are prohibited at the current state (bool, shape ``(N,)``).
