@@ -5,10 +5,14 @@ One file describes one experiment — one MLflow experiment named after the file
 
     checkpoint: {at_end: true, frequency: 1, num_to_keep: 2}       # optional
     dataset: {episodes: 50, env: fttpo/TreatmentSim-v0, id: fttpo/treatment/random-v0, seed: 0}
+    # or a list of such blocks: an environment axis (one Tune experiment per run and dataset)
     evaluation: {episodes: 20, explore: true, interval: 1, seed: 1000000}
     max_concurrent: 0        # optional: trials at once (0 = as many as the CPUs allow)
+    metric: evaluation/thin/episode_return_mean   # what a scheduler / search_alg optimises
     mlflow: {log_checkpoint: true}                                  # optional
-    num_samples: 1           # optional: Tune's repeats of the search (random domains)
+    mode: max                # with metric: max or min
+    num_samples: 1           # optional: Tune's repeats of the search (random domains); with a
+                             # search_alg: the configurations it proposes (each run per seed)
     resources: {cpus_per_trial: 1}                                   # optional
     runs:                    # one Tune experiment per run, all in the same MLflow experiment
       - algorithm: FtTPO     # a Tune/RLlib trainable name: FtTPO, IQL, CQL, BC, MARWIL, ...
@@ -16,6 +20,9 @@ One file describes one experiment — one MLflow experiment named after the file
         name: fttpo          # unique; [A-Za-z0-9_.-]
         search:              # optional: config keys swept, in Tune's vocabulary
           kl_weight: {grid_search: [0.01, 0.1, 1.0]}
+    scheduler: {grace_period: 1, name: asha, reduction_factor: 2}  # optional: asha, hyperband,
+                             # pbt (with hyperparam_mutations and checkpoint.frequency >= 1)
+    search_alg: {name: optuna, seed: 0}    # optional: Optuna's TPE over the runs' search ranges
     seeds: [0, 1]            # every search point runs once per seed
     stop: {iterations: 5}
 
@@ -48,10 +55,14 @@ CHECKPOINT = "checkpoint"
 DATASET = "dataset"
 EVALUATION = "evaluation"
 MAX_CONCURRENT = "max_concurrent"
+METRIC = "metric"
 MLFLOW = "mlflow"
+MODE = "mode"
 NUM_SAMPLES = "num_samples"
 RESOURCES = "resources"
 RUNS = "runs"
+SCHEDULER = "scheduler"
+SEARCH_ALG = "search_alg"
 SEEDS = "seeds"
 STOP = "stop"
 
@@ -69,6 +80,35 @@ LOG_CHECKPOINT = "log_checkpoint"
 CPUS_PER_TRIAL = "cpus_per_trial"
 ITERATIONS = "iterations"
 TIME_S = "time_s"
+
+# ---- schedulers and search algorithms (Tune's names: tune.create_scheduler / create_searcher) --
+ASHA = "asha"
+HYPERBAND = "hyperband"
+PBT = "pbt"
+SCHEDULER_NAMES = (ASHA, HYPERBAND, PBT)
+#: Schedulers that pause or clone trials and so resume them from checkpoints.
+CHECKPOINTING_SCHEDULERS = (HYPERBAND, PBT)
+OPTUNA = "optuna"
+SEARCH_ALG_NAMES = (OPTUNA,)
+MODES = ("max", "min")
+GRACE_PERIOD = "grace_period"
+REDUCTION_FACTOR = "reduction_factor"
+BRACKETS = "brackets"
+MAX_T = "max_t"
+PERTURBATION_INTERVAL = "perturbation_interval"
+HYPERPARAM_MUTATIONS = "hyperparam_mutations"
+QUANTILE_FRACTION = "quantile_fraction"
+RESAMPLE_PROBABILITY = "resample_probability"
+N_STARTUP_TRIALS = "n_startup_trials"
+#: Keys allowed in `scheduler` / `search_alg`, besides `name`, per name.
+SCHEDULER_KEYS = {
+    ASHA: (BRACKETS, GRACE_PERIOD, MAX_T, REDUCTION_FACTOR),
+    HYPERBAND: (MAX_T, REDUCTION_FACTOR),
+    PBT: (HYPERPARAM_MUTATIONS, PERTURBATION_INTERVAL, QUANTILE_FRACTION, RESAMPLE_PROBABILITY),
+}
+SEARCH_ALG_KEYS = {OPTUNA: (N_STARTUP_TRIALS, SEED)}
+#: Prefix of the evaluation metrics, reported only at evaluation iterations.
+EVALUATION_METRIC_PREFIX = "evaluation/"
 
 # ---- keys of a run -------------------------------------------------------------------------
 ALGORITHM = "algorithm"
@@ -170,8 +210,40 @@ class CheckpointSpec:
 
 
 @dataclass(frozen=True)
+class SchedulerSpec:
+    """A Tune trial scheduler (:data:`SCHEDULER_NAMES`) in training iterations.
+
+    ``max_t`` defaults to ``stop.iterations``; ``hyperparam_mutations`` (PBT) maps ``config``
+    keys to the domain that a resampled value is drawn from.
+    """
+
+    name: str
+    grace_period: int = 1
+    reduction_factor: float = 2.0
+    brackets: int = 1
+    max_t: int | None = None
+    perturbation_interval: int = 1
+    hyperparam_mutations: dict[str, SearchDomain] = field(default_factory=dict)
+    quantile_fraction: float = 0.25
+    resample_probability: float = 0.25
+
+
+@dataclass(frozen=True)
+class SearchAlgSpec:
+    """A Tune search algorithm (:data:`SEARCH_ALG_NAMES`): Optuna's TPE sampler, seeded."""
+
+    name: str
+    seed: int | None = None
+    n_startup_trials: int | None = None
+
+
+@dataclass(frozen=True)
 class ExperimentSpec:
-    """A validated experiment YAML."""
+    """A validated experiment YAML.
+
+    ``datasets`` holds every dataset block (several make an environment axis: each run is
+    swept on each); ``dataset`` is the first, the one ``fttpo train`` uses.
+    """
 
     name: str
     path: Path
@@ -187,6 +259,15 @@ class ExperimentSpec:
     max_concurrent: int = 0
     log_checkpoint: bool = True
     raw: dict[str, Any] = field(default_factory=dict)
+    datasets: tuple[DatasetSpec, ...] = ()
+    metric: str | None = None
+    mode: str | None = None
+    scheduler: SchedulerSpec | None = None
+    search_alg: SearchAlgSpec | None = None
+
+    def __post_init__(self) -> None:
+        if not self.datasets:
+            object.__setattr__(self, "datasets", (self.dataset,))
 
     def run(self, name: str | None = None) -> RunSpec:
         """The run called ``name`` (the first run when ``name`` is None)."""
@@ -522,6 +603,193 @@ def _close_matches(name: str, candidates: Mapping[str, Any]) -> str:
     return ", ".join(f"`{c}`" for c in difflib.get_close_matches(name, list(candidates), n=2))
 
 
+def dataset_block(value: Any, key: str, check: _Checker) -> DatasetSpec:
+    """One dataset block (``key`` is its path in errors: ``dataset`` or ``dataset[1]``)."""
+    ds = check.mapping(value, key)
+    check.keys(ds, key, required=(ID,), optional=(ENV, EPISODES, SEED))
+    return DatasetSpec(
+        id=check.string(ds[ID], f"{key}.{ID}"),
+        env=check.string(ds[ENV], f"{key}.{ENV}") if ds.get(ENV) is not None else None,
+        episodes=(
+            check.integer(ds[EPISODES], f"{key}.{EPISODES}", minimum=1)
+            if ds.get(EPISODES) is not None
+            else None
+        ),
+        seed=check.integer(ds.get(SEED, 0), f"{key}.{SEED}", minimum=0),
+    )
+
+
+def _datasets(value: Any, check: _Checker) -> tuple[DatasetSpec, ...]:
+    """One dataset block, or a non-empty list of them with distinct ids (an environment axis)."""
+    if not isinstance(value, list):
+        return (dataset_block(value, DATASET, check),)
+    if not value:
+        check.fail(DATASET, "must be a dataset block or a non-empty list of dataset blocks")
+    blocks = tuple(dataset_block(item, f"{DATASET}[{i}]", check) for i, item in enumerate(value))
+    ids = [block.id for block in blocks]
+    for i, block in enumerate(blocks):
+        if ids.index(block.id) != i:
+            check.fail(f"{DATASET}[{i}].{ID}", f"repeats dataset '{block.id}' of the list")
+    return blocks
+
+
+def _scheduler(value: Any, runs: Sequence[RunSpec], check: _Checker) -> SchedulerSpec:
+    sc = check.mapping(value, SCHEDULER)
+    key = f"{SCHEDULER}.{NAME}"
+    if NAME not in sc:
+        check.fail(key, f"is missing (required): one of {', '.join(SCHEDULER_NAMES)}")
+    name = sc[NAME]
+    if name not in SCHEDULER_NAMES:
+        check.fail(key, f"must be one of {', '.join(SCHEDULER_NAMES)}; got {_show(name)}")
+    check.keys(sc, SCHEDULER, required=(NAME,), optional=SCHEDULER_KEYS[name])
+    if name == PBT and HYPERPARAM_MUTATIONS not in sc:
+        check.fail(f"{SCHEDULER}.{HYPERPARAM_MUTATIONS}", "is missing (required by pbt)")
+    reduction = check.number(sc.get(REDUCTION_FACTOR, 2), f"{SCHEDULER}.{REDUCTION_FACTOR}")
+    if reduction <= 1:
+        check.fail(f"{SCHEDULER}.{REDUCTION_FACTOR}", f"must be > 1; got {reduction}")
+    fraction = check.number(sc.get(QUANTILE_FRACTION, 0.25), f"{SCHEDULER}.{QUANTILE_FRACTION}")
+    if not 0 < fraction <= 0.5:
+        check.fail(f"{SCHEDULER}.{QUANTILE_FRACTION}", f"must be in (0, 0.5]; got {fraction}")
+    resample = check.number(
+        sc.get(RESAMPLE_PROBABILITY, 0.25), f"{SCHEDULER}.{RESAMPLE_PROBABILITY}"
+    )
+    if not 0 <= resample <= 1:
+        check.fail(f"{SCHEDULER}.{RESAMPLE_PROBABILITY}", f"must be in [0, 1]; got {resample}")
+    mutations: dict[str, SearchDomain] = {}
+    if name == PBT:
+        base = f"{SCHEDULER}.{HYPERPARAM_MUTATIONS}"
+        items = check.mapping(sc[HYPERPARAM_MUTATIONS], base)
+        if not items:
+            check.fail(base, "must name at least one `config` key to perturb")
+        for config_key, item in items.items():
+            domain_key = f"{base}.{config_key}"
+            for index, run in enumerate(runs):
+                if config_key not in run.config:
+                    check.fail(
+                        domain_key,
+                        f"is not a key of `{RUNS}[{index}].{CONFIG}` (run '{run.name}'); pbt "
+                        "perturbs keys that every run lists there",
+                    )
+                defaults = algorithm_defaults(run.algorithm, f"{RUNS}[{index}]", check)
+                default = defaults.get(run.dict_key(config_key)) if defaults else None
+                domain = _search_domain(item, domain_key, default, check, defaults is not None)
+            if domain.kind == GRID_SEARCH:
+                check.fail(
+                    f"{domain_key}.{GRID_SEARCH}",
+                    f"is not a mutation; use {', '.join(SEARCH_DOMAINS[1:])}",
+                )
+            mutations[config_key] = domain
+    return SchedulerSpec(
+        name=name,
+        grace_period=check.integer(sc.get(GRACE_PERIOD, 1), f"{SCHEDULER}.{GRACE_PERIOD}", 1),
+        reduction_factor=reduction,
+        brackets=check.integer(sc.get(BRACKETS, 1), f"{SCHEDULER}.{BRACKETS}", 1),
+        max_t=(
+            check.integer(sc[MAX_T], f"{SCHEDULER}.{MAX_T}", 1)
+            if sc.get(MAX_T) is not None
+            else None
+        ),
+        perturbation_interval=check.integer(
+            sc.get(PERTURBATION_INTERVAL, 1), f"{SCHEDULER}.{PERTURBATION_INTERVAL}", 1
+        ),
+        hyperparam_mutations=mutations,
+        quantile_fraction=fraction,
+        resample_probability=resample,
+    )
+
+
+def _search_alg(value: Any, runs: Sequence[RunSpec], check: _Checker) -> SearchAlgSpec:
+    sa = check.mapping(value, SEARCH_ALG)
+    key = f"{SEARCH_ALG}.{NAME}"
+    if NAME not in sa:
+        check.fail(key, f"is missing (required): one of {', '.join(SEARCH_ALG_NAMES)}")
+    name = sa[NAME]
+    if name not in SEARCH_ALG_NAMES:
+        check.fail(key, f"must be one of {', '.join(SEARCH_ALG_NAMES)}; got {_show(name)}")
+    check.keys(sa, SEARCH_ALG, required=(NAME,), optional=SEARCH_ALG_KEYS[name])
+    for index, run in enumerate(runs):
+        where = f"{RUNS}[{index}].{SEARCH}"
+        if not run.search:
+            check.fail(where, f"is empty: `{SEARCH_ALG}` {name} needs ranges to search")
+        for config_key, domain in run.search.items():
+            if domain.kind == GRID_SEARCH:
+                check.fail(
+                    f"{where}.{config_key}.{GRID_SEARCH}",
+                    f"cannot be used with `{SEARCH_ALG}` {name} (it proposes the values); use "
+                    f"{', '.join(SEARCH_DOMAINS[1:])}",
+                )
+    return SearchAlgSpec(
+        name=name,
+        seed=(
+            check.integer(sa[SEED], f"{SEARCH_ALG}.{SEED}", 0) if sa.get(SEED) is not None else None
+        ),
+        n_startup_trials=(
+            check.integer(sa[N_STARTUP_TRIALS], f"{SEARCH_ALG}.{N_STARTUP_TRIALS}", 1)
+            if sa.get(N_STARTUP_TRIALS) is not None
+            else None
+        ),
+    )
+
+
+def _tuning(
+    data: dict[str, Any],
+    runs: Sequence[RunSpec],
+    evaluation: EvaluationSpec,
+    checkpoint: CheckpointSpec,
+    check: _Checker,
+) -> tuple[str | None, str | None, SchedulerSpec | None, SearchAlgSpec | None]:
+    """``metric``, ``mode``, ``scheduler`` and ``search_alg``, checked together."""
+    scheduler = (
+        _scheduler(data[SCHEDULER], runs, check) if data.get(SCHEDULER) is not None else None
+    )
+    search_alg = (
+        _search_alg(data[SEARCH_ALG], runs, check) if data.get(SEARCH_ALG) is not None else None
+    )
+    metric = check.string(data[METRIC], METRIC) if data.get(METRIC) is not None else None
+    mode = data.get(MODE)
+    if mode is not None and mode not in MODES:
+        check.fail(MODE, f"must be one of {', '.join(MODES)}; got {_show(mode)}")
+    users = [f"`{k}`" for k, v in ((SCHEDULER, scheduler), (SEARCH_ALG, search_alg)) if v]
+    if users:
+        for name, value in ((METRIC, metric), (MODE, mode)):
+            if value is None:
+                example = "evaluation/thin/episode_return_mean" if name == METRIC else "max"
+                check.fail(
+                    name, f"is missing: {' and '.join(users)} need it (e.g. {name}: {example})"
+                )
+    if metric is not None:
+        from fttpo_ray.tuning.tracking import tracked_metric_names
+
+        known = tracked_metric_names()
+        plain_only = all(algorithm_defaults(r.algorithm, ALGORITHM, check) is None for r in runs)
+        if metric not in known and not plain_only:
+            check.fail(
+                METRIC,
+                f"must be a metric of docs/metrics.md such as {', '.join(known[:2])}; "
+                f"got {_show(metric)}",
+            )
+        if metric.startswith(EVALUATION_METRIC_PREFIX) and evaluation.interval != 1 and users:
+            check.fail(
+                f"{EVALUATION}.{INTERVAL}",
+                f"must be 1 when {' and '.join(users)} use(s) the evaluation metric `{metric}` "
+                f"(Tune reads it from every result); got {evaluation.interval}",
+            )
+    if scheduler is not None:
+        if scheduler.name in CHECKPOINTING_SCHEDULERS and checkpoint.frequency < 1:
+            check.fail(
+                f"{CHECKPOINT}.{FREQUENCY}",
+                f"must be >= 1 with `{SCHEDULER}` {scheduler.name}: it resumes trials from "
+                f"checkpoints (got {checkpoint.frequency})",
+            )
+        if scheduler.name == PBT and search_alg is not None:
+            check.fail(
+                SEARCH_ALG,
+                f"cannot be combined with `{SCHEDULER}` pbt (pbt perturbs the configs itself); "
+                "remove one",
+            )
+    return metric, mode, scheduler, search_alg
+
+
 def validate_experiment(data: dict[str, Any], path: str | Path) -> ExperimentSpec:
     """Validate a raw experiment dict; ``path`` names the file in errors and the experiment.
 
@@ -535,21 +803,20 @@ def validate_experiment(data: dict[str, Any], path: str | Path) -> ExperimentSpe
         data,
         "",
         required=(DATASET, EVALUATION, RUNS, SEEDS, STOP),
-        optional=(CHECKPOINT, MAX_CONCURRENT, MLFLOW, NUM_SAMPLES, RESOURCES),
+        optional=(
+            CHECKPOINT,
+            MAX_CONCURRENT,
+            METRIC,
+            MLFLOW,
+            MODE,
+            NUM_SAMPLES,
+            RESOURCES,
+            SCHEDULER,
+            SEARCH_ALG,
+        ),
     )
 
-    ds = check.mapping(data[DATASET], DATASET)
-    check.keys(ds, DATASET, required=(ID,), optional=(ENV, EPISODES, SEED))
-    dataset = DatasetSpec(
-        id=check.string(ds[ID], f"{DATASET}.{ID}"),
-        env=check.string(ds[ENV], f"{DATASET}.{ENV}") if ds.get(ENV) is not None else None,
-        episodes=(
-            check.integer(ds[EPISODES], f"{DATASET}.{EPISODES}", minimum=1)
-            if ds.get(EPISODES) is not None
-            else None
-        ),
-        seed=check.integer(ds.get(SEED, 0), f"{DATASET}.{SEED}", minimum=0),
-    )
+    datasets = _datasets(data[DATASET], check)
 
     ev = check.mapping(data[EVALUATION], EVALUATION)
     check.keys(ev, EVALUATION, required=(EPISODES,), optional=(EXPLORE, INTERVAL, SEED))
@@ -618,10 +885,12 @@ def validate_experiment(data: dict[str, Any], path: str | Path) -> ExperimentSpe
         if names.count(name) > 1:
             check.fail(RUNS, f"has two runs named '{name}'; run names must be unique")
 
+    metric, mode, scheduler, search_alg = _tuning(data, runs, evaluation, checkpoint, check)
+
     return ExperimentSpec(
         name=path.stem,
         path=path,
-        dataset=dataset,
+        dataset=datasets[0],
         evaluation=evaluation,
         runs=runs,
         seeds=seeds,
@@ -633,6 +902,11 @@ def validate_experiment(data: dict[str, Any], path: str | Path) -> ExperimentSpe
         max_concurrent=max_concurrent,
         log_checkpoint=log_checkpoint,
         raw=copy.deepcopy(data),
+        datasets=datasets,
+        metric=metric,
+        mode=mode,
+        scheduler=scheduler,
+        search_alg=search_alg,
     )
 
 
