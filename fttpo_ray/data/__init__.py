@@ -12,6 +12,8 @@ One job per module:
 - ``collect`` — :func:`collect_dataset`: roll out a behaviour policy into a local Minari dataset
   (atomic), with the behaviour ``policies``; ``envs`` makes environments with one-line errors.
 - ``ensure`` — :func:`ensure_dataset`: load or create a dataset on demand.
+- ``remote`` — :func:`download_dataset` (Minari's hosted datasets, on demand) and
+  :func:`ensure_mixture` (several datasets combined once with Minari's ``combine_datasets``).
 - ``parquet`` — :func:`to_parquet` / :func:`rllib_offline_data_kwargs`: the flat Parquet export
   and the ``config.offline_data`` settings for RLlib's BC/MARWIL/IQL/CQL.
 
@@ -25,6 +27,7 @@ from fttpo_ray.data.compat import check_compatible
 from fttpo_ray.data.ensure import KNOWN_DATASETS, DatasetRecipe, ensure_dataset
 from fttpo_ray.data.minari_files import dataset_exists, dataset_path, dataset_spaces
 from fttpo_ray.data.parquet import configure_rllib_offline, rllib_offline_data_kwargs, to_parquet
+from fttpo_ray.data.remote import download_dataset, ensure_mixture, mixture_id, resolve_dataset
 from fttpo_ray.data.transitions import (
     Transitions,
     denormalize_actions,
@@ -45,9 +48,13 @@ __all__ = [
     "dataset_path",
     "dataset_spaces",
     "denormalize_actions",
+    "download_dataset",
     "ensure_dataset",
+    "ensure_mixture",
     "load_transitions",
+    "mixture_id",
     "normalize_actions",
+    "resolve_dataset",
     "rllib_offline_data_kwargs",
     "to_parquet",
 ]

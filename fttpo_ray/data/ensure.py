@@ -14,6 +14,7 @@ from fttpo_ray.data.collect import DatasetInfo, collect_dataset, dataset_info
 from fttpo_ray.data.compat import check_compatible
 from fttpo_ray.data.minari_files import dataset_exists
 from fttpo_ray.data.policies import RANDOM
+from fttpo_ray.data.remote import download_dataset, is_local_namespace
 from fttpo_ray.envs import TREATMENT_ENV_ID, TREATMENT_ENV_IDS, TREATMENT_LETHAL_ENV_ID
 from fttpo_ray.errors import ConfigError, DatasetError
 
@@ -55,7 +56,9 @@ def ensure_dataset(
     against it with :func:`check_compatible`). A missing one is collected with the uniform-random
     policy when its recipe is known: from ``env_id``/``episodes``/``seed`` if ``env_id`` is
     given (``episodes`` defaults to 50 for the treatment envs and is required otherwise), or from
-    :data:`KNOWN_DATASETS`. Otherwise :class:`DatasetError` says how to create it.
+    :data:`KNOWN_DATASETS`. A missing id outside fttpo-ray's own namespaces is downloaded from
+    Minari's remote (:func:`~fttpo_ray.data.remote.download_dataset`). Otherwise
+    :class:`DatasetError` says how to create it.
     """
     if dataset_exists(dataset_id):
         if env_id is not None:
@@ -72,6 +75,9 @@ def ensure_dataset(
         recipe = DatasetRecipe(env_id, episodes, RANDOM, seed)
     elif dataset_id in KNOWN_DATASETS:
         recipe = KNOWN_DATASETS[dataset_id]
+    elif not is_local_namespace(dataset_id):
+        download_dataset(dataset_id)  # a Minari remote id, or a one-line error saying how
+        return dataset_info(dataset_id)
     else:
         raise DatasetError(
             f"dataset '{dataset_id}' does not exist and fttpo-ray does not know how to create "

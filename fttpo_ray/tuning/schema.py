@@ -6,8 +6,11 @@ One file describes one experiment — one MLflow experiment named after the file
     checkpoint: {at_end: true, frequency: 1, num_to_keep: 2}       # optional
     dataset: {episodes: 50, env: fttpo/TreatmentSim-v0, id: fttpo/treatment/random-v0, seed: 0}
     # or a list of such blocks: an environment axis (one Tune experiment per run and dataset)
+    # `id` may list several ids (medium + expert): their mixture, combined once (docs/datasets.md)
     evaluation: {episodes: 20, explore: true, interval: 1, seed: 1000000}
     max_concurrent: 0        # optional: trials at once (0 = as many as the CPUs allow)
+    max_failures: 2          # optional: restarts of a failed trial (from its last checkpoint;
+                             # -1: without limit), e.g. when its node dies
     metric: evaluation/thin/episode_return_mean   # what a scheduler / search_alg optimises
     mlflow: {log_checkpoint: true}                                  # optional
     mode: max                # with metric: max or min
@@ -47,7 +50,7 @@ from typing import Any
 import yaml
 
 from fttpo_ray.defaults import EVALUATION_SEED
-from fttpo_ray.errors import ConfigError
+from fttpo_ray.errors import ConfigError, DatasetError
 from fttpo_ray.tuning.trainables import algorithm_defaults
 
 # ---- top-level keys ------------------------------------------------------------------------
@@ -55,6 +58,7 @@ CHECKPOINT = "checkpoint"
 DATASET = "dataset"
 EVALUATION = "evaluation"
 MAX_CONCURRENT = "max_concurrent"
+MAX_FAILURES = "max_failures"
 METRIC = "metric"
 MLFLOW = "mlflow"
 MODE = "mode"
@@ -146,6 +150,8 @@ RUN_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 DEFAULT_CHECKPOINT_FREQUENCY = 0
 DEFAULT_NUM_TO_KEEP = 2
+#: Restarts of a failed trial (Tune's ``FailureConfig.max_failures``; -1: no limit).
+DEFAULT_MAX_FAILURES = 2
 DEFAULT_CPUS_PER_TRIAL = 1
 
 _SCALAR_TYPES = (bool, int, float, str)
@@ -188,6 +194,9 @@ class DatasetSpec:
     env: str | None = None
     episodes: int | None = None
     seed: int = 0
+    #: The ids combined into ``id`` when the YAML lists several (a mixture such as
+    #: medium + expert; ``id`` is then :func:`fttpo_ray.data.remote.mixture_id` of them).
+    parts: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -257,6 +266,7 @@ class ExperimentSpec:
     num_samples: int = 1
     cpus_per_trial: float = DEFAULT_CPUS_PER_TRIAL
     max_concurrent: int = 0
+    max_failures: int = DEFAULT_MAX_FAILURES
     log_checkpoint: bool = True
     raw: dict[str, Any] = field(default_factory=dict)
     datasets: tuple[DatasetSpec, ...] = ()
@@ -607,8 +617,23 @@ def dataset_block(value: Any, key: str, check: _Checker) -> DatasetSpec:
     """One dataset block (``key`` is its path in errors: ``dataset`` or ``dataset[1]``)."""
     ds = check.mapping(value, key)
     check.keys(ds, key, required=(ID,), optional=(ENV, EPISODES, SEED))
+    parts: tuple[str, ...] = ()
+    if isinstance(ds[ID], list):
+        # Several ids: their mixture (Minari's combine_datasets), under a derived local id.
+        from fttpo_ray.data.remote import mixture_id
+
+        parts = tuple(check.string(item, f"{key}.{ID}[{i}]") for i, item in enumerate(ds[ID]))
+        if len(parts) < 2 or len(set(parts)) != len(parts):
+            check.fail(f"{key}.{ID}", f"must list at least two different ids; got {list(parts)}")
+        try:
+            dataset_id = mixture_id(parts)
+        except DatasetError as err:
+            check.fail(f"{key}.{ID}", str(err))
+    else:
+        dataset_id = check.string(ds[ID], f"{key}.{ID}")
     return DatasetSpec(
-        id=check.string(ds[ID], f"{key}.{ID}"),
+        id=dataset_id,
+        parts=parts,
         env=check.string(ds[ENV], f"{key}.{ENV}") if ds.get(ENV) is not None else None,
         episodes=(
             check.integer(ds[EPISODES], f"{key}.{EPISODES}", minimum=1)
@@ -806,6 +831,7 @@ def validate_experiment(data: dict[str, Any], path: str | Path) -> ExperimentSpe
         optional=(
             CHECKPOINT,
             MAX_CONCURRENT,
+            MAX_FAILURES,
             METRIC,
             MLFLOW,
             MODE,
@@ -900,6 +926,9 @@ def validate_experiment(data: dict[str, Any], path: str | Path) -> ExperimentSpe
         num_samples=num_samples,
         cpus_per_trial=cpus_per_trial,
         max_concurrent=max_concurrent,
+        max_failures=check.integer(
+            data.get(MAX_FAILURES, DEFAULT_MAX_FAILURES), MAX_FAILURES, -1
+        ),
         log_checkpoint=log_checkpoint,
         raw=copy.deepcopy(data),
         datasets=datasets,

@@ -15,7 +15,15 @@ Three kinds of trainables are supported, by their registered Tune name:
 An RLlib config is built in the driver (all YAML ``config`` keys applied with
 ``update_from_dict``, one CPU per trial: ``num_env_runners=0``, local learner), turned into a
 dict with ``to_dict()``, and the swept keys are replaced by Tune domains; ``seed`` becomes a
-``grid_search`` over the YAML's ``seeds``.
+``grid_search`` over the YAML's ``seeds`` — or, with a ``search_alg``, each configuration it
+proposes runs once per seed (:class:`SeedRepeater`), since Tune's searchers take no grids.
+
+The YAML's ``scheduler`` and ``search_alg`` become Tune objects here (:func:`tune_scheduler`,
+:func:`tune_search_alg`), one per Tune experiment (they keep per-experiment state); they count
+time in training iterations and optimise the YAML's ``metric`` in its ``mode``. A list of
+dataset blocks is an environment axis: each run is planned once per dataset
+(:func:`plan_run`), so that a scheduler or a search algorithm only ever compares trials on the
+same environment (returns of different environments are on different scales).
 """
 
 from __future__ import annotations
@@ -25,13 +33,21 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ray.tune.search import Repeater
+from ray.tune.search.repeater import TRIAL_INDEX
+
 from fttpo_ray.errors import ConfigError
 from fttpo_ray.tuning.schema import (
+    ASHA,
     CHOICE,
     GRID_SEARCH,
+    HYPERBAND,
     LOGUNIFORM,
+    OPTUNA,
+    PBT,
     RANDINT,
     UNIFORM,
+    DatasetSpec,
     ExperimentSpec,
     RunSpec,
     SearchDomain,
@@ -53,7 +69,11 @@ EVALUATION_EPISODES_KEY = "evaluation_duration"
 EVALUATION_INTERVAL_KEY = "evaluation_interval"
 EVALUATION_SEED_KEY = "evaluation_seed"
 EVALUATION_EXPLORE_KEY = "evaluation_explore"
+#: Checkpoint every N iterations (a plain trainable saves its own checkpoints; 0: never).
+CHECKPOINT_FREQUENCY_KEY = "checkpoint_frequency"
 VARIANT_KEY = "variant"
+#: Tune's result key that schedulers count time in.
+TRAINING_ITERATION = "training_iteration"
 
 #: ``offline_data`` settings that the YAML may choose for RLlib's own offline algorithms (the
 #: data layer's defaults otherwise: see :func:`fttpo_ray.data.rllib_offline_data_kwargs`).
@@ -83,23 +103,35 @@ class DatasetRef:
 
 @dataclass(frozen=True)
 class RunPlan:
-    """What Tune needs for one run of the YAML."""
+    """What Tune needs for one run of the YAML on one dataset."""
 
     run: RunSpec
     kind: str
     trainable: Any
     param_space: dict[str, Any]
     algorithm_config: Any | None
+    dataset: DatasetRef | None = None
+    #: Tune's experiment name: the run's name, with the dataset's label on an environment axis.
+    name: str = ""
 
 
 # ---- the dataset -------------------------------------------------------------------------------
 
 
-def prepare_dataset(spec: ExperimentSpec) -> DatasetRef:
-    """Make sure the YAML's dataset exists (created on demand where possible) and read its env."""
-    from fttpo_ray.data import ensure_dataset, load_transitions
+def dataset_label(dataset_id: str) -> str:
+    """A file-name-safe label of a dataset id (``fttpo/treatment/random-v0`` ->
+    ``fttpo_treatment_random-v0``), for the Tune experiment directories of an environment axis."""
+    return "".join(c if c.isalnum() or c in "_.-" else "_" for c in dataset_id)
 
-    ds = spec.dataset
+
+def prepare_dataset(spec: ExperimentSpec, ds: DatasetSpec | None = None) -> DatasetRef:
+    """Make sure a dataset of the YAML (the first by default) exists (created on demand where
+    possible) and read its env."""
+    from fttpo_ray.data import ensure_dataset, ensure_mixture, load_transitions
+
+    ds = ds or spec.dataset
+    if ds.parts:
+        ensure_mixture(ds.parts)  # combined once (parts downloaded where needed)
     ensure_dataset(ds.id, env_id=ds.env, episodes=ds.episodes, seed=ds.seed)
     env_id = ds.env or load_transitions(ds.id).env_id
     logger.info("Dataset '%s' ready (environment %s)", ds.id, env_id)
@@ -189,11 +221,14 @@ def plain_config(
         EVALUATION_INTERVAL_KEY: ev.interval,
         EVALUATION_SEED_KEY: ev.seed,
         EVALUATION_EXPLORE_KEY: ev.explore,
+        CHECKPOINT_FREQUENCY_KEY: spec.checkpoint.frequency,
     }
 
 
 def plan_run(spec: ExperimentSpec, run: RunSpec, dataset: DatasetRef) -> RunPlan:
-    """Trainable and ``param_space`` of one run (search keys as Tune domains, seeds as a grid)."""
+    """Trainable and ``param_space`` of one run on one dataset (search keys as Tune domains,
+    seeds as a grid, or the first seed with a ``search_alg``, whose :class:`SeedRepeater` sets
+    each trial's)."""
     from ray import tune
 
     kind = trainable_kind(run.algorithm)
@@ -210,10 +245,97 @@ def plan_run(spec: ExperimentSpec, run: RunSpec, dataset: DatasetRef) -> RunPlan
         trainable = run.algorithm
     for key, domain in run.search.items():
         space[run.dict_key(key)] = tune_domain(domain)
-    space[SEED_KEY] = tune.grid_search(list(spec.seeds))
+    space[SEED_KEY] = first_seed if spec.search_alg else tune.grid_search(list(spec.seeds))
+    several = len(spec.datasets) > 1
     return RunPlan(
-        run=run, kind=kind, trainable=trainable, param_space=space, algorithm_config=config
+        run=run,
+        kind=kind,
+        trainable=trainable,
+        param_space=space,
+        algorithm_config=config,
+        dataset=dataset,
+        name=f"{run.name}.{dataset_label(dataset.id)}" if several else run.name,
     )
+
+
+# ---- schedulers and search algorithms ------------------------------------------------------------
+
+
+def tune_scheduler(spec: ExperimentSpec, run: RunSpec, iterations: int) -> Any:
+    """The Tune scheduler of the YAML's ``scheduler`` for one Tune experiment (None: FIFO).
+
+    Time is counted in training iterations; ``max_t`` defaults to ``iterations``; PBT's
+    mutations are given under the config keys of ``run`` (its ``to_dict()`` names).
+    """
+    sc = spec.scheduler
+    if sc is None:
+        return None
+    from ray.tune.schedulers import ASHAScheduler, HyperBandScheduler, PopulationBasedTraining
+
+    max_t = sc.max_t or iterations
+    if sc.name == ASHA:
+        return ASHAScheduler(
+            time_attr=TRAINING_ITERATION,
+            max_t=max_t,
+            grace_period=min(sc.grace_period, max_t),
+            reduction_factor=sc.reduction_factor,
+            brackets=sc.brackets,
+        )
+    if sc.name == HYPERBAND:
+        return HyperBandScheduler(
+            time_attr=TRAINING_ITERATION, max_t=max_t, reduction_factor=sc.reduction_factor
+        )
+    if sc.name == PBT:
+        return PopulationBasedTraining(
+            time_attr=TRAINING_ITERATION,
+            perturbation_interval=sc.perturbation_interval,
+            hyperparam_mutations={
+                run.dict_key(key): tune_domain(domain)
+                for key, domain in sc.hyperparam_mutations.items()
+            },
+            quantile_fraction=sc.quantile_fraction,
+            resample_probability=sc.resample_probability,
+        )
+    raise ConfigError(f"unknown scheduler '{sc.name}'")
+
+
+def tune_search_alg(spec: ExperimentSpec) -> Any:
+    """The Tune searcher of the YAML's ``search_alg`` (None: Tune's grid/random generation),
+    wrapped so that every proposed configuration runs once per seed (:class:`SeedRepeater`)."""
+    sa = spec.search_alg
+    if sa is None:
+        return None
+    if sa.name != OPTUNA:
+        raise ConfigError(f"unknown search algorithm '{sa.name}'")
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    options = {} if sa.n_startup_trials is None else {"n_startup_trials": sa.n_startup_trials}
+    sampler = optuna.samplers.TPESampler(seed=sa.seed, **options)
+    return SeedRepeater(OptunaSearch(sampler=sampler), spec.seeds)
+
+
+def tune_num_samples(spec: ExperimentSpec) -> int:
+    """Tune's ``num_samples``: the YAML's, times the seeds with a ``search_alg`` (each proposed
+    configuration is one trial per seed)."""
+    return spec.num_samples * (len(spec.seeds) if spec.search_alg else 1)
+
+
+class SeedRepeater(Repeater):
+    """Tune's :class:`~ray.tune.search.Repeater` that runs each configuration its searcher
+    proposes once per seed: the ``i``-th repeat gets ``seed = seeds[i]`` (instead of Tune's
+    ``__trial_index__`` key, which an RLlib config does not know); the searcher learns the mean
+    of the repeats' final metric."""
+
+    def __init__(self, searcher: Any, seeds: tuple[int, ...]) -> None:
+        super().__init__(searcher, repeat=len(seeds), set_index=True)
+        self.seeds = tuple(seeds)
+
+    def suggest(self, trial_id: str) -> Any:
+        config = super().suggest(trial_id)
+        if isinstance(config, dict) and TRIAL_INDEX in config:
+            config[SEED_KEY] = self.seeds[config.pop(TRIAL_INDEX)]
+        return config
 
 
 def trial_variant(algorithm: str, config: Mapping[str, Any]) -> str:
