@@ -157,13 +157,26 @@ def denormalize_actions(actions: np.ndarray, low: np.ndarray, high: np.ndarray) 
     return np.where(finite, scaled, a).astype(np.float32)
 
 
+#: Tables handed to this process instead of its disk (by :mod:`fttpo_ray.data.object_store`:
+#: a sweep trial gets the driver's table from Ray's object store), by dataset id.
+_PROVIDED: dict[str, Transitions] = {}
+
+
+def provide_transitions(transitions: Transitions) -> None:
+    """Make :func:`load_transitions` return ``transitions`` for its dataset id in this process."""
+    _PROVIDED[transitions.dataset_id] = transitions
+
+
 def load_transitions(dataset_id: str, *, use_cache: bool = True) -> Transitions:
     """The local Minari dataset ``dataset_id`` as :class:`Transitions` (see the module docstring).
 
     Raises :class:`DatasetError` for a malformed id, a missing dataset, damaged files or spaces
     that are not flat Boxes. Within one process, unchanged files give the *same* object back
-    (a small in-memory memo): treat its arrays as read-only.
+    (a small in-memory memo): treat its arrays as read-only. A table handed to the process with
+    :func:`provide_transitions` is returned without reading the disk.
     """
+    if dataset_id in _PROVIDED:
+        return _PROVIDED[dataset_id]
     metadata = read_metadata(dataset_id)
     path = dataset_path(dataset_id)
     if use_cache:

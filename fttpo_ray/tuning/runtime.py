@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 from fttpo_ray.errors import ConfigError
-from fttpo_ray.tuning.tracking import check_reachable, is_writable_dir
+from fttpo_ray.tuning.tracking import NODE_ID, check_reachable, is_writable_dir
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +26,41 @@ TUNE_NEW_OUTPUT_ENV = "RAY_AIR_NEW_OUTPUT"
 #: advises on Tune settings that the YAML's ``checkpoint`` section already chooses).
 TUNE_SNAPSHOT_WARNING_ENV = "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S"
 ADDRESS_FIX = "start the cluster (`ray start --head`) or omit --address to run locally"
+
+
+#: Attribute marking a trainable class as already wrapped by :func:`located`.
+_LOCATED_MARK = "_fttpo_located"
+
+
+def located(trainable: Any) -> type:
+    """A subclass of a Tune trainable (a class or a registered name) whose results carry
+    :data:`~fttpo_ray.tuning.tracking.NODE_ID`, the id of the Ray node that computed them (Tune
+    itself adds ``hostname`` and ``node_ip``, which nodes on one machine share).
+
+    Same name (trial names and the registered name stay), same behaviour otherwise; wrapping a
+    wrapped class returns it.
+    """
+    from ray.rllib.utils.annotations import override
+
+    if isinstance(trainable, str):
+        from ray.tune.registry import get_trainable_cls
+
+        trainable = get_trainable_cls(trainable)
+    if getattr(trainable, _LOCATED_MARK, False):
+        return trainable
+
+    class Located(trainable):
+        @override(trainable)
+        def get_auto_filled_metrics(self, *args: Any, **kwargs: Any) -> dict:
+            import ray
+
+            metrics = super().get_auto_filled_metrics(*args, **kwargs)
+            metrics[NODE_ID] = ray.get_runtime_context().get_node_id()
+            return metrics
+
+    setattr(Located, _LOCATED_MARK, True)
+    Located.__name__ = trainable.__name__
+    return Located
 
 
 def storage_root(storage: str | Path | None) -> Path:

@@ -68,6 +68,24 @@ SWEEP_DIR_TAG = "fttpo.sweep_dir"
 TRIAL_DIR_TAG = "fttpo.trial_dir"
 SEARCHED_TAG = "fttpo.searched"
 YAML_TAG = "fttpo.yaml"
+#: How a trial ended (:data:`OUTCOMES`): reached the stop criterion, stopped early by the
+#: scheduler, failed, or interrupted (the sweep was stopped).
+OUTCOME_TAG = "fttpo.outcome"
+OUTCOME_FINISHED = "finished"
+OUTCOME_STOPPED_EARLY = "stopped_early"
+OUTCOME_FAILED = "failed"
+OUTCOME_INTERRUPTED = "interrupted"
+OUTCOMES = (OUTCOME_FINISHED, OUTCOME_STOPPED_EARLY, OUTCOME_FAILED, OUTCOME_INTERRUPTED)
+#: PBT: how many times the trial's hyperparameters were replaced (exploit + explore).
+EXPLOITS_TAG = "fttpo.pbt_exploits"
+#: PBT: metric prefix of the perturbed hyperparameters' values per iteration.
+HYPERPARAMETER_PREFIX = "config/"
+#: Where a trial ran: the Ray node id, host name and IP of its latest (re)start, and every node
+#: id it ran on, in order (comma-separated; two after a restart on another node).
+NODE_ID_TAG = "fttpo.node_id"
+HOSTNAME_TAG = "fttpo.hostname"
+NODE_IP_TAG = "fttpo.node_ip"
+NODES_TAG = "fttpo.nodes"
 
 # ---- params -------------------------------------------------------------------------------------
 ALGORITHM_PARAM = "algorithm"
@@ -96,6 +114,11 @@ KILLED = "KILLED"
 TRAINING_ITERATION = "training_iteration"
 TIME_TOTAL_S = "time_total_s"
 TIME_THIS_ITER_S = "time_this_iter_s"
+#: Tune's result fields naming where a result was computed (``node_id``: see
+#: :func:`fttpo_ray.tuning.runtime.located`).
+NODE_ID = "node_id"
+HOSTNAME = "hostname"
+NODE_IP = "node_ip"
 #: Standard Tune result keys that are logged besides ours.
 STANDARD_METRICS = (TRAINING_ITERATION, TIME_TOTAL_S, TIME_THIS_ITER_S)
 #: Names under ``evaluation/<policy>/`` that are logged.
@@ -335,6 +358,27 @@ class RunContext:
     searched: tuple[str, ...]
     sweep_dir: str
     log_checkpoint: bool = True
+    #: The stop criterion, to tell a finished trial from one a scheduler stopped early.
+    iterations: int = 0
+    time_s: float | None = None
+    #: PBT's perturbed keys: param name -> key of the trial's config dict.
+    mutated: dict[str, str] = field(default_factory=dict)
+    #: The dataset id in trial run names when a sweep has several datasets ("" otherwise).
+    label: str = ""
+
+
+def trial_outcome(context: RunContext, status: str, last_result: Mapping[str, Any]) -> str:
+    """:data:`OUTCOME_TAG` of a trial whose run ends with ``status`` after ``last_result``."""
+    if status == FAILED:
+        return OUTCOME_FAILED
+    if status != FINISHED:
+        return OUTCOME_INTERRUPTED
+    iteration = int(last_result.get(TRAINING_ITERATION) or 0)
+    elapsed = float(last_result.get(TIME_TOTAL_S) or 0.0)
+    timed_out = context.time_s is not None and elapsed >= context.time_s
+    if iteration >= context.iterations or timed_out:
+        return OUTCOME_FINISHED
+    return OUTCOME_STOPPED_EARLY
 
 
 def trial_params(context: RunContext, config: Mapping[str, Any]) -> dict[str, str]:
@@ -365,9 +409,11 @@ def create_trial_run(
     config: Mapping[str, Any],
     trial_dir: str = "",
     kind: str = KIND_TRIAL,
+    log_params: bool = True,
 ) -> str:
     """Create the MLflow run of a trial (nested under the sweep's parent run, if there is one)
-    with its params, tags and ``config.json``; returns the run id."""
+    with its tags, ``config.json`` and (unless ``log_params`` is false: the caller logs
+    :func:`trial_params` with its first batch) its params; returns the run id."""
     from mlflow.entities import Param
 
     tags = {
@@ -381,46 +427,111 @@ def create_trial_run(
     if context.parent_run_id:
         tags[PARENT_RUN_ID_TAG] = context.parent_run_id
     run_id = client.create_run(context.experiment_id, run_name=name, tags=tags).info.run_id
-    params = trial_params(context, config)
-    client.log_batch(run_id, params=[Param(k, v) for k, v in params.items()])
+    if log_params:
+        params = trial_params(context, config)
+        client.log_batch(run_id, params=[Param(k, v) for k, v in params.items()])
     client.log_text(
         run_id, json.dumps(dict(config), default=repr, indent=1, sort_keys=True), CONFIG_ARTIFACT
     )
     return run_id
 
 
-def log_result(client: Any, run_id: str, result: Mapping[str, Any], step: int) -> None:
-    """Log the selected metrics of one result (see :func:`select_metrics`) at ``step``."""
+def result_metrics(result: Mapping[str, Any], step: int) -> list[Any]:
+    """The selected metrics of one result (see :func:`select_metrics`) as MLflow metrics."""
+    return _metrics(select_metrics(result), step)
+
+
+def _metrics(values: Mapping[str, float], step: int) -> list[Any]:
     from mlflow.entities import Metric
 
     now = int(time.time() * 1000)
-    batch = [Metric(k, v, now, step) for k, v in select_metrics(result).items()]
+    return [Metric(k, v, now, step) for k, v in values.items()]
+
+
+def log_result(client: Any, run_id: str, result: Mapping[str, Any], step: int) -> None:
+    """Log the selected metrics of one result (see :func:`select_metrics`) at ``step``."""
+    batch = result_metrics(result, step)
     if batch:
         client.log_batch(run_id, metrics=batch)
 
 
+#: MLflow's limits on one ``log_batch`` call.
+MAX_BATCH_METRICS = 1000
+MAX_BATCH_PARAMS = 100
+MAX_BATCH_TAGS = 100
+#: Seconds the callback keeps metrics before it writes them (one ``log_batch`` per run).
+FLUSH_INTERVAL_S = 1.0
+
+
 @dataclass
 class TrialRun:
-    """The MLflow run of one trial and the last iteration logged to it."""
+    """The MLflow run of one trial, the last iteration logged to it and where it ran."""
 
     run_id: str
     last_step: int = 0
     status: str = RUNNING
+    #: Ray node ids the trial ran on, in order (a restart on another node adds one).
+    nodes: list[str] = field(default_factory=list)
+    #: PBT: the perturbed hyperparameters' last values and how often they were replaced.
+    hyperparameters: dict[str, float] = field(default_factory=dict)
+    exploits: int = 0
+
+
+@dataclass
+class PendingWrites:
+    """What the callback has yet to write to one run (written by :meth:`flush`)."""
+
+    params: list[Any] = field(default_factory=list)
+    metrics: list[Any] = field(default_factory=list)
+    tags: dict[str, str] = field(default_factory=dict)
+
+    def flush(self, client: Any, run_id: str) -> int:
+        """Write everything in as few ``log_batch`` calls as MLflow's limits allow; the calls."""
+        from mlflow.entities import RunTag
+
+        tags = [RunTag(k, v) for k, v in self.tags.items()]
+        calls = 0
+        while self.params or self.metrics or tags:
+            params, self.params = self.params[:MAX_BATCH_PARAMS], self.params[MAX_BATCH_PARAMS:]
+            batch_tags, tags = tags[:MAX_BATCH_TAGS], tags[MAX_BATCH_TAGS:]
+            room = MAX_BATCH_METRICS - len(params) - len(batch_tags)
+            metrics, self.metrics = self.metrics[:room], self.metrics[room:]
+            client.log_batch(run_id, metrics=metrics, params=params, tags=batch_tags)
+            calls += 1
+        self.tags.clear()
+        return calls
 
 
 @dataclass(eq=False)
 class MLflowTrackingCallback(Callback):
-    """Tune callback: one nested MLflow run per trial, resume-safe (see the module docstring)."""
+    """Tune callback: one nested MLflow run per trial, resume-safe (see the module docstring).
+
+    Writes are batched: a trial's params, its metrics and tags are kept for up to
+    ``flush_interval_s`` seconds and written with one ``log_batch`` per run (also when the
+    trial ends, when Tune saves the experiment state and when the experiment ends), so the
+    MLflow calls per result fall as results come faster. The state Tune saves never counts a
+    step that was not written.
+    """
 
     tracking_uri: str
     context: RunContext
     trial_runs: dict[str, TrialRun] = field(default_factory=dict)
     checkpoints: dict[str, str] = field(default_factory=dict)
+    flush_interval_s: float = FLUSH_INTERVAL_S
 
     def __post_init__(self) -> None:
         self._client: Any = None
+        self._pending: dict[str, PendingWrites] = {}
+        self._last_flush = time.monotonic()
+        # Set by set_state (a restored sweep): runs whose last step is read again from MLflow;
+        # only a restored sweep looks up trials it does not know in MLflow.
+        self._unverified: set[str] = set()
+        self._restored = False
+        #: MLflow calls made by this callback (one per request), for benchmarks.
+        self.calls = 0
 
     def __getstate__(self) -> dict[str, Any]:
+        self.flush()
         state = dict(self.__dict__)
         state["_client"] = None
         return state
@@ -437,6 +548,7 @@ class MLflowTrackingCallback(Callback):
     # ---- Tune state: the trial -> run map survives Tuner.restore ------------------------------
 
     def get_state(self) -> dict[str, Any]:
+        self.flush()
         return {
             "runs": {tid: vars(run) for tid, run in self.trial_runs.items()},
             "checkpoints": dict(self.checkpoints),
@@ -445,12 +557,43 @@ class MLflowTrackingCallback(Callback):
     def set_state(self, state: dict[str, Any]) -> None:
         self.trial_runs = {tid: TrialRun(**run) for tid, run in state.get("runs", {}).items()}
         self.checkpoints = dict(state.get("checkpoints", {}))
+        # A driver killed without warning (SIGKILL) may have written steps after the state was
+        # saved: the last step of every unfinished run is read from MLflow before it is trusted.
+        self._unverified = {
+            tid for tid, run in self.trial_runs.items() if run.status not in (FINISHED, FAILED)
+        }
+        self._restored = True
+
+    # ---- batched writes -----------------------------------------------------------------------
+
+    def _pending_for(self, run_id: str) -> PendingWrites:
+        return self._pending.setdefault(run_id, PendingWrites())
+
+    def flush(self, run_id: str | None = None) -> None:
+        """Write what is pending (for ``run_id`` only, if given)."""
+        run_ids = [run_id] if run_id is not None else list(self._pending)
+        for rid in run_ids:
+            pending = self._pending.pop(rid, None)
+            if pending is not None:
+                self.calls += pending.flush(self.client, rid)
+        if run_id is None:
+            self._last_flush = time.monotonic()
+
+    def _flush_if_due(self) -> None:
+        if self._pending and time.monotonic() - self._last_flush >= self.flush_interval_s:
+            self.flush()
 
     # ---- run lookup ---------------------------------------------------------------------------
 
     def _existing_run(self, trial_id: str) -> TrialRun | None:
         if trial_id in self.trial_runs:
-            return self.trial_runs[trial_id]
+            run = self.trial_runs[trial_id]
+            if trial_id in self._unverified:
+                self._unverified.discard(trial_id)
+                run.last_step = max(run.last_step, self._logged_steps(run.run_id))
+            return run
+        if not self._restored:
+            return None
         ctx = self.context
         found = self.client.search_runs(
             [ctx.experiment_id],
@@ -462,10 +605,15 @@ class MLflowTrackingCallback(Callback):
         )
         if not found:
             return None
+        self.calls += 1
         run_id = found[0].info.run_id
+        return TrialRun(run_id=run_id, last_step=self._logged_steps(run_id))
+
+    def _logged_steps(self, run_id: str) -> int:
+        """The last iteration logged to ``run_id`` in MLflow."""
         history = self.client.get_metric_history(run_id, TRAINING_ITERATION)
-        last = max((int(point.step) for point in history), default=0)
-        return TrialRun(run_id=run_id, last_step=last)
+        self.calls += 1
+        return max((int(point.step) for point in history), default=0)
 
     def run_id(self, trial_id: str) -> str | None:
         """The MLflow run id of a trial, if it has one."""
@@ -475,9 +623,13 @@ class MLflowTrackingCallback(Callback):
     # ---- Tune hooks ---------------------------------------------------------------------------
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        from mlflow.entities import Param
+
         existing = self._existing_run(trial.trial_id)
         if existing is not None:
-            self.client.update_run(existing.run_id, status=RUNNING)
+            if existing.status != RUNNING:
+                self.client.update_run(existing.run_id, status=RUNNING)
+                self.calls += 1
             existing.status = RUNNING
             self.trial_runs[trial.trial_id] = existing
             logger.info("Trial %s continues MLflow run %s", trial.trial_id, existing.run_id)
@@ -485,11 +637,17 @@ class MLflowTrackingCallback(Callback):
         run_id = create_trial_run(
             self.client,
             self.context,
-            name=f"{self.context.run_name}:{trial.experiment_tag}",
+            name=":".join(
+                p for p in (self.context.run_name, self.context.label, trial.experiment_tag) if p
+            ),
             trial_id=trial.trial_id,
             config=trial.config,
             trial_dir=str(getattr(trial, "path", "") or ""),
+            log_params=False,
         )
+        self.calls += 2
+        params = trial_params(self.context, trial.config)
+        self._pending_for(run_id).params = [Param(k, v) for k, v in params.items()]
         self.trial_runs[trial.trial_id] = TrialRun(run_id=run_id)
 
     def on_trial_result(
@@ -498,11 +656,45 @@ class MLflowTrackingCallback(Callback):
         run = self.trial_runs.get(trial.trial_id)
         if run is None:
             return
+        node = result.get(NODE_ID)
+        if node and (not run.nodes or run.nodes[-1] != node):
+            run.nodes.append(str(node))
+            self._pending_for(run.run_id).tags.update(
+                {
+                    NODE_ID_TAG: str(node),
+                    HOSTNAME_TAG: str(result.get(HOSTNAME, "")),
+                    NODE_IP_TAG: str(result.get(NODE_IP, "")),
+                    NODES_TAG: ",".join(run.nodes),
+                }
+            )
+        values = self._hyperparameters(run, trial)
         step = int(result.get(TRAINING_ITERATION, run.last_step + 1))
-        if step <= run.last_step:
-            return
-        log_result(self.client, run.run_id, result, step)
-        run.last_step = step
+        if step > run.last_step:
+            metrics = result_metrics(result, step)
+            if values:
+                metrics += _metrics(
+                    {f"{HYPERPARAMETER_PREFIX}{name}": v for name, v in values.items()}, step
+                )
+            self._pending_for(run.run_id).metrics.extend(metrics)
+            run.last_step = step
+        self._flush_if_due()
+
+    def _hyperparameters(self, run: TrialRun, trial: Any) -> dict[str, float]:
+        """PBT's perturbed values in the trial's config now; a change since the last result is
+        an exploit, counted in :data:`EXPLOITS_TAG`."""
+        values = {}
+        for name, key in self.context.mutated.items():
+            number = _as_number(trial.config.get(key))
+            if number is not None:
+                values[name] = number
+        if run.hyperparameters and values != run.hyperparameters:
+            run.exploits += 1
+            self._pending_for(run.run_id).tags[EXPLOITS_TAG] = str(run.exploits)
+        run.hyperparameters = values
+        return values
+
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        self._flush_if_due()
 
     def on_checkpoint(
         self, iteration: int, trials: list, trial: Any, checkpoint: Any, **info: Any
@@ -515,12 +707,18 @@ class MLflowTrackingCallback(Callback):
         run = self.trial_runs.get(trial.trial_id)
         if run is None or run.status in (FINISHED, FAILED):
             return
+        last_result = getattr(trial, "last_result", None) or {}
+        outcome = trial_outcome(self.context, status, last_result)
+        self._pending_for(run.run_id).tags[OUTCOME_TAG] = outcome
+        self.flush(run.run_id)
         if status == FINISHED and self.context.log_checkpoint:
             checkpoint = getattr(trial, "checkpoint", None)
             path = getattr(checkpoint, "path", None) or self.checkpoints.get(trial.trial_id)
             if path and Path(path).is_dir():
                 self.client.log_artifacts(run.run_id, str(path), CHECKPOINT_ARTIFACT_DIR)
+                self.calls += 1
         self.client.set_terminated(run.run_id, status=status)
+        self.calls += 1
         run.status = status
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -530,8 +728,11 @@ class MLflowTrackingCallback(Callback):
         self._finish(trial, FAILED)
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
+        self.flush()
         for trial in trials:
             run = self.trial_runs.get(trial.trial_id)
             if run is not None and run.status == RUNNING:
+                self.client.set_tag(run.run_id, OUTCOME_TAG, OUTCOME_INTERRUPTED)
                 self.client.set_terminated(run.run_id, status=KILLED)
+                self.calls += 2
                 run.status = KILLED
