@@ -22,6 +22,12 @@ Deviations from the paper, and why:
 - The ``E = num_critics`` critics (default 2: clipped double Q) are one
   :class:`CriticEnsemble` with stacked weights, evaluated with one batched matmul per layer;
   ``Q_min`` is the minimum over the ensemble.
+- Observations are standardised inside the module, ``(s - mean) / std`` with the training
+  data's statistics (``obs_mean``/``obs_std`` of the model config, stored as buffers), before
+  every network: checkpoints, env runners and ``fttpo eval`` apply the same transform
+  (docs/algorithm.md §2.1).
+- The critics may normalise their hidden layers (``critic_layer_norm``), and the ensemble is
+  aggregated by its minimum or by ``mean - kappa * std`` (``critic_aggregation``; §2.1).
 - With ``thin_support_in_box`` (default) the half-width is capped at ``1 - |loc|`` (never below
   its lower bound): the support then lies in ``[-1, 1]`` except when ``|loc| > 1 - lo``; the
   evaluation reports how often the support leaves the box.
@@ -55,6 +61,20 @@ THIN_SCALE_BOUNDS = "thin_scale_bounds"
 FAT_SCALE_BOUNDS = "fat_scale_bounds"
 THIN_SUPPORT_IN_BOX = "thin_support_in_box"
 THIN_SCALE_TORSO = "thin_scale_torso"
+OBS_MEAN = "obs_mean"
+OBS_STD = "obs_std"
+CRITIC_LAYER_NORM = "critic_layer_norm"
+CRITIC_AGGREGATION = "critic_aggregation"
+CRITIC_KAPPA = "critic_kappa"
+
+# Aggregations of the critic ensemble (docs/algorithm.md §2.1).
+AGGREGATION_MIN = "min"
+AGGREGATION_MEAN_STD = "mean_std"
+AGGREGATIONS = (AGGREGATION_MIN, AGGREGATION_MEAN_STD)
+
+# Buffers holding the observation statistics (part of the module's state, so of checkpoints).
+OBS_SHIFT_BUFFER = "obs_shift"
+OBS_SCALE_BUFFER = "obs_scale"
 
 # Variants (docs/algorithm.md §2–§3).
 VARIANT_FTTPO = "fttpo"
@@ -91,6 +111,11 @@ DEFAULT_MODEL_CONFIG: dict[str, Any] = {
     FAT_SCALE_BOUNDS: (1e-3, 10.0),
     THIN_SUPPORT_IN_BOX: True,
     THIN_SCALE_TORSO: TORSO_SHARED,
+    OBS_MEAN: None,
+    OBS_STD: None,
+    CRITIC_LAYER_NORM: False,
+    CRITIC_AGGREGATION: AGGREGATION_MIN,
+    CRITIC_KAPPA: 1.0,
 }
 
 
@@ -117,13 +142,24 @@ class CriticEnsemble(nn.Module):
     Layer ``l`` holds ``weight_l`` of shape ``[E, in, out]`` and ``bias_l`` of shape
     ``[E, 1, out]``; a forward pass is one ``baddbmm`` per layer for the whole ensemble. Each
     member is initialised like ``nn.Linear`` (uniform in ``±1/sqrt(in)``), independently.
+    With ``layer_norm`` every hidden layer is layer-normalised before its ReLU, with a gain
+    ``[E, 1, out]`` (initially 1) and shift (initially 0) per member.
     """
 
-    def __init__(self, num_members: int, in_dim: int, hiddens: list[int]) -> None:
+    def __init__(
+        self, num_members: int, in_dim: int, hiddens: list[int], *, layer_norm: bool = False
+    ) -> None:
         super().__init__()
         self.num_members = num_members
+        self.layer_norm = layer_norm
         self.weights = nn.ParameterList()
         self.biases = nn.ParameterList()
+        self.norm_gains = nn.ParameterList()
+        self.norm_shifts = nn.ParameterList()
+        if layer_norm:
+            for width in hiddens:
+                self.norm_gains.append(nn.Parameter(torch.ones(num_members, 1, width)))
+                self.norm_shifts.append(nn.Parameter(torch.zeros(num_members, 1, width)))
         for width in [*hiddens, 1]:
             bound = 1.0 / math.sqrt(in_dim)
             weight = torch.empty(num_members, in_dim, width).uniform_(-bound, bound)
@@ -144,6 +180,11 @@ class CriticEnsemble(nn.Module):
                 weight, bias = weight.detach(), bias.detach()
             h = torch.baddbmm(bias, h, weight)
             if i < last:
+                if self.layer_norm:
+                    gain, shift = self.norm_gains[i], self.norm_shifts[i]
+                    if frozen:
+                        gain, shift = gain.detach(), shift.detach()
+                    h = torch.nn.functional.layer_norm(h, h.shape[-1:]) * gain + shift
                 h = torch.relu(h)
         return h.squeeze(-1)
 
@@ -171,6 +212,8 @@ class FtTPOTorchRLModule(TorchRLModule, InferenceOnlyAPI):
         self.fat_scale_bounds = tuple(float(x) for x in cfg[FAT_SCALE_BOUNDS])
         self.thin_support_in_box = bool(cfg[THIN_SUPPORT_IN_BOX])
         self.thin_scale_torso = cfg[THIN_SCALE_TORSO]
+        self.critic_aggregation = cfg[CRITIC_AGGREGATION]
+        self.critic_kappa = float(cfg[CRITIC_KAPPA])
         hiddens = list(cfg[HIDDENS])
 
         if not isinstance(self.action_space, gym.spaces.Box):
@@ -179,6 +222,15 @@ class FtTPOTorchRLModule(TorchRLModule, InferenceOnlyAPI):
             )
         obs_dim = int(self.observation_space.shape[0])
         act_dim = int(self.action_space.shape[0])
+        shift = torch.zeros(obs_dim) if cfg[OBS_MEAN] is None else torch.tensor(cfg[OBS_MEAN])
+        scale = torch.ones(obs_dim) if cfg[OBS_STD] is None else torch.tensor(cfg[OBS_STD])
+        if shift.shape != (obs_dim,) or scale.shape != (obs_dim,) or not bool((scale > 0).all()):
+            raise ValueError(
+                f"`{OBS_MEAN}`/`{OBS_STD}` must be {obs_dim} numbers each (std > 0); got "
+                f"{cfg[OBS_MEAN]!r} and {cfg[OBS_STD]!r}"
+            )
+        self.register_buffer(OBS_SHIFT_BUFFER, shift.to(torch.float32))
+        self.register_buffer(OBS_SCALE_BUFFER, scale.to(torch.float32))
 
         self.policy_torso = mlp(obs_dim, hiddens)
         self.loc_head = nn.Linear(hiddens[-1], act_dim)
@@ -190,7 +242,12 @@ class FtTPOTorchRLModule(TorchRLModule, InferenceOnlyAPI):
             self.thin_scale_head = nn.Linear(hiddens[-1], act_dim)
 
         if not self.inference_only:
-            self.critics = CriticEnsemble(self.num_critics, obs_dim + act_dim, hiddens)
+            self.critics = CriticEnsemble(
+                self.num_critics,
+                obs_dim + act_dim,
+                hiddens,
+                layer_norm=bool(cfg[CRITIC_LAYER_NORM]),
+            )
             self.target_critics = copy.deepcopy(self.critics).requires_grad_(False)
             self.value = mlp(obs_dim, hiddens, 1)
 
@@ -237,12 +294,17 @@ class FtTPOTorchRLModule(TorchRLModule, InferenceOnlyAPI):
 
     # ---- networks ------------------------------------------------------------------------------
 
+    def normalize_obs(self, obs: torch.Tensor) -> torch.Tensor:
+        """``(obs - mean) / std`` with the training data's statistics (identity without them)."""
+        return (obs - self.obs_shift) / self.obs_scale
+
     def policy_params(self, obs: torch.Tensor) -> PolicyParams:
-        """Location, fat scale and thin half-width at ``obs`` (one torso pass).
+        """Location, fat scale and thin half-width at raw observations ``obs`` (one torso pass).
 
         For FtTPO the thin head sees the location and torso features *detached*: the thin loss
         never moves the shared location (docs/algorithm.md §2).
         """
+        obs = self.normalize_obs(obs)
         features = self.policy_torso(obs)
         loc = torch.tanh(self.loc_head(features))
         fat_scale = None
@@ -288,12 +350,12 @@ class FtTPOTorchRLModule(TorchRLModule, InferenceOnlyAPI):
         target: bool = False,
         frozen: bool = False,
     ) -> torch.Tensor:
-        """``[Q_1(s, a), ..., Q_E(s, a)]``, shape ``(E, B)``.
+        """``[Q_1(s, a), ..., Q_E(s, a)]``, shape ``(E, B)``, at raw observations ``obs``.
 
         ``target`` uses the polyak-averaged copies. ``frozen`` evaluates the online critics with
         detached parameters, so gradient reaches ``actions`` but not the critics (reverse KL).
         """
-        x = torch.cat([obs, actions], dim=-1)
+        x = torch.cat([self.normalize_obs(obs), actions], dim=-1)
         if target:
             return self.target_critics(x)
         return self.critics(x, frozen=frozen)
@@ -302,9 +364,22 @@ class FtTPOTorchRLModule(TorchRLModule, InferenceOnlyAPI):
         """``min_i Q_i(s, a)`` over the ensemble, shape ``(B,)`` (keywords of :meth:`q_values`)."""
         return self.q_values(obs, actions, **kwargs).amin(dim=0)
 
+    def q_aggregate(self, obs: torch.Tensor, actions: torch.Tensor, **kwargs: bool) -> torch.Tensor:
+        """The ensemble's pessimistic value ``Q_agg(s, a)``, shape ``(B,)`` (docs/algorithm.md
+        §2.1): the minimum (``critic_aggregation="min"``) or ``mean - kappa * std`` over the
+        ``E`` critics (population std; with ``E = 2`` and ``kappa = 1`` this is the minimum).
+        Keywords of :meth:`q_values`."""
+        return self.aggregate(self.q_values(obs, actions, **kwargs))
+
+    def aggregate(self, q: torch.Tensor) -> torch.Tensor:
+        """:meth:`q_aggregate` of given ensemble values ``q`` of shape ``(E, B)``."""
+        if self.critic_aggregation == AGGREGATION_MIN:
+            return q.amin(dim=0)
+        return q.mean(dim=0) - self.critic_kappa * q.std(dim=0, correction=0)
+
     def state_value(self, obs: torch.Tensor) -> torch.Tensor:
-        """``V(s)``, shape ``(B,)``."""
-        return self.value(obs).squeeze(-1)
+        """``V(s)`` at raw observations ``obs``, shape ``(B,)``."""
+        return self.value(self.normalize_obs(obs)).squeeze(-1)
 
     def target_network_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
         """``(online, target)`` pairs for the polyak update: the critic ensemble."""

@@ -51,28 +51,41 @@ from fttpo_ray.rl_module.fttpo_rl_module import (
 
 
 def mlps_from_ensemble(ensemble: CriticEnsemble) -> nn.ModuleList:
-    """One ``Linear``/``ReLU`` MLP per ensemble member, with that member's parameters."""
+    """One ``Linear``/(``LayerNorm``)/``ReLU`` MLP per ensemble member, with that member's
+    parameters."""
     nets = nn.ModuleList()
     for member in range(ensemble.num_members):
         layers: list[nn.Module] = []
-        for weight, bias in zip(ensemble.weights, ensemble.biases, strict=True):
+        for i, (weight, bias) in enumerate(zip(ensemble.weights, ensemble.biases, strict=True)):
             linear = nn.Linear(weight.shape[1], weight.shape[2])
             with torch.no_grad():
                 linear.weight.copy_(weight[member].T)
                 linear.bias.copy_(bias[member, 0])
-            layers += [linear, nn.ReLU()]
+            layers.append(linear)
+            if ensemble.layer_norm and i < len(ensemble.norm_gains):
+                norm = nn.LayerNorm(weight.shape[2])
+                with torch.no_grad():
+                    norm.weight.copy_(ensemble.norm_gains[i][member, 0])
+                    norm.bias.copy_(ensemble.norm_shifts[i][member, 0])
+                layers.append(norm)
+            layers.append(nn.ReLU())
         nets.append(nn.Sequential(*layers[:-1]))
     return nets
 
 
 def stacked(nets: nn.ModuleList) -> list[torch.Tensor]:
     """The MLPs' parameters in the ensemble's layout and order: every layer's weights
-    ``[E, in, out]``, then every layer's biases ``[E, 1, out]``."""
+    ``[E, in, out]``, then every layer's biases ``[E, 1, out]``, then (layer norm) every hidden
+    layer's gains and shifts ``[E, 1, out]``."""
     linears = [[m for m in net if isinstance(m, nn.Linear)] for net in nets]
     layers = range(len(linears[0]))
     weights = [torch.stack([net[layer].weight.T for net in linears]) for layer in layers]
     biases = [torch.stack([net[layer].bias.unsqueeze(0) for net in linears]) for layer in layers]
-    return weights + biases
+    norms = [[m for m in net if isinstance(m, nn.LayerNorm)] for net in nets]
+    hidden = range(len(norms[0]))
+    gains = [torch.stack([net[layer].weight.unsqueeze(0) for net in norms]) for layer in hidden]
+    shifts = [torch.stack([net[layer].bias.unsqueeze(0) for net in norms]) for layer in hidden]
+    return weights + biases + gains + shifts
 
 
 class ReferenceStep:
@@ -115,26 +128,42 @@ class ReferenceStep:
             torch.optim.Adam(params, lr=lr, foreach=False, fused=fused or None)
             for params, lr in zip(groups, lrs, strict=True)
         ]
+        if config.critic_weight_decay > 0.0:
+            self.optimizers[0] = torch.optim.AdamW(
+                groups[0],
+                lr=config.critic_lr,
+                weight_decay=config.critic_weight_decay,
+                foreach=False,
+                fused=fused or None,
+            )
 
     def q_values(
         self, obs: torch.Tensor, actions: torch.Tensor, *, target: bool = False
     ) -> list[torch.Tensor]:
-        x = torch.cat([obs, actions], dim=-1)
+        x = torch.cat([(obs - self.module.obs_shift) / self.module.obs_scale, actions], dim=-1)
         nets = self.target_critics if target else self.critics
         return [net(x).squeeze(-1) for net in nets]
 
+    def aggregate(self, qs: list[torch.Tensor]) -> torch.Tensor:
+        """Minimum, or mean - kappa * (population) std, of the critics' values."""
+        if self.config.critic_aggregation == "min":
+            return functools.reduce(torch.minimum, qs)
+        mean = sum(qs) / len(qs)
+        std = torch.sqrt(sum((q - mean) ** 2 for q in qs) / len(qs))
+        return mean - self.config.critic_kappa * std
+
     def q_min(self, obs: torch.Tensor, actions: torch.Tensor, **kwargs: bool) -> torch.Tensor:
-        return functools.reduce(torch.minimum, self.q_values(obs, actions, **kwargs))
+        return self.aggregate(self.q_values(obs, actions, **kwargs))
 
     def frozen_q_min(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        x = torch.cat([obs, actions], dim=-1)
+        x = torch.cat([(obs - self.module.obs_shift) / self.module.obs_scale, actions], dim=-1)
         qs = [
             torch.func.functional_call(
                 net, {k: p.detach() for k, p in net.named_parameters()}, (x,)
             ).squeeze(-1)
             for net in self.critics
         ]
-        return functools.reduce(torch.minimum, qs)
+        return self.aggregate(qs)
 
     def _value(self, x: torch.Tensor) -> float | torch.Tensor:
         return x.item() if self.read_values else x
@@ -170,7 +199,7 @@ class ReferenceStep:
         critic_loss = sum(0.5 * torch.mean((q - target) ** 2) for q in q_preds)
         v = module.state_value(obs)
         value_loss = 0.5 * torch.mean((v - q_target_at_policy) ** 2)
-        q_min_data = functools.reduce(torch.minimum, q_preds).detach()
+        q_min_data = self.aggregate(q_preds).detach()
         weights = losses.advantage_weights(
             q_min_data, v.detach(), config.kl_weight, config.weight_q, config.w_max
         )

@@ -125,23 +125,39 @@ def assert_means_equal_reference_steps(
         assert logged[key] == pytest.approx(expected, rel=rtol, abs=atol), key
 
 
+#: Small-data options (docs/algorithm.md §2.1): observation statistics, layer-normalised
+#: critics with weight decay, and the mean - kappa * std aggregation of the ensemble.
+SMALL_DATA = {
+    "critic_layer_norm": True,
+    "critic_weight_decay": 0.5,
+    "critic_aggregation": "mean_std",
+    "critic_kappa": 0.7,
+}
+OBS_STATISTICS = ([0.5 * i for i in range(8)], [1.0 + 0.25 * i for i in range(8)])
+
+
 @pytest.mark.parametrize(
-    ("variant", "num_critics", "torso"),
+    ("variant", "num_critics", "torso", "extra"),
     [
-        ("fttpo", 2, "shared"),
-        ("rar", 2, "shared"),
-        ("reverse_kl", 2, "shared"),
-        ("fat_only", 2, "shared"),
-        ("fttpo", 1, "shared"),
-        ("fttpo", 3, "shared"),
-        ("fttpo", 2, "own"),
+        ("fttpo", 2, "shared", {}),
+        ("rar", 2, "shared", {}),
+        ("reverse_kl", 2, "shared", {}),
+        ("fat_only", 2, "shared", {}),
+        ("fttpo", 1, "shared", {}),
+        ("fttpo", 3, "shared", {}),
+        ("fttpo", 2, "own", {}),
+        ("fttpo", 3, "shared", SMALL_DATA),
+        ("reverse_kl", 4, "shared", SMALL_DATA),
     ],
 )
-def test_learner_steps_equal_the_reference_steps(variant, num_critics, torso):
+def test_learner_steps_equal_the_reference_steps(variant, num_critics, torso, extra):
     """Three gradient steps of the learner (one update() call) and of the reference, from the
     same parameters with the same seed: equal losses, diagnostics and parameters (float32
-    tolerance 1e-5 relative); the parameters moved by far more than that."""
-    config = make_config(variant, num_critics=num_critics, thin_scale_torso=torso)
+    tolerance 1e-5 relative); the parameters moved by far more than that. With the small-data
+    options the module also standardises observations with given statistics."""
+    config = make_config(variant, num_critics=num_critics, thin_scale_torso=torso, **extra)
+    if extra:
+        config._obs_statistics = OBS_STATISTICS
     learner = make_learner(config)
     module = learner.module[DEFAULT_MODULE_ID].unwrapped()
     reference = ReferenceStep(copy.deepcopy(module), config)
@@ -156,7 +172,9 @@ def test_learner_steps_equal_the_reference_steps(variant, num_critics, torso):
     assert logged["num_module_steps_trained"] == STEPS * MINIBATCH
     assert logged["module_train_batch_size_mean"] == MINIBATCH
     assert logged["weights_seq_no"] == 1
-    assert_same_parameters(module, reference, rtol=1e-5, atol=1e-6)
+    # Layer norm reduces in another order than nn.LayerNorm, and Adam divides rounding
+    # differences of near-zero gradients by their own small scale: a looser absolute tolerance.
+    assert_same_parameters(module, reference, rtol=1e-5, atol=5e-5 if extra else 1e-6)
     moved = min((p - start[n]).abs().max().item() for n, p in module.named_parameters())
     assert moved > 1e-4
 

@@ -25,13 +25,15 @@ import time
 from typing import Any
 
 import gymnasium as gym
+import numpy as np
 from ray.rllib.algorithms.algorithm import Algorithm
 from ray.rllib.algorithms.algorithm_config import (
     DEPRECATED_VALUE,
     AlgorithmConfig,
     NotProvided,
 )
-from ray.rllib.core import DEFAULT_MODULE_ID
+from ray.rllib.core import COMPONENT_RL_MODULE, DEFAULT_MODULE_ID
+from ray.rllib.core.columns import Columns
 from ray.rllib.core.learner.training_data import TrainingData
 from ray.rllib.core.rl_module.multi_rl_module import MultiRLModule
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
@@ -47,6 +49,18 @@ from ray.rllib.utils.metrics import (
 
 from fttpo_ray.algorithms.fttpo.evaluation import evaluation_function
 from fttpo_ray.algorithms.fttpo.offline_data import InMemoryOfflineData
+from fttpo_ray.algorithms.fttpo.selection import (
+    CRITERIA,
+    HELD_OUT_TRANSITIONS,
+    SELECTED,
+    SELECTED_CRITERION,
+    SELECTED_ITERATION,
+    SELECTION,
+    TD_ERROR,
+    better,
+    copy_state,
+    held_out_criteria,
+)
 from fttpo_ray.algorithms.learner_module import learner_module
 from fttpo_ray.defaults import EVALUATION_SEED
 from fttpo_ray.errors import ConfigError
@@ -59,10 +73,16 @@ from fttpo_ray.metrics import (
     VALUE_LOSS,
 )
 from fttpo_ray.rl_module.fttpo_rl_module import (
+    AGGREGATIONS,
+    CRITIC_AGGREGATION,
+    CRITIC_KAPPA,
+    CRITIC_LAYER_NORM,
     DEFAULT_MODEL_CONFIG,
     FAT_Q,
     FAT_SCALE_BOUNDS,
     NUM_CRITICS,
+    OBS_MEAN,
+    OBS_STD,
     THIN_Q,
     THIN_SCALE_BOUNDS,
     THIN_SCALE_TORSO,
@@ -115,6 +135,18 @@ class FtTPOConfig(AlgorithmConfig):
         self.polyak = 0.005
         # Critics in the ensemble, E >= 1; Q_min is their minimum (2: clipped double Q).
         self.num_critics = DEFAULT_MODEL_CONFIG[NUM_CRITICS]
+        # Aggregation of the critic ensemble into Q_agg (TD target, value target, advantages):
+        # "min", or "mean_std" = mean - critic_kappa * std (docs/algorithm.md §2.1).
+        self.critic_aggregation = DEFAULT_MODEL_CONFIG[CRITIC_AGGREGATION]
+        self.critic_kappa = DEFAULT_MODEL_CONFIG[CRITIC_KAPPA]
+        # Small-data regularisation of the critics: layer norm on their hidden layers, and
+        # decoupled (AdamW) weight decay of their optimizer (docs/algorithm.md §2.1).
+        self.critic_layer_norm = DEFAULT_MODEL_CONFIG[CRITIC_LAYER_NORM]
+        self.critic_weight_decay = 0.0
+        # Standardise observations with the training episodes' mean and std, stored in the
+        # module (docs/algorithm.md §2.1); set from the dataset by resolve_dataset().
+        self.normalize_observations = True
+        self._obs_statistics: tuple[list[float], list[float]] | None = None
         # Compile forward, losses and backward of each gradient step with torch.compile (one
         # graph, eager fallback with a warning); off: benchmarks/results/throughput.md says why.
         self.compile_update = False
@@ -145,6 +177,9 @@ class FtTPOConfig(AlgorithmConfig):
         # `seed`, 0 when unset): offline model selection and certificate calibration read them
         # (docs/algorithm.md §2.2); 0 trains on everything and selects nothing. In [0, 1).
         self.held_out_fraction = 0.2
+        # Offline criterion on the held-out transitions that picks the "selected" iteration:
+        # "td_error" (lowest held-out TD error) or "policy_q" (docs/algorithm.md §2.2).
+        self.selection_criterion = TD_ERROR
         # Minibatch size per learner and gradient step.
         self.train_batch_size_per_learner = 256
         self.gamma = 0.99
@@ -189,6 +224,11 @@ class FtTPOConfig(AlgorithmConfig):
         value_lr: float = NotProvided,
         polyak: float = NotProvided,
         num_critics: int = NotProvided,
+        critic_aggregation: str = NotProvided,
+        critic_kappa: float = NotProvided,
+        critic_layer_norm: bool = NotProvided,
+        critic_weight_decay: float = NotProvided,
+        normalize_observations: bool = NotProvided,
         compile_update: bool = NotProvided,
         variant: str = NotProvided,
         kl_num_samples: int = NotProvided,
@@ -201,6 +241,7 @@ class FtTPOConfig(AlgorithmConfig):
         num_gradient_steps_per_iteration: int = NotProvided,
         in_memory_max_transitions: int = NotProvided,
         held_out_fraction: float = NotProvided,
+        selection_criterion: str = NotProvided,
         **kwargs: Any,
     ) -> FtTPOConfig:
         """Sets FtTPO's hyper-parameters (see the attribute comments in ``__init__``).
@@ -220,6 +261,11 @@ class FtTPOConfig(AlgorithmConfig):
             ("value_lr", value_lr),
             ("polyak", polyak),
             ("num_critics", num_critics),
+            ("critic_aggregation", critic_aggregation),
+            ("critic_kappa", critic_kappa),
+            ("critic_layer_norm", critic_layer_norm),
+            ("critic_weight_decay", critic_weight_decay),
+            ("normalize_observations", normalize_observations),
             ("compile_update", compile_update),
             ("variant", variant),
             ("kl_num_samples", kl_num_samples),
@@ -232,6 +278,7 @@ class FtTPOConfig(AlgorithmConfig):
             ("num_gradient_steps_per_iteration", num_gradient_steps_per_iteration),
             ("in_memory_max_transitions", in_memory_max_transitions),
             ("held_out_fraction", held_out_fraction),
+            ("selection_criterion", selection_criterion),
         ):
             if value is not NotProvided:
                 setattr(self, name, value)
@@ -279,6 +326,11 @@ class FtTPOConfig(AlgorithmConfig):
             FAT_SCALE_BOUNDS: tuple(self.fat_scale_bounds),
             THIN_SUPPORT_IN_BOX: self.thin_support_in_box,
             THIN_SCALE_TORSO: self.thin_scale_torso,
+            CRITIC_AGGREGATION: self.critic_aggregation,
+            CRITIC_KAPPA: float(self.critic_kappa),
+            CRITIC_LAYER_NORM: self.critic_layer_norm,
+            OBS_MEAN: self._obs_statistics[0] if self._obs_statistics else None,
+            OBS_STD: self._obs_statistics[1] if self._obs_statistics else None,
         }
 
     @override(AlgorithmConfig)
@@ -372,6 +424,20 @@ class FtTPOConfig(AlgorithmConfig):
             fail(f"`polyak` must be in (0, 1]; got {self.polyak}")
         if not 0.0 <= number("gamma") <= 1.0:
             fail(f"`gamma` must be in [0, 1]; got {self.gamma}")
+        if self.critic_aggregation not in AGGREGATIONS:
+            fail(
+                f"`critic_aggregation` must be one of {', '.join(AGGREGATIONS)}; "
+                f"got {self.critic_aggregation!r}"
+            )
+        if self.selection_criterion not in CRITERIA:
+            fail(
+                f"`selection_criterion` must be one of {', '.join(CRITERIA)}; "
+                f"got {self.selection_criterion!r}"
+            )
+        if number("critic_kappa") < 0.0:
+            fail(f"`critic_kappa` must be >= 0; got {self.critic_kappa}")
+        if number("critic_weight_decay") < 0.0:
+            fail(f"`critic_weight_decay` must be >= 0; got {self.critic_weight_decay}")
         if not 0.0 <= number("held_out_fraction") < 1.0:
             fail(f"`held_out_fraction` must be in [0, 1); got {self.held_out_fraction}")
         if number("kl_ratio_clip") <= 1.0:
@@ -399,7 +465,13 @@ class FtTPOConfig(AlgorithmConfig):
                 f"`thin_scale_torso` must be '{TORSO_SHARED}' or '{TORSO_OWN}'; "
                 f"got {self.thin_scale_torso!r}"
             )
-        for name in ("compile_update", "thin_support_in_box", "evaluation_explore"):
+        for name in (
+            "compile_update",
+            "thin_support_in_box",
+            "evaluation_explore",
+            "critic_layer_norm",
+            "normalize_observations",
+        ):
             flag(name)
         # RLlib 2.60's TorchLearner keeps one torch LR scheduler per module (the last
         # optimizer's) and steps one shared grad scaler per optimizer: with FtTPO's four
@@ -442,20 +514,44 @@ class FtTPOConfig(AlgorithmConfig):
         :class:`~fttpo_ray.errors.DatasetError` naming it and how to create it), sets ``env``
         (the dataset's, or checks a given one against it), the spaces and the offline input:
         in memory up to ``in_memory_max_transitions`` transitions, else streamed from Parquet.
+        In a sweep trial the table comes from Ray's object store when the driver shared it
+        (:mod:`fttpo_ray.data.object_store`; the driver checked it against the env), so the
+        node needs no copy of the dataset; otherwise from the local disk.
         """
         from fttpo_ray.data import check_compatible, ensure_dataset, load_transitions
+        from fttpo_ray.data.object_store import shared_transitions
 
-        ensure_dataset(self.dataset_id)
-        transitions = load_transitions(self.dataset_id)
+        transitions = shared_transitions(self.dataset_id)
+        if transitions is None:
+            ensure_dataset(self.dataset_id)
+            transitions = load_transitions(self.dataset_id)
+            if self.env and isinstance(self.env, str):
+                check_compatible(self.dataset_id, self.env)
         if not self.env:
             self.env = transitions.env_id
-        elif isinstance(self.env, str):
-            check_compatible(self.dataset_id, self.env)
         if isinstance(self.env, str) and self.observation_space is None:
             env = gym.make(self.env, **(self.env_config or {}))
             self.observation_space, self.action_space = env.observation_space, env.action_space
             env.close()
-        if len(transitions) <= self.in_memory_max_transitions:
+        in_memory = len(transitions) <= self.in_memory_max_transitions
+        if not in_memory and self.held_out_fraction > 0.0:
+            raise ConfigError(
+                f"`held_out_fraction`={self.held_out_fraction} needs the dataset in memory; "
+                f"'{self.dataset_id}' has {len(transitions)} transitions, above "
+                f"`in_memory_max_transitions`={self.in_memory_max_transitions}: raise that "
+                "or set held_out_fraction=0"
+            )
+        if self.normalize_observations:
+            from fttpo_ray.data.split import held_out_mask
+            from fttpo_ray.data.transitions import OBS_STD_FLOOR
+
+            train = ~held_out_mask(transitions.episode_ids, self.held_out_fraction, self.split_seed)
+            obs = transitions.obs[train].astype(np.float64)
+            std = np.maximum(obs.std(axis=0), OBS_STD_FLOOR)
+            self._obs_statistics = (obs.mean(axis=0).tolist(), std.tolist())
+        else:
+            self._obs_statistics = None
+        if in_memory:
             self.input_ = [transitions.path]
             self.offline_data_class = InMemoryOfflineData
         else:
@@ -593,3 +689,61 @@ class FtTPO(Algorithm):
                 continue
             self.metrics.log_value((LEARNER_PREFIX, key), value, window=1)
         self.metrics.log_value((LEARNER_PREFIX, GRAD_STEPS_PER_S), steps / elapsed, window=1)
+        if in_memory:
+            self._select()
+
+    def _select(self) -> None:
+        """Score this iteration on the held-out transitions; keep the best iteration's weights
+        (docs/algorithm.md §2.2). Reads the module and the held-out dataset episodes only."""
+        held_out = self.offline_data.held_out
+        count = len(held_out[Columns.REWARDS])
+        if count == 0:
+            return
+        module = learner_module(self)
+        criteria = held_out_criteria(module, held_out, self.config.gamma)
+        for name, value in criteria.items():
+            self.metrics.log_value((SELECTION, name), value, window=1)
+        self.metrics.log_value((SELECTION, HELD_OUT_TRANSITIONS), count, window=1)
+        criterion = self.config.selection_criterion
+        selected = getattr(self, "_selected", None)
+        iteration = self.iteration + 1
+        if better(criterion, criteria[criterion], selected and selected[SELECTED_CRITERION]):
+            selected = {
+                SELECTED_ITERATION: iteration,
+                SELECTED_CRITERION: criteria[criterion],
+                COMPONENT_RL_MODULE: copy_state(module.get_state()),
+            }
+            self._selected = selected
+        self.metrics.log_value(
+            (SELECTED, SELECTED_ITERATION), selected[SELECTED_ITERATION], window=1
+        )
+        self.metrics.log_value(
+            (SELECTED, SELECTED_CRITERION), selected[SELECTED_CRITERION], window=1
+        )
+
+    def selected_module_state(self) -> dict[str, Any] | None:
+        """The module state (numpy arrays) of the iteration selected on the held-out episodes,
+        or ``None`` when nothing is held out (``held_out_fraction=0``) or nothing trained yet."""
+        selected = getattr(self, "_selected", None)
+        return None if selected is None else selected[COMPONENT_RL_MODULE]
+
+    def selected_iteration(self) -> int | None:
+        """The training iteration (1-based) whose weights :meth:`selected_module_state` holds."""
+        selected = getattr(self, "_selected", None)
+        return None if selected is None else selected[SELECTED_ITERATION]
+
+    @override(Algorithm)
+    def get_state(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """RLlib's state plus the selected iteration and its weights (so checkpoints keep it)."""
+        state = super().get_state(*args, **kwargs)
+        selected = getattr(self, "_selected", None)
+        if selected is not None:
+            state[SELECTED] = selected
+        return state
+
+    @override(Algorithm)
+    def set_state(self, state: dict[str, Any]) -> None:
+        if SELECTED in state:
+            state = dict(state)
+            self._selected = state.pop(SELECTED)
+        super().set_state(state)

@@ -23,6 +23,7 @@ from ray.rllib.offline.offline_data import OfflineData
 from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
 from ray.rllib.utils.annotations import override
 
+from fttpo_ray.data.split import held_out_mask
 from fttpo_ray.errors import DatasetError
 
 logger = logging.getLogger(__name__)
@@ -50,6 +51,14 @@ def check_finite(table: dict[str, np.ndarray], dataset_id: str) -> None:
                 )
 
 
+def _as_tensors(table: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    """float32 tensors, boolean termination and truncation flags."""
+    out = {column: torch.from_numpy(values.astype(np.float32)) for column, values in table.items()}
+    for column in (Columns.TERMINATEDS, Columns.TRUNCATEDS):
+        out[column] = torch.from_numpy(np.asarray(table[column]).astype(bool))
+    return out
+
+
 class InMemoryOfflineData(OfflineData):
     """Flat transitions held as torch tensors; :meth:`sample` returns a uniform minibatch set.
 
@@ -59,6 +68,10 @@ class InMemoryOfflineData(OfflineData):
     The constructor signature is RLlib's (``offline_data_class(config)``); the config must be an
     :class:`FtTPOConfig` with a resolved ``dataset_id``. The algorithm sets ``learner_handles``,
     ``module_spec``, ``spaces`` and ``locality_hints`` after construction (unused here).
+
+    With ``config.held_out_fraction > 0`` the held-out episodes
+    (:func:`fttpo_ray.data.split.held_out_mask`, seeded by ``config.split_seed``) are never
+    sampled: they are kept apart in :attr:`held_out` for offline model selection.
     """
 
     @override(OfflineData)
@@ -69,24 +82,27 @@ class InMemoryOfflineData(OfflineData):
         transitions = load_transitions(config.dataset_id)
         table = {column: np.asarray(transitions.as_dict()[column]) for column in COLUMNS}
         check_finite(table, config.dataset_id)
-        self.num_rows = int(len(table[Columns.REWARDS]))
-        if self.num_rows == 0:
+        if len(table[Columns.REWARDS]) == 0:
             raise DatasetError(f"dataset '{config.dataset_id}' holds no transitions")
-        self._table = {
-            column: torch.from_numpy(
-                values.astype(np.float32) if column != Columns.TERMINATEDS else values
-            )
-            for column, values in table.items()
-        }
-        self._table[Columns.TERMINATEDS] = self._table[Columns.TERMINATEDS].to(torch.bool)
-        self._table[Columns.TRUNCATEDS] = self._table[Columns.TRUNCATEDS].to(torch.bool)
+        held_out = held_out_mask(
+            transitions.episode_ids, config.held_out_fraction, config.split_seed
+        )
+        self._table = _as_tensors({column: values[~held_out] for column, values in table.items()})
+        #: The held-out transitions (same columns), never sampled; empty without a split.
+        self.held_out = _as_tensors({column: values[held_out] for column, values in table.items()})
+        self.num_rows = int(len(self._table[Columns.REWARDS]))
         seed = config.seed if config.seed is not None else np.random.SeedSequence().entropy
         self._generator = torch.Generator().manual_seed(int(seed) % (2**63))
         self.learner_handles: list[Any] | None = None
         self.module_spec = None
         self.spaces = None
         self.locality_hints = None
-        logger.info("Holding %d transitions of '%s' in memory", self.num_rows, config.dataset_id)
+        logger.info(
+            "Holding %d transitions of '%s' in memory (%d more held out)",
+            self.num_rows,
+            config.dataset_id,
+            len(self.held_out[Columns.REWARDS]),
+        )
 
     @override(OfflineData)
     def sample(

@@ -122,7 +122,7 @@ def fttpo_losses(
             next_actions = next_actions.clamp(-1.0, 1.0)
         else:
             next_actions = module.thin_distribution(next_params, detach_loc=True).sample()
-        next_q = module.q_min(batch[Columns.NEXT_OBS], next_actions, target=True)
+        next_q = module.q_aggregate(batch[Columns.NEXT_OBS], next_actions, target=True)
         target = losses.td_target(
             batch[Columns.REWARDS], batch[Columns.TERMINATEDS], next_q, config.gamma
         )
@@ -131,14 +131,14 @@ def fttpo_losses(
         else:
             policy_actions = module.fat_distribution(params, detach=True).sample()
             policy_actions = policy_actions.clamp(-1.0, 1.0)
-        q_target_at_policy = module.q_min(obs, policy_actions, target=True)
+        q_target_at_policy = module.q_aggregate(obs, policy_actions, target=True)
 
     q_preds = module.q_values(obs, actions)
     critic_loss = losses.critic_loss(q_preds, target)
     v = module.state_value(obs)
     value_loss = losses.value_loss(v, q_target_at_policy)
 
-    q_min_data = q_preds.detach().amin(dim=0)
+    q_min_data = module.aggregate(q_preds.detach())
     weights = losses.advantage_weights(
         q_min_data, v.detach(), config.kl_weight, config.weight_q, config.w_max
     )
@@ -178,7 +178,7 @@ def fttpo_losses(
     elif variant == VARIANT_REVERSE_KL:
         thin = module.thin_distribution(params, detach_loc=False)
         samples = thin.rsample()
-        q_at_samples = module.q_min(obs, samples, frozen=True)
+        q_at_samples = module.q_aggregate(obs, samples, frozen=True)
         named[THIN] = losses.reverse_kl_to_boltzmann_loss(
             thin.log_prob(samples), q_at_samples, config.kl_weight
         )
@@ -267,6 +267,16 @@ def optimizer_groups(
             thin = shared + thin
         groups[THIN] = (thin, config.actor_lr)
     return groups
+
+
+def make_optimizer(
+    name: str, params: list[torch.nn.Parameter], config: Any
+) -> torch.optim.Optimizer:
+    """Fused Adam for optimizer ``name``; the critics' is AdamW with ``critic_weight_decay``
+    (decoupled weight decay, docs/algorithm.md §2.1) when that is > 0."""
+    if name == CRITIC and config.critic_weight_decay > 0.0:
+        return torch.optim.AdamW(params, weight_decay=config.critic_weight_decay, fused=True)
+    return torch.optim.Adam(params, fused=True)
 
 
 def polyak_update(module: FtTPOTorchRLModule, tau: float) -> None:
@@ -397,7 +407,7 @@ class FtTPOTorchLearner(FtTPOLearner, TorchLearner):
             self.register_optimizer(
                 module_id=module_id,
                 optimizer_name=name,
-                optimizer=torch.optim.Adam(params, fused=True),
+                optimizer=make_optimizer(name, params, config),
                 params=params,
                 lr_or_lr_schedule=lr,
             )
