@@ -112,12 +112,19 @@ def build_algo(cfg: dict[str, Any], method: str, env_key: str, seed: int) -> Any
     return config.build_algo()
 
 
-def final_policies(algo: Any, algorithm: str) -> list[Any]:
+def final_policies(algo: Any, algorithm: str, *, selected: bool = False) -> list[Any]:
+    """The acting policies of the learner's module; with ``selected``, of a copy holding the
+    weights of the iteration FtTPO selected on its held-out episodes."""
+    import copy
+
     from fttpo_ray.algorithms.fttpo.evaluation import fttpo_policies
     from fttpo_ray.algorithms.learner_module import learner_module
     from fttpo_ray.algorithms.rllib_evaluation import rllib_module_policy
 
     module = learner_module(algo)
+    if selected:
+        module = copy.deepcopy(module)
+        module.set_state(algo.selected_module_state())
     if algorithm == "FtTPO":
         return fttpo_policies(module)
     return [rllib_module_policy(module)]
@@ -140,21 +147,33 @@ def run_one(cfg: dict[str, Any], method: str, env_key: str, seed: int) -> dict[s
                     for p in ("thin", "fat")
                     if p in result["evaluation"]
                 },
+                **{k: _summary(result[k]) for k in ("selection", "selected") if k in result},
             }
             curve.append(point)
             returns = {
                 p: round(point[p]["episode_return_mean"], 3) for p in ("thin", "fat") if p in point
             }
             print(method, env_key, seed, point["steps"], returns, flush=True)
+        algorithm = cfg["methods"][method]["algorithm"]
         final = evaluate_policies(
-            final_policies(algo, cfg["methods"][method]["algorithm"]),
+            final_policies(algo, algorithm),
             ENVS[env_key][0],
             episodes=ev["final_episodes"],
             seed=ev["seed"],
         )
+        out = {"curve": curve, "final": {p: _summary(v) for p, v in final.items()}}
+        if algorithm == "FtTPO" and algo.selected_module_state() is not None:
+            selected = evaluate_policies(
+                final_policies(algo, algorithm, selected=True),
+                ENVS[env_key][0],
+                episodes=ev["final_episodes"],
+                seed=ev["seed"],
+            )
+            out["selected"] = {p: _summary(v) for p, v in selected.items()}
+            out["selected_steps"] = algo.selected_iteration() * ev["every"]
     finally:
         algo.stop()
-    return {"curve": curve, "final": {p: _summary(v) for p, v in final.items()}}
+    return out
 
 
 def cmd_run(args: argparse.Namespace) -> None:
