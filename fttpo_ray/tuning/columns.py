@@ -23,6 +23,13 @@ STEP = "step"
 VALUE = "value"
 #: The evaluated policy (``thin`` or ``fat``) of a per-trial outcome row.
 POLICY = "policy"
+#: How a trial ended (``finished``, ``stopped_early``, ``failed``, ``interrupted``: the
+#: ``fttpo.outcome`` tag); the results table never averages trials of different outcomes.
+OUTCOME = "outcome"
+#: Per summary row: finished trials of its group (all outcomes) as ``k/N``.
+FINISHED_COUNT = "finished"
+#: The iteration of the *last* evaluation (per trial; per summary row ``10`` or ``2-4``).
+LAST_ITERATION = "iteration"
 
 #: Per-trial outcome columns (values of the results table).
 RETURN_LAST = "return_last"

@@ -4,8 +4,14 @@ The trials of a sweep are the nested runs under its parent run (by default the l
 the experiment). For each trial and each evaluated policy (``thin``, ``fat``) the *last*
 evaluation and the *best* one (highest return; its violation rate and score are reported with
 it) are taken from the metric histories; the table then gives their mean ± standard error over
-the trials of a group (= over seeds). Groups are the run, the variant, the environment, the
-dataset and every swept key (``fat_q``, ``thin_q``, ``kl_weight`` where the algorithm has them).
+the trials of a group (= over seeds). Groups are the environment, the dataset, the run, the
+variant and every swept key (``fat_q``, ``thin_q``, ``kl_weight`` where the algorithm has them).
+
+Trials that did not finish (stopped early by a scheduler, failed, interrupted: the
+``fttpo.outcome`` tag) are never averaged with finished ones: the outcome is part of a row's key,
+each row shows the iteration of its *last* evaluation and how many trials of its group finished
+(``finished`` = ``k/N``). A sweep over several environments gets one table per environment in
+``results.md``; the normalised score compares rows across environments.
 """
 
 from __future__ import annotations
@@ -23,8 +29,11 @@ from fttpo_ray.errors import ConfigError
 from fttpo_ray.tuning import results as res
 from fttpo_ray.tuning.columns import (
     CHECKPOINT_URI,
+    FINISHED_COUNT,
     KEY,
     LABELS,
+    LAST_ITERATION,
+    OUTCOME,
     PARENT,
     POLICY,
     PROHIBITED_MASS_LAST,
@@ -46,9 +55,16 @@ from fttpo_ray.tuning.tracking import (
     ALWAYS_LOGGED_FIELDS,
     DATASET_ID_PARAM,
     ENV_PARAM,
+    FAILED,
+    FINISHED,
     KIND_SWEEP,
     KIND_TAG,
     KIND_TRIAL,
+    OUTCOME_FAILED,
+    OUTCOME_FINISHED,
+    OUTCOME_INTERRUPTED,
+    OUTCOME_TAG,
+    OUTCOMES,
     PARENT_RUN_ID_TAG,
     RUN_PARAM,
     SEARCHED_TAG,
@@ -65,7 +81,7 @@ LATEST_SWEEP = "latest"
 ALL_SWEEPS = "all"
 
 #: Columns that identify a group before the swept keys.
-BASE_GROUP_COLUMNS = (RUN_PARAM, VARIANT_PARAM, ENV_PARAM, DATASET_ID_PARAM)
+BASE_GROUP_COLUMNS = (ENV_PARAM, DATASET_ID_PARAM, RUN_PARAM, VARIANT_PARAM)
 
 #: Metric histories read per trial and policy.
 HISTORY_NAMES = (
@@ -137,6 +153,7 @@ def load_report_data(
             RUN_ID: run.info.run_id,
             RUN_NAME: run.info.run_name,
             STATUS: run.info.status,
+            OUTCOME: run.data.tags.get(OUTCOME_TAG) or _status_outcome(run.info.status),
             PARENT: run.data.tags.get(PARENT_RUN_ID_TAG, ""),
             CHECKPOINT_URI: run.info.artifact_uri,
             **params,
@@ -160,13 +177,36 @@ def load_report_data(
     return ReportData(experiment, uri, trials, history, groups, chosen)
 
 
+def _status_outcome(status: str) -> str:
+    """The outcome of a run without an ``fttpo.outcome`` tag (older sweeps), from its status."""
+    if status == FINISHED:
+        return OUTCOME_FINISHED
+    if status == FAILED:
+        return OUTCOME_FAILED
+    return OUTCOME_INTERRUPTED
+
+
 def trial_outcomes(data: ReportData) -> pd.DataFrame:
-    """One row per (trial, policy): group columns, seed, last and best evaluation."""
+    """One row per (trial, policy): group columns, seed, outcome, last and best evaluation.
+
+    A trial without any evaluation (one that failed or was interrupted before its first) has
+    one row with policy ``–`` and no values, so that it is still counted.
+    """
     rows = []
     by_run = {run_id: part for run_id, part in data.history.groupby(RUN_ID)}
     for trial in data.trials.to_dict("records"):
         part = by_run.get(trial[RUN_ID])
         if part is None:
+            row = {c: trial.get(c) for c in data.group_columns}
+            row.update(
+                {
+                    RUN_ID: trial[RUN_ID],
+                    SEED_PARAM: trial.get(SEED_PARAM),
+                    POLICY: res.MISSING,
+                    OUTCOME: trial.get(OUTCOME),
+                }
+            )
+            rows.append(row)
             continue
         for policy in m.POLICIES:
             returns = _series(part, m.evaluation_key(policy, m.EPISODE_RETURN_MEAN))
@@ -182,6 +222,7 @@ def trial_outcomes(data: ReportData) -> pd.DataFrame:
                     RUN_ID: trial[RUN_ID],
                     SEED_PARAM: trial.get(SEED_PARAM),
                     POLICY: policy,
+                    OUTCOME: trial.get(OUTCOME),
                     STEP: int(returns.index.max()),
                     RETURN_LAST: float(returns.iloc[-1]),
                     RETURN_BEST: float(returns.max()),
@@ -212,10 +253,51 @@ def _at(series: pd.Series, step: int) -> float:
 def summary_tables(data: ReportData) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """``(outcomes, summary, display)``: per-trial rows, numeric summary, printable table."""
     outcomes = trial_outcomes(data)
-    groups = [*data.group_columns, POLICY]
+    groups = [*data.group_columns, POLICY, OUTCOME]
     summary = res.summarize(outcomes, groups, VALUE_COLUMNS)
-    display = res.display_table(summary, groups, VALUE_COLUMNS, LABELS)
+    if not outcomes.empty:
+        summary = _with_outcome_counts(summary, outcomes, groups)
+    display = res.display_table(
+        summary, groups, VALUE_COLUMNS, LABELS, extra_columns=(FINISHED_COUNT, LAST_ITERATION)
+    )
     return outcomes, summary, display
+
+
+def _with_outcome_counts(
+    summary: pd.DataFrame, outcomes: pd.DataFrame, groups: list[str]
+) -> pd.DataFrame:
+    """``summary`` (one row per group and outcome, in ``groupby`` order) with the finished
+    trials of each group (``k/N`` over its outcomes) and the iteration(s) of the rows' last
+    evaluations, finished rows first within a group."""
+    base = groups[:-1]
+
+    def key_of(values: Any) -> tuple[str, ...]:
+        return tuple(str(v) for v in values)
+
+    totals: dict[tuple[str, ...], int] = {}
+    finished: dict[tuple[str, ...], int] = {}
+    for record in outcomes[[*base, OUTCOME]].itertuples(index=False):
+        key = key_of(record[:-1])
+        totals[key] = totals.get(key, 0) + 1
+        finished[key] = finished.get(key, 0) + int(record[-1] == OUTCOME_FINISHED)
+    counts, iterations, order = [], [], []
+    first_seen: dict[tuple[str, ...], int] = {}
+    for key, part in outcomes.groupby(groups, dropna=False, sort=True):
+        group = key_of(key[:-1])
+        counts.append(f"{finished[group]}/{totals[group]}")
+        steps = pd.to_numeric(part[STEP], errors="coerce").dropna() if STEP in part else []
+        if len(steps) == 0:
+            iterations.append(res.MISSING)
+        else:
+            low, high = int(min(steps)), int(max(steps))
+            iterations.append(str(low) if low == high else f"{low}-{high}")
+        rank = OUTCOMES.index(key[-1]) if key[-1] in OUTCOMES else len(OUTCOMES)
+        order.append((first_seen.setdefault(group, len(first_seen)), rank))
+    summary = summary.copy()
+    summary[FINISHED_COUNT] = counts
+    summary[LAST_ITERATION] = iterations
+    positions = sorted(range(len(order)), key=order.__getitem__)
+    return summary.iloc[positions].reset_index(drop=True)
 
 
 #: Values of the short table that ``fttpo sweep`` prints (the report has them all).
@@ -230,8 +312,9 @@ def compact_table(display: pd.DataFrame, group_columns: list[str]) -> pd.DataFra
         for c in group_columns
         if c in display and (c == RUN_PARAM or display[c].nunique(dropna=False) > 1)
     ]
+    counts = [c for c in (OUTCOME, res.N_COLUMN, FINISHED_COUNT, LAST_ITERATION) if c in display]
     values = [LABELS[v] for v in COMPACT_VALUES if LABELS[v] in display]
-    return display[[*keep, POLICY, res.N_COLUMN, *values]]
+    return display[[*keep, POLICY, *counts, *values]]
 
 
 def write_report(
@@ -269,7 +352,8 @@ def write_report(
     curves = plots.learning_curves(data, out / LEARNING_CURVES_PNG)
     if curves:
         report.files.append(curves)
-    report.files += plots.heatmaps(outcomes, data.group_columns, out)
+    finished = outcomes[outcomes[OUTCOME] == OUTCOME_FINISHED] if not outcomes.empty else outcomes
+    report.files += plots.heatmaps(finished, data.group_columns, out)
     if densities:
         try:
             report.files += plot_policy_densities(data, out)
@@ -283,6 +367,16 @@ def write_report(
     return report
 
 
+def _tables_by_environment(display: pd.DataFrame) -> list[str]:
+    """The results table, one section per environment when there are several."""
+    if ENV_PARAM not in display or display[ENV_PARAM].nunique() < 2:
+        return [res.markdown(display), ""]
+    lines = []
+    for env, part in display.groupby(ENV_PARAM, sort=False):
+        lines += [f"## {env}", "", res.markdown(part.drop(columns=[ENV_PARAM])), ""]
+    return lines
+
+
 def _markdown(data: ReportData, display: pd.DataFrame, report: Report) -> str:
     n_trials = len(data.trials)
     lines = [
@@ -291,13 +385,15 @@ def _markdown(data: ReportData, display: pd.DataFrame, report: Report) -> str:
         f"- MLflow store: `{data.tracking_uri}`",
         f"- sweep (parent run): `{data.sweep or 'all sweeps'}`; {n_trials} trial runs",
         "- mean ± standard error over the trials of each row (one per seed); `n` = trials.",
-        "- *last*: the final evaluation; *best*: the evaluation with the highest return "
-        "(the violation rate is the one of that evaluation).",
+        "- *last*: the final evaluation (at `iteration`); *best*: the evaluation with the "
+        "highest return (the violation rate is the one of that evaluation).",
+        "- `outcome`: trials that did not finish (`stopped_early` by the scheduler, `failed`, "
+        "`interrupted`) have rows of their own, never averaged with finished ones; "
+        "`finished` = finished trials of the row's group / all its trials.",
         "- `thin` = the sparse acting policy, `fat` = the full-support (proposal) policy; "
         "RLlib's algorithms act with a full-support policy, reported as `fat`.",
         "",
-        res.markdown(display),
-        "",
+        *_tables_by_environment(display),
     ]
     pngs = [f for f in report.files if f.suffix == ".png"]
     if pngs:

@@ -73,13 +73,18 @@ def display_table(
     group_columns: Sequence[str],
     value_columns: Sequence[str],
     labels: dict[str, str] | None = None,
+    extra_columns: Sequence[str] = (),
 ) -> pd.DataFrame:
-    """The summary with one ``mean ± s.e.`` text column per value (for printing)."""
+    """The summary with one ``mean ± s.e.`` text column per value (for printing); the
+    ``extra_columns`` of the summary (counts, labels) are shown as they are after ``n``."""
     labels = labels or {}
     table = pd.DataFrame()
     for column in group_columns:
         table[column] = summary[column].map(_cell) if column in summary else []
     table[N_COLUMN] = summary[N_COLUMN] if N_COLUMN in summary else []
+    for column in extra_columns:
+        if column in summary:
+            table[column] = summary[column].map(_cell)
     for value in value_columns:
         mean_col, sem_col = f"{value}{MEAN_SUFFIX}", f"{value}{SEM_SUFFIX}"
         if mean_col not in summary:

@@ -6,6 +6,8 @@ nested under one parent run per sweep. Storage layout::
 
     <storage>/<experiment>/<sweep id>/sweep.json      the YAML as run, MLflow ids, overrides
     <storage>/<experiment>/<sweep id>/<run name>/     Tune's experiment directory of that run
+    <storage>/<experiment>/<sweep id>/<run name>.<dataset label>/   ... per dataset, when the
+                                                      YAML lists several (an environment axis)
 
 ``resume=True`` continues the latest sweep of the experiment in ``storage``: every Tuner that
 was started is restored with ``Tuner.restore`` (finished trials are kept, unfinished and errored
@@ -26,10 +28,11 @@ from typing import Any
 
 import pandas as pd
 
+from fttpo_ray.data.object_store import release_transitions, share_transitions
 from fttpo_ray.errors import ConfigError, FttpoError, first_line
 from fttpo_ray.tuning import report as rep
 from fttpo_ray.tuning.progress import ProgressCallback
-from fttpo_ray.tuning.runtime import check_address, start_ray, stop_ray, storage_root
+from fttpo_ray.tuning.runtime import check_address, located, start_ray, stop_ray, storage_root
 from fttpo_ray.tuning.schema import (
     CONFIG,
     LIST_DOMAINS,
@@ -48,6 +51,9 @@ from fttpo_ray.tuning.space import (
     needs_dataset,
     plan_run,
     prepare_dataset,
+    tune_num_samples,
+    tune_scheduler,
+    tune_search_alg,
 )
 from fttpo_ray.tuning.tracking import (
     FAILED,
@@ -85,6 +91,8 @@ STATE_PARENT_RUN_ID = "parent_run_id"
 STATE_ITERATIONS = "iterations"
 STATE_MAX_CONCURRENT = "max_concurrent"
 STATE_STARTED = "started"
+#: Tune's result key of a trial's final result (also set when a scheduler stops the trial).
+DONE = "done"
 
 
 @dataclass
@@ -168,12 +176,13 @@ def interrupted(grid: Any, iterations: int, time_s: float | None) -> bool:
     After Ctrl-C Tune stops every trial and marks it terminated (one stopped in its set-up may
     carry an error without being counted as failed), so an interruption shows only in the
     results: more trials short of the stop criterion (no iteration at all for one that had not
-    reported yet) than trials that failed.
+    reported yet) than trials that failed. A trial that a scheduler stopped early is not short:
+    its last result is marked ``done``.
     """
     short = 0
     for result in grid:
         metrics = result.metrics or {}
-        done = int(metrics.get(TRAINING_ITERATION) or 0) >= iterations
+        done = bool(metrics.get(DONE)) or int(metrics.get(TRAINING_ITERATION) or 0) >= iterations
         timed_out = time_s is not None and float(metrics.get(TIME_TOTAL_S) or 0.0) >= time_s
         short += not (done or timed_out)
     return short > grid.num_errors
@@ -221,12 +230,12 @@ def _tuner(
 ) -> Any:
     from ray import tune
 
-    path = sweep_dir / plan.run.name
+    path = sweep_dir / plan.name
     if resume and tune.Tuner.can_restore(str(path)):
-        logger.info("Restoring run '%s' from %s", plan.run.name, path)
+        logger.info("Restoring run '%s' from %s", plan.name, path)
         return tune.Tuner.restore(
             str(path),
-            trainable=plan.trainable,
+            trainable=located(plan.trainable),
             resume_unfinished=True,
             resume_errored=True,
             param_space=plan.param_space,
@@ -244,19 +253,23 @@ def _tuner(
             num_to_keep=ck.num_to_keep,
         )
     return tune.Tuner(
-        plan.trainable,
+        located(plan.trainable),
         param_space=plan.param_space,
         tune_config=tune.TuneConfig(
-            num_samples=spec.num_samples,
+            metric=spec.metric,
+            mode=spec.mode,
+            scheduler=tune_scheduler(spec, plan.run, iterations),
+            search_alg=tune_search_alg(spec),
+            num_samples=tune_num_samples(spec),
             max_concurrent_trials=trial_concurrency(plan, spec, max_concurrent),
             reuse_actors=False,
         ),
         run_config=tune.RunConfig(
-            name=plan.run.name,
+            name=plan.name,
             storage_path=str(sweep_dir),
             stop=stop,
             checkpoint_config=checkpoint,
-            failure_config=tune.FailureConfig(max_failures=0),
+            failure_config=tune.FailureConfig(max_failures=spec.max_failures),
             callbacks=callbacks,
             verbose=0,
             log_to_file=False,
@@ -281,7 +294,7 @@ def _parent_run(
         "algorithms": ",".join(sorted({r.algorithm for r in spec.runs})),
         "seeds": ",".join(str(s) for s in spec.seeds),
         "iterations": str(iterations),
-        "dataset_id": spec.dataset.id,
+        "dataset_id": ",".join(ds.id for ds in spec.datasets),
         "evaluation_episodes": str(spec.evaluation.episodes),
     }
     client.log_batch(run_id, params=[Param(k, v[:250]) for k, v in params.items()])
@@ -338,13 +351,17 @@ def run_sweep(
     first_seed = spec.seeds[0]
     kinds = {run.name: trainable_kind(run.algorithm) for run in spec.runs}
     fttpo_runs = [run for run in spec.runs if kinds[run.name] == KIND_FTTPO]
-    declared = DatasetRef(spec.dataset.id, spec.dataset.env)
-    check_run_configs(spec, fttpo_runs, declared, seed=first_seed)
-    # Nothing is created before this point; the dataset is collected if missing (a cache).
-    dataset = prepare_dataset(spec) if needs_dataset(spec) else declared
+    declared = [DatasetRef(ds.id, ds.env) for ds in spec.datasets]
+    for ref in declared:
+        check_run_configs(spec, fttpo_runs, ref, seed=first_seed)
+    # Nothing is created before this point; the datasets are collected if missing (a cache).
+    datasets = (
+        [prepare_dataset(spec, ds) for ds in spec.datasets] if needs_dataset(spec) else declared
+    )
     rllib_runs = [run for run in spec.runs if kinds[run.name] == KIND_RLLIB]
-    check_run_configs(spec, rllib_runs, dataset, seed=first_seed)
-    plans = [plan_run(spec, run, dataset) for run in spec.runs]
+    for ref in datasets:
+        check_run_configs(spec, rllib_runs, ref, seed=first_seed)
+    plans = [plan_run(spec, run, ref) for run in spec.runs for ref in datasets]
 
     client = open_tracking_store(uri)
     if not resume:
@@ -353,7 +370,11 @@ def run_sweep(
     outcome = SweepOutcome(spec.name, uri, "", parent_id, sweep_dir)
     started_ray = start_ray(address)
     status = FAILED
+    shared: list[Any] = []
     try:
+        # FtTPO trials read their transition table from Ray's object store (put once here), so
+        # no node needs the dataset on its disk.
+        shared = share_transitions(p.dataset.id for p in plans if p.kind == KIND_FTTPO)
         exp_id = outcome.experiment_id = experiment_id(client, spec.name, uri)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         if parent_id:
@@ -383,21 +404,26 @@ def run_sweep(
         )
         for plan in plans:
             run = plan.run
+            mutated = spec.scheduler.hyperparam_mutations if spec.scheduler else {}
             context = RunContext(
                 experiment_id=exp_id,
                 parent_run_id=parent_id,
                 run_name=run.name,
                 algorithm=run.algorithm,
-                env=dataset.env_id,
-                dataset_id=dataset.id,
+                env=plan.dataset.env_id,
+                dataset_id=plan.dataset.id,
                 yaml_keys={key: run.dict_key(key) for key in run.config},
                 searched=tuple(run.search),
                 sweep_dir=str(sweep_dir),
                 log_checkpoint=spec.log_checkpoint,
+                iterations=iterations,
+                time_s=spec.time_s,
+                mutated={key: run.dict_key(key) for key in mutated},
+                label=plan.dataset.id if len(datasets) > 1 else "",
             )
             callbacks = [
                 MLflowTrackingCallback(tracking_uri=uri, context=context),
-                ProgressCallback(run.name, iterations),
+                ProgressCallback(plan.name, iterations),
             ]
             tuner = _tuner(
                 plan,
@@ -408,7 +434,7 @@ def run_sweep(
                 callbacks=callbacks,
                 resume=resume,
             )
-            logger.info("Run '%s' (%s) starts", run.name, run.algorithm)
+            logger.info("Run '%s' (%s) starts on %s", run.name, run.algorithm, plan.dataset.id)
             grid = tuner.fit()
             outcome.trials += len(grid)
             outcome.errored += grid.num_errors
@@ -423,6 +449,7 @@ def run_sweep(
     finally:
         if parent_id:
             client.set_terminated(parent_id, status=status)
+        release_transitions(shared)
         stop_ray(started_ray)
 
     if report and not outcome.interrupted and parent_id:
