@@ -18,6 +18,10 @@ sparse acting policy — or ``fat`` — the heavy-tailed proposal):
 - ``evaluation/P/boundary_action_rate``: share of action coordinates at a box bound (MuJoCo).
 - ``evaluation/thin/support_halfwidth_mean``: mean thin support half-width (action units).
 - ``evaluation/thin/support_outside_box_frac``: share of states whose thin support leaves the box.
+- ``evaluation/certified/...``: the certified policy (``safety_certificate``), with the metrics
+  above plus ``abstention_rate`` (states given the safe action), ``certified_share_mean``
+  (certified share of the thin support), ``certified_width_mean`` (width of the certified
+  support), ``certificate_bound_width_mean`` (``c σ̂``) and ``certificate_multiplier`` (``c``).
 - ``learner/{critic,value,fat,thin}_loss``: the four losses of docs/algorithm.md §2.
 - ``learner/grad_steps_per_s``: gradient steps per second of the learner in the last iteration.
 """
@@ -26,7 +30,9 @@ from __future__ import annotations
 
 THIN = "thin"
 FAT = "fat"
-POLICIES = (THIN, FAT)
+#: The thin policy cut to its certified support (``safety_certificate``, docs/algorithm.md §6).
+CERTIFIED = "certified"
+POLICIES = (THIN, FAT, CERTIFIED)
 
 EVALUATION_PREFIX = "evaluation"
 LEARNER_PREFIX = "learner"
@@ -46,6 +52,12 @@ DEATHS_PER_100_EPISODES = "deaths_per_100_episodes"
 BOUNDARY_ACTION_RATE = "boundary_action_rate"
 SUPPORT_HALFWIDTH_MEAN = "support_halfwidth_mean"
 SUPPORT_OUTSIDE_BOX_FRAC = "support_outside_box_frac"
+# The certified policy's certificate (docs/algorithm.md §6), means over visited states.
+ABSTENTION_RATE = "abstention_rate"
+CERTIFIED_SHARE_MEAN = "certified_share_mean"
+CERTIFIED_WIDTH_MEAN = "certified_width_mean"
+CERTIFICATE_BOUND_WIDTH_MEAN = "certificate_bound_width_mean"
+CERTIFICATE_MULTIPLIER = "certificate_multiplier"
 
 CRITIC_LOSS = "critic_loss"
 VALUE_LOSS = "value_loss"

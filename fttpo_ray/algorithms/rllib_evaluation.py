@@ -45,15 +45,15 @@ def report_evaluation(
 ) -> tuple[dict[str, dict[str, float]], int, int]:
     """Log ``results`` (``{policy name: metrics}``) where RLlib's new stack reads evaluation
     results (``algorithm.metrics`` under ``evaluation/``), plus the acting policy's return
-    under RLlib's standard key ``evaluation/env_runners/episode_return_mean`` (thin if present,
-    else fat), so that RLlib- and Tune-native tooling that looks there finds it.
+    under RLlib's standard key ``evaluation/env_runners/episode_return_mean`` (certified if
+    present, else thin, else fat), so that RLlib- and Tune-native tooling that looks there finds it.
 
     Returns what an RLlib ``custom_evaluation_function`` returns: the results and the env
     steps and agent steps they took."""
     # RLlib merges evaluation results from (env-runner) loggers; report through one too.
     evaluation_logger = MetricsLogger()
     evaluation_logger.log_dict(results, window=1)
-    acting = results.get(m.THIN) or results.get(m.FAT)
+    acting = results.get(m.CERTIFIED) or results.get(m.THIN) or results.get(m.FAT)
     if acting is not None:
         evaluation_logger.log_value(
             (ENV_RUNNER_RESULTS, EPISODE_RETURN_MEAN), acting[m.EPISODE_RETURN_MEAN], window=1

@@ -43,11 +43,14 @@ class EvalPolicy:
 
     Actions live in the normalised box ``[-1, 1]^n``; the evaluator rescales them to the
     environment's box. ``deterministic`` gives the action used when ``explore=False``.
+    ``statistics`` (optional) gives per-state values of a distribution (``{name: (B,)}``),
+    reported as their means over the visited states (e.g. the certificate's abstention rate).
     """
 
     name: str
     distribution: Callable[[torch.Tensor], torch.distributions.Distribution]
     deterministic: Callable[[torch.distributions.Distribution], torch.Tensor]
+    statistics: Callable[[torch.distributions.Distribution], dict[str, torch.Tensor]] | None = None
 
 
 def _has_closed_form_cdf(dist: torch.distributions.Distribution) -> bool:
@@ -108,6 +111,7 @@ def _evaluate_one(
     masses: list[np.ndarray] = []
     halfwidths: list[np.ndarray] = []
     outside_box: list[np.ndarray] = []
+    statistics: dict[str, list[np.ndarray]] = {}
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -131,6 +135,9 @@ def _evaluate_one(
                 )
                 boundary_coords += int(at_bound.sum())
                 coords_taken += at_bound.size
+                if policy.statistics is not None:
+                    for name, values in policy.statistics(dist).items():
+                        statistics.setdefault(name, []).append(values.double().numpy())
                 if isinstance(dist, SparseQGaussian):
                     loc = dist.loc.double().numpy()
                     half = dist.scale.double().numpy()
@@ -199,4 +206,6 @@ def _evaluate_one(
     if halfwidths:
         result[m.SUPPORT_HALFWIDTH_MEAN] = float(np.concatenate(halfwidths).mean())
         result[m.SUPPORT_OUTSIDE_BOX_FRAC] = float(np.concatenate(outside_box).mean())
+    for name, values in statistics.items():
+        result[name] = float(np.concatenate(values).mean())
     return result

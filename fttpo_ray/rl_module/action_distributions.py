@@ -22,6 +22,7 @@ from ray.rllib.core.distribution.torch.torch_distribution import (
 from ray.rllib.utils.annotations import override
 
 from fttpo_ray.distributions import HeavyTailedQGaussian, SparseQGaussian
+from fttpo_ray.rl_module.certificate import CertifiedSupport, CertifiedThinDistribution
 
 
 class _QGaussianAdapter(TorchDistribution):
@@ -85,3 +86,46 @@ def thin_dist_cls(q: float) -> type[TorchSparseQGaussian]:
 def fat_dist_cls(q: float) -> type[TorchHeavyTailedQGaussian]:
     """The heavy-tailed adapter class with entropic index ``q`` (1 <= q < 3)."""
     return type(f"TorchHeavyTailedQGaussian_q{q:g}", (TorchHeavyTailedQGaussian,), {"q": float(q)})
+
+
+class TorchCertifiedThin(TorchDistribution):
+    """The certified acting policy (docs/algorithm.md §6): inputs ``[low, high, abstain]`` of
+    the certified support (1-D actions); the thin q-Gaussian re-fitted to ``[low, high]``, or
+    the safe action (``low = high``) where ``abstain`` is 1."""
+
+    q: float = 0.0
+
+    @override(TorchDistribution)
+    def __init__(self, low: torch.Tensor, high: torch.Tensor, abstain: torch.Tensor) -> None:
+        self.low, self.high, self.abstain = low, high, abstain
+        super().__init__(low=low, high=high, abstain=abstain)
+
+    @override(TorchDistribution)
+    def _get_torch_distribution(
+        self, low: torch.Tensor, high: torch.Tensor, abstain: torch.Tensor
+    ) -> CertifiedThinDistribution:
+        nan = torch.full_like(low, float("nan"))
+        support = CertifiedSupport(low, high, abstain > 0.5, nan, nan)
+        return CertifiedThinDistribution(support, self.q)
+
+    @classmethod
+    @override(TorchDistribution)
+    def from_logits(cls, logits: torch.Tensor, **kwargs) -> TorchCertifiedThin:
+        return cls(low=logits[..., 0], high=logits[..., 1], abstain=logits[..., 2])
+
+    @staticmethod
+    @override(Distribution)
+    def required_input_dim(space: gym.Space, **kwargs) -> int:
+        if not (isinstance(space, gym.spaces.Box) and space.shape == (1,)):
+            raise ValueError(f"the certified thin policy needs a 1-D Box action space; got {space}")
+        return 3
+
+    @override(Distribution)
+    def to_deterministic(self) -> TorchDeterministic:
+        return TorchDeterministic(loc=self._dist.loc)
+
+
+@functools.cache
+def certified_dist_cls(q: float) -> type[TorchCertifiedThin]:
+    """The certified adapter class with the thin policy's entropic index ``q`` (< 1)."""
+    return type(f"TorchCertifiedThin_q{q:g}", (TorchCertifiedThin,), {"q": float(q)})

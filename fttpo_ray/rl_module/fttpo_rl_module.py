@@ -28,6 +28,12 @@ Deviations from the paper, and why:
   (docs/algorithm.md §2.1).
 - The critics may normalise their hidden layers (``critic_layer_norm``), and the ensemble is
   aggregated by its minimum or by ``mean - kappa * std`` (``critic_aggregation``; §2.1).
+- With a ``safety_certificate`` (docs/algorithm.md §6) the module holds a reward ensemble and
+  its calibrated multiplier (:class:`~fttpo_ray.rl_module.certificate.SafetyCertificate`,
+  fitted by the algorithm at setup, part of the state and of the inference-only module) and
+  *acts* with the thin support cut to its certified doses, or the safe action where none is
+  certified (:meth:`FtTPOTorchRLModule.certified_distribution`); ``thin_distribution`` stays
+  the plain thin policy, which the thin loss trains.
 - With ``thin_support_in_box`` (default) the half-width is capped at ``1 - |loc|`` (never below
   its lower bound): the support then lies in ``[-1, 1]`` except when ``|loc| > 1 - lo``; the
   evaluation reports how often the support leaves the box.
@@ -49,7 +55,16 @@ from ray.rllib.utils.annotations import override
 from torch import nn
 
 from fttpo_ray.distributions import HeavyTailedQGaussian, SparseQGaussian
-from fttpo_ray.rl_module.action_distributions import fat_dist_cls, thin_dist_cls
+from fttpo_ray.rl_module.action_distributions import (
+    certified_dist_cls,
+    fat_dist_cls,
+    thin_dist_cls,
+)
+from fttpo_ray.rl_module.certificate import (
+    CertifiedSupport,
+    CertifiedThinDistribution,
+    SafetyCertificate,
+)
 
 # Keys of the module's model config (set by FtTPOConfig; see its docstrings).
 HIDDENS = "fcnet_hiddens"
@@ -66,6 +81,13 @@ OBS_STD = "obs_std"
 CRITIC_LAYER_NORM = "critic_layer_norm"
 CRITIC_AGGREGATION = "critic_aggregation"
 CRITIC_KAPPA = "critic_kappa"
+#: ``None`` (no certificate) or the certificate's shape: ``{CERTIFICATE_MEMBERS: E,
+#: CERTIFICATE_HIDDENS: [...], CERTIFICATE_GRID_POINTS: G, SAFE_ACTION: a (normalised)}``.
+SAFETY_CERTIFICATE = "safety_certificate"
+CERTIFICATE_MEMBERS = "members"
+CERTIFICATE_HIDDENS = "hiddens"
+CERTIFICATE_GRID_POINTS = "grid_points"
+SAFE_ACTION = "safe_action"
 
 # Aggregations of the critic ensemble (docs/algorithm.md §2.1).
 AGGREGATION_MIN = "min"
@@ -96,6 +118,7 @@ TORSO_OWN = "own"
 
 # Attribute names of the sub-networks.
 FAT_SCALE_HEAD = "fat_scale_head"
+CERTIFICATE = "certificate"
 CRITICS = "critics"
 TARGET_CRITICS = "target_critics"
 VALUE = "value"
@@ -116,6 +139,7 @@ DEFAULT_MODEL_CONFIG: dict[str, Any] = {
     CRITIC_LAYER_NORM: False,
     CRITIC_AGGREGATION: AGGREGATION_MIN,
     CRITIC_KAPPA: 1.0,
+    SAFETY_CERTIFICATE: None,
 }
 
 
@@ -256,6 +280,21 @@ class FtTPOTorchRLModule(TorchRLModule, InferenceOnlyAPI):
             if self.variant in THIN_ACTING_VARIANTS
             else fat_dist_cls(self.fat_q)
         )
+        shape = cfg[SAFETY_CERTIFICATE]
+        if shape is not None:
+            if self.variant not in THIN_ACTING_VARIANTS or act_dim != 1:
+                raise ValueError(
+                    "`safety_certificate` needs a thin acting policy and a 1-D action space; got "
+                    f"variant {self.variant!r} with {act_dim}-D actions"
+                )
+            self.certificate = SafetyCertificate(
+                obs_dim,
+                num_members=int(shape[CERTIFICATE_MEMBERS]),
+                hiddens=list(shape[CERTIFICATE_HIDDENS]),
+                grid_points=int(shape[CERTIFICATE_GRID_POINTS]),
+                safe_action=float(shape[SAFE_ACTION]),
+            )
+            self._acting_dist_cls = certified_dist_cls(self.thin_q)
 
     # ---- RLlib API -----------------------------------------------------------------------------
 
@@ -280,8 +319,13 @@ class FtTPOTorchRLModule(TorchRLModule, InferenceOnlyAPI):
 
     @override(TorchRLModule)
     def _forward(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
-        """Acting-policy parameters ``[loc, scale]`` as ``action_dist_inputs``."""
+        """Acting-policy parameters ``[loc, scale]`` as ``action_dist_inputs``; with a
+        certificate ``[low, high, abstain]`` of the certified support."""
         params = self.policy_params(batch[Columns.OBS])
+        if CERTIFICATE in self._modules:
+            support = self.certified_support(batch[Columns.OBS], params)
+            inputs = [support.low, support.high, support.abstain.to(support.low.dtype)]
+            return {Columns.ACTION_DIST_INPUTS: torch.stack(inputs, dim=-1)}
         scale = params.thin_halfwidth if self.variant in THIN_ACTING_VARIANTS else params.fat_scale
         return {Columns.ACTION_DIST_INPUTS: torch.cat([params.loc, scale], dim=-1)}
 
@@ -334,6 +378,16 @@ class FtTPOTorchRLModule(TorchRLModule, InferenceOnlyAPI):
         """The thin policy ``pi_theta(.|s)``; its location is detached for FtTPO's thin loss."""
         loc = params.loc.detach() if detach_loc else params.loc
         return SparseQGaussian(loc, params.thin_halfwidth, self.thin_q, validate_args=False)
+
+    def certified_support(self, obs: torch.Tensor, params: PolicyParams) -> CertifiedSupport:
+        """The thin support at raw ``obs`` cut to its certified doses (docs/algorithm.md §6)."""
+        return self.certificate.cut(obs, params.loc.detach(), params.thin_halfwidth.detach())
+
+    def certified_distribution(self, obs: torch.Tensor) -> CertifiedThinDistribution:
+        """The acting policy with a certificate: the thin policy re-fitted to the certified
+        support, or the safe action where no dose of the thin support is certified."""
+        support = self.certified_support(obs, self.policy_params(obs))
+        return CertifiedThinDistribution(support, self.thin_q, self.certificate.multiplier)
 
     def fat_distribution(self, params: PolicyParams, *, detach: bool) -> HeavyTailedQGaussian:
         """The fat proposal ``pi_phi(.|s)``; fully detached when it only serves as a target."""

@@ -6,18 +6,24 @@ env runners receive) and the fat proposal (whose scale head lives on the learner
 docs/algorithm.md §2). The evaluation therefore runs in the algorithm's process on the learner's
 module (:func:`fttpo_ray.algorithms.learner_module.learner_module`: the module itself with a local
 learner, a copy of its weights with remote learners), not on the evaluation env runners, and it
-reports under ``evaluation/thin/...`` and ``evaluation/fat/...`` (docs/algorithm.md §5).
+reports under ``evaluation/thin/...`` and ``evaluation/fat/...`` (docs/algorithm.md §5), and,
+with a safety certificate, the certified acting policy beside the plain thin one under
+``evaluation/certified/...`` (docs/algorithm.md §6).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import torch
+
 from fttpo_ray import metrics as m
 from fttpo_ray.algorithms.learner_module import learner_module
 from fttpo_ray.algorithms.rllib_evaluation import report_evaluation
 from fttpo_ray.evaluation import EvalPolicy, evaluate_policies, reference_scores
+from fttpo_ray.rl_module.certificate import CertifiedThinDistribution
 from fttpo_ray.rl_module.fttpo_rl_module import (
+    CERTIFICATE,
     FAT_VARIANTS,
     THIN_ACTING_VARIANTS,
     FtTPOTorchRLModule,
@@ -47,7 +53,28 @@ def fttpo_policies(module: FtTPOTorchRLModule) -> list[EvalPolicy]:
                 deterministic=lambda dist: dist.loc,
             )
         )
+    if CERTIFICATE in module._modules:
+        policies.append(
+            EvalPolicy(
+                name=m.CERTIFIED,
+                distribution=module.certified_distribution,
+                deterministic=lambda dist: dist.loc,
+                statistics=certificate_statistics,
+            )
+        )
     return policies
+
+
+def certificate_statistics(dist: CertifiedThinDistribution) -> dict[str, torch.Tensor]:
+    """Per-state certificate metrics of the certified policy (docs/metrics.md)."""
+    support = dist.certified
+    return {
+        m.ABSTENTION_RATE: support.abstain.double(),
+        m.CERTIFIED_SHARE_MEAN: support.certified_share,
+        m.CERTIFIED_WIDTH_MEAN: support.high - support.low,
+        m.CERTIFICATE_BOUND_WIDTH_MEAN: support.bound_width,
+        m.CERTIFICATE_MULTIPLIER: dist.multiplier.expand_as(support.low),
+    }
 
 
 def evaluation_function(

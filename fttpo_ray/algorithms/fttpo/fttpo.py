@@ -74,6 +74,9 @@ from fttpo_ray.metrics import (
 )
 from fttpo_ray.rl_module.fttpo_rl_module import (
     AGGREGATIONS,
+    CERTIFICATE_GRID_POINTS,
+    CERTIFICATE_HIDDENS,
+    CERTIFICATE_MEMBERS,
     CRITIC_AGGREGATION,
     CRITIC_KAPPA,
     CRITIC_LAYER_NORM,
@@ -83,6 +86,8 @@ from fttpo_ray.rl_module.fttpo_rl_module import (
     NUM_CRITICS,
     OBS_MEAN,
     OBS_STD,
+    SAFE_ACTION,
+    SAFETY_CERTIFICATE,
     THIN_Q,
     THIN_SCALE_BOUNDS,
     THIN_SCALE_TORSO,
@@ -180,6 +185,19 @@ class FtTPOConfig(AlgorithmConfig):
         # Offline criterion on the held-out transitions that picks the "selected" iteration:
         # "td_error" (lowest held-out TD error) or "policy_q" (docs/algorithm.md §2.2).
         self.selection_criterion = TD_ERROR
+        # Certified thin support (docs/algorithm.md §6): act with the thin support cut to the
+        # doses whose lower confidence bound of the expected immediate-reward gain over
+        # `safe_action` (environment units; default the zero dose) is >= 0, else with the safe
+        # action. The bound comes from a reward ensemble of `certificate_members` MLPs
+        # (`certificate_hiddens`) fitted at setup on the training episodes, its multiplier
+        # calibrated on the held-out episodes so that at most a share `certificate_alpha` of
+        # doses is falsely certified; `certificate_grid_points` doses are scanned per support.
+        self.safety_certificate = False
+        self.safe_action = 0.0
+        self.certificate_alpha = 0.05
+        self.certificate_members = 5
+        self.certificate_hiddens = [64, 64]
+        self.certificate_grid_points = 41
         # Minibatch size per learner and gradient step.
         self.train_batch_size_per_learner = 256
         self.gamma = 0.99
@@ -242,6 +260,12 @@ class FtTPOConfig(AlgorithmConfig):
         in_memory_max_transitions: int = NotProvided,
         held_out_fraction: float = NotProvided,
         selection_criterion: str = NotProvided,
+        safety_certificate: bool = NotProvided,
+        safe_action: float = NotProvided,
+        certificate_alpha: float = NotProvided,
+        certificate_members: int = NotProvided,
+        certificate_hiddens: list[int] = NotProvided,
+        certificate_grid_points: int = NotProvided,
         **kwargs: Any,
     ) -> FtTPOConfig:
         """Sets FtTPO's hyper-parameters (see the attribute comments in ``__init__``).
@@ -279,6 +303,12 @@ class FtTPOConfig(AlgorithmConfig):
             ("in_memory_max_transitions", in_memory_max_transitions),
             ("held_out_fraction", held_out_fraction),
             ("selection_criterion", selection_criterion),
+            ("safety_certificate", safety_certificate),
+            ("safe_action", safe_action),
+            ("certificate_alpha", certificate_alpha),
+            ("certificate_members", certificate_members),
+            ("certificate_hiddens", certificate_hiddens),
+            ("certificate_grid_points", certificate_grid_points),
         ):
             if value is not NotProvided:
                 setattr(self, name, value)
@@ -331,6 +361,24 @@ class FtTPOConfig(AlgorithmConfig):
             CRITIC_LAYER_NORM: self.critic_layer_norm,
             OBS_MEAN: self._obs_statistics[0] if self._obs_statistics else None,
             OBS_STD: self._obs_statistics[1] if self._obs_statistics else None,
+            SAFETY_CERTIFICATE: self._certificate_shape(),
+        }
+
+    def _certificate_shape(self) -> dict[str, Any] | None:
+        """The module's certificate shape (``None`` without one); the safe action normalised
+        to the module's [-1, 1] actions with the action space's bounds, where they are known."""
+        if not self.safety_certificate:
+            return None
+        safe = float(self.safe_action)
+        space = self.action_space
+        if isinstance(space, gym.spaces.Box) and np.all(np.isfinite(space.low)):
+            low, high = float(space.low.reshape(-1)[0]), float(space.high.reshape(-1)[0])
+            safe = 2.0 * (safe - low) / (high - low) - 1.0
+        return {
+            CERTIFICATE_MEMBERS: int(self.certificate_members),
+            CERTIFICATE_HIDDENS: [int(w) for w in self.certificate_hiddens],
+            CERTIFICATE_GRID_POINTS: int(self.certificate_grid_points),
+            SAFE_ACTION: safe,
         }
 
     @override(AlgorithmConfig)
@@ -440,6 +488,38 @@ class FtTPOConfig(AlgorithmConfig):
             fail(f"`critic_weight_decay` must be >= 0; got {self.critic_weight_decay}")
         if not 0.0 <= number("held_out_fraction") < 1.0:
             fail(f"`held_out_fraction` must be in [0, 1); got {self.held_out_fraction}")
+        if not 0.0 < number("certificate_alpha") < 1.0:
+            fail(f"`certificate_alpha` must be in (0, 1); got {self.certificate_alpha}")
+        number("safe_action")
+        if (
+            isinstance(self.certificate_members, bool)
+            or not isinstance(self.certificate_members, int)
+            or self.certificate_members < 2
+        ):
+            fail(f"`certificate_members` must be an integer >= 2; got {self.certificate_members!r}")
+        if (
+            isinstance(self.certificate_grid_points, bool)
+            or not isinstance(self.certificate_grid_points, int)
+            or self.certificate_grid_points < 2
+        ):
+            fail(
+                "`certificate_grid_points` must be an integer >= 2; got "
+                f"{self.certificate_grid_points!r}"
+            )
+        hiddens = self.certificate_hiddens
+        if (
+            not isinstance(hiddens, (list, tuple))
+            or not hiddens
+            or not all(isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in hiddens)
+        ):
+            fail(
+                f"`certificate_hiddens` must be a non-empty list of integers >= 1; got {hiddens!r}"
+            )
+        if self.safety_certificate is True and self.held_out_fraction == 0.0:
+            fail(
+                "`safety_certificate` is calibrated on held-out episodes; got "
+                "held_out_fraction=0: set it in (0, 1), e.g. 0.2"
+            )
         if number("kl_ratio_clip") <= 1.0:
             fail(f"`kl_ratio_clip` must be > 1; got {self.kl_ratio_clip}")
         for name in (
@@ -471,6 +551,7 @@ class FtTPOConfig(AlgorithmConfig):
             "evaluation_explore",
             "critic_layer_norm",
             "normalize_observations",
+            "safety_certificate",
         ):
             flag(name)
         # RLlib 2.60's TorchLearner keeps one torch LR scheduler per module (the last
@@ -601,6 +682,27 @@ class FtTPO(Algorithm):
         self.config = resolved
         self._env_id, self.env_creator = self._get_env_id_and_creator(resolved.env, resolved)
         super().setup(resolved)
+        if resolved.safety_certificate:
+            self._fit_certificate()
+
+    def _fit_certificate(self) -> None:
+        """Fit the certificate's reward ensemble on the training episodes, calibrate it on the
+        held-out ones (docs/algorithm.md §6) and load it into every learner's module; the
+        evaluation env runners receive it with the weights. Deterministic given ``seed``, so a
+        restored checkpoint (which carries the fitted certificate) holds the same one."""
+        from fttpo_ray.algorithms.fttpo.certificate import fit_certificate
+
+        state, calibration = fit_certificate(self.config)
+
+        def load(learner: Any) -> None:
+            learner.module[DEFAULT_MODULE_ID].certificate.load_state_dict(state)
+
+        self.learner_group.foreach_learner(load)
+        if self.eval_env_runner_group is not None:
+            self.eval_env_runner_group.sync_weights(
+                from_worker_or_learner_group=self.learner_group, inference_only=True
+            )
+        self.certificate_calibration = calibration
 
     @override(Algorithm)
     def restore_from_path(self, path: Any, *args: Any, **kwargs: Any) -> None:
