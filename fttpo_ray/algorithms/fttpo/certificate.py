@@ -184,18 +184,25 @@ def calibrate_multiplier(
     )
 
 
-def fit_certificate(config: Any) -> tuple[dict[str, torch.Tensor], Calibration]:
-    """The fitted and calibrated certificate of a resolved :class:`FtTPOConfig`: its state
-    (for ``SafetyCertificate.load_state_dict``) and the calibration. Trains on the training
-    episodes and calibrates on the held-out ones of
-    :func:`fttpo_ray.data.split.held_out_mask` (``held_out_fraction``, ``split_seed``)."""
+def _split(config: Any) -> tuple[Any, np.ndarray]:
+    """The dataset of a resolved config and its held-out mask (``held_out_fraction``,
+    ``split_seed``)."""
     from fttpo_ray.data import load_transitions
     from fttpo_ray.data.object_store import shared_transitions
     from fttpo_ray.data.split import held_out_mask
 
     transitions = shared_transitions(config.dataset_id) or load_transitions(config.dataset_id)
-    shape = config._certificate_shape()
     held_out = held_out_mask(transitions.episode_ids, config.held_out_fraction, config.split_seed)
+    return transitions, held_out
+
+
+def fit_certificate(config: Any) -> tuple[dict[str, torch.Tensor], Calibration]:
+    """The fitted and calibrated certificate of a resolved :class:`FtTPOConfig`: its state
+    (for ``SafetyCertificate.load_state_dict``) and the calibration. Trains on the training
+    episodes and calibrates on the held-out ones of
+    :func:`fttpo_ray.data.split.held_out_mask` (``held_out_fraction``, ``split_seed``)."""
+    transitions, held_out = _split(config)
+    shape = config._certificate_shape()
     generator = torch.Generator().manual_seed(config.split_seed)
     certificate = SafetyCertificate(
         transitions.obs_dim,
@@ -222,3 +229,16 @@ def fit_certificate(config: Any) -> tuple[dict[str, torch.Tensor], Calibration]:
         alpha=float(config.certificate_alpha),
     )
     return certificate.state_dict(), calibration
+
+
+def recalibrate(certificate: SafetyCertificate, config: Any, alpha: float) -> Calibration:
+    """Calibrate a fitted certificate again at another ``alpha`` on the held-out episodes of
+    ``config`` (the ensemble is unchanged): one trained module, several alphas."""
+    transitions, held_out = _split(config)
+    return calibrate_multiplier(
+        certificate,
+        transitions.obs[held_out],
+        transitions.actions[held_out],
+        transitions.rewards[held_out],
+        alpha=alpha,
+    )

@@ -1,0 +1,104 @@
+"""The return/violation frontier (docs/algorithm.md §6): one point per policy, return on the x
+axis (± standard error) and violation rate on the y axis with its one-sided 95 %
+Clopper–Pearson upper bound as the error bar, so which policies dominate which is visible at a
+glance. Used by ``fttpo report`` and ``benchmarks/treatment_safe.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402 - after choosing the non-interactive backend
+
+#: Kinds of frontier points and how they are drawn: (marker, colour, size).
+CONSTANT = "constant dose"
+REFERENCE = "reference"
+LEARNED = "learned"
+CERTIFIED = "certified"
+STYLES = {
+    CONSTANT: ("o", "0.55", 18),
+    REFERENCE: ("s", "black", 40),
+    LEARNED: ("D", "tab:blue", 40),
+    CERTIFIED: ("*", "tab:red", 90),
+}
+DPI = 110
+
+
+@dataclass(frozen=True)
+class FrontierPoint:
+    """One policy: return ± s.e., violation rate and its 95 % upper bound."""
+
+    label: str
+    kind: str
+    episode_return: float
+    return_sem: float
+    violation_rate: float
+    violation_ub95: float
+    #: Drawn next to the point (e.g. the dose of a constant, the alpha of a certified policy).
+    annotate: bool = True
+
+
+def frontier_plot(points: Sequence[FrontierPoint], path: Path, *, title: str = "") -> Path:
+    """Draw ``points`` into the PNG ``path`` (constant doses joined by a line, in dose order as
+    given) and return the path."""
+    fig, ax = plt.subplots(figsize=(8.5, 5.5))
+    constants = [p for p in points if p.kind == CONSTANT]
+    if constants:
+        ax.plot(
+            [p.episode_return for p in constants],
+            [p.violation_rate for p in constants],
+            color="0.8",
+            lw=1,
+            zorder=1,
+        )
+    seen: set[str] = set()
+    for p in points:
+        marker, colour, size = STYLES[p.kind]
+        ax.errorbar(
+            p.episode_return,
+            p.violation_rate,
+            xerr=p.return_sem,
+            yerr=[[0.0], [max(p.violation_ub95 - p.violation_rate, 0.0)]],
+            fmt="none",
+            ecolor=colour,
+            elinewidth=0.8,
+            alpha=0.7,
+            zorder=2,
+        )
+        ax.scatter(
+            p.episode_return,
+            p.violation_rate,
+            marker=marker,
+            s=size,
+            color=colour,
+            label=p.kind if p.kind not in seen else None,
+            zorder=3,
+        )
+        seen.add(p.kind)
+        if p.annotate:
+            ax.annotate(
+                p.label,
+                (p.episode_return, p.violation_rate),
+                textcoords="offset points",
+                xytext=(4, 4),
+                fontsize=7,
+                color=colour,
+            )
+    ax.set_xlabel("return (mean ± s.e.)")
+    ax.set_ylabel("violation rate (bar: one-sided 95 % upper bound)")
+    ax.set_yscale("symlog", linthresh=0.01)
+    ax.set_ylim(bottom=0.0)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
