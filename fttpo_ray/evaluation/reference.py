@@ -50,15 +50,16 @@ BEST_CONSTANT = "best constant dose"
 
 
 def reference_scores(dataset_id: str | None) -> tuple[float, float] | None:
-    """``(ref_min, ref_max)`` returns of the dataset ``dataset_id``, where it has them."""
+    """``(ref_min, ref_max)`` returns of the dataset ``dataset_id``: its own where it has them,
+    else D4RL's for its MuJoCo task (:func:`fttpo_ray.data.references.dataset_references`)."""
     if not dataset_id:
         return None
-    from fttpo_ray.data import load_transitions
+    from fttpo_ray.data.references import dataset_references
 
-    transitions = load_transitions(dataset_id)
-    if transitions.ref_min_score is None or transitions.ref_max_score is None:
+    references = dataset_references(dataset_id)
+    if references is None:
         return None
-    return float(transitions.ref_min_score), float(transitions.ref_max_score)
+    return references.ref_min, references.ref_max
 
 
 @dataclass(frozen=True)
