@@ -14,6 +14,7 @@ from fttpo_ray.errors import ConfigError
 from fttpo_ray.tuning.schema import load_experiment
 from fttpo_ray.tuning.space import SeedRepeater, dataset_label, tune_num_samples
 
+REPO = Path(__file__).resolve().parents[2]
 TREATMENT = {"env": "fttpo/TreatmentSim-v0", "id": "fttpo/treatment/random-v0"}
 LETHAL = {"env": "fttpo/TreatmentSimLethal-v0", "id": "fttpo/treatment-lethal/random-v0"}
 METRIC = "evaluation/thin/episode_return_mean"
@@ -255,3 +256,22 @@ def test_bad_tuning_settings_are_one_line_errors(
         load_experiment(path)
     else:
         assert expected in error(path)
+
+
+def test_shipped_asha_search_has_continuous_q_and_temperature() -> None:
+    spec = load_experiment(REPO / "tune_configs" / "treatment_q_asha.yaml")
+    assert (spec.scheduler.name, spec.metric, spec.mode) == ("asha", METRIC, "max")
+    search = spec.runs[0].search
+    assert {key: search[key].kind for key in ("fat_q", "thin_q", "kl_weight")} == {
+        "fat_q": "uniform",
+        "thin_q": "uniform",
+        "kl_weight": "loguniform",
+    }
+    assert spec.evaluation.interval == 1
+
+
+def test_shipped_environment_sweep_lists_the_treatment_environments() -> None:
+    spec = load_experiment(REPO / "tune_configs" / "q_sweep_across_envs.yaml")
+    envs = [d.env for d in spec.datasets]
+    assert envs[:2] == [TREATMENT["env"], LETHAL["env"]]
+    assert [d.id for d in spec.datasets[:2]] == [TREATMENT["id"], LETHAL["id"]]
