@@ -231,6 +231,7 @@ def checkpointing_yaml(
     sleep_s: float,
     max_concurrent: int = 0,
     max_failures: int = 2,
+    log_checkpoint: bool = False,
 ) -> Path:
     """An experiment YAML with one run of the checkpointing trainable, one trial per seed."""
     data = {
@@ -238,7 +239,7 @@ def checkpointing_yaml(
         "evaluation": {"episodes": 1},
         "max_concurrent": max_concurrent,
         "max_failures": max_failures,
-        "mlflow": {"log_checkpoint": False},
+        "mlflow": {"log_checkpoint": log_checkpoint},
         "runs": [
             {
                 "algorithm": CHECKPOINT_TRAINABLE,
