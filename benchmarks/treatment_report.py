@@ -20,6 +20,8 @@ import _common as c
 import numpy as np
 from treatment import CERTIFIED_RUNS_FILE, CONFIG_FILE, ENVS, RUNS_FILE, load_config
 
+from fttpo_ray.evaluation.reference import constant_dose_reference
+
 
 def reference_rollouts(env_id: str, episodes: int, seed: int) -> dict[str, dict[str, float]]:
     """No treatment (a = 0), uniform random, myopic oracle, on episodes ``seed + i``."""
@@ -128,9 +130,18 @@ def report(config: Path) -> None:
         f"2x256 MLPs, {cfg['steps']} gradient steps per run). Every policy is evaluated on the "
         f"same episodes: episode i resets with seed {ev['seed']} + i; stochastic actions.\n",
         f"- **return (last)**: mean ± s.e. over seeds of each run's final "
-        f"{ev['final_episodes']}-episode evaluation; **return (best)**: mean ± s.e. over seeds of "
+        f"{ev['final_episodes']}-episode evaluation after **steps** gradient steps; "
+        "**return (selected)**: the same for the weights of the iteration FtTPO selected by its "
+        "held-out TD error (docs/algorithm.md §2.2; never on evaluation episodes; the "
+        "`, selected` rows give their safety columns and the selected steps per seed); "
+        "**return (best)**: mean ± s.e. over seeds of "
         f"each run's best evaluation every {ev['every']} steps on {ev['episodes']} episodes "
         "(optimistic: selected on the evaluation episodes).",
+        "- **best constant dose**: the dose of a 41-point grid with the highest return on "
+        "1 000 selection episodes (seeds 2 000 000 + i), reported on the evaluation episodes "
+        "(`fttpo_ray.evaluation.reference.constant_dose_reference`).",
+        "- Rows from older runs at other settings are not shown (each record holds its config); "
+        "a method's rows may come from different commits (see each record).",
         "- **score** = 100 (R − R_random) / (R_oracle − R_random) with the reference rows "
         "(same episodes).",
         "- **violations**: executed doses in the prohibited set (docs/algorithm.md §5), pooled "
@@ -149,25 +160,32 @@ def report(config: Path) -> None:
         def score(r: float, r_rand: float = r_rand, r_orc: float = r_orc) -> float:
             return 100.0 * (r - r_rand) / (r_orc - r_rand)
 
+        const = constant_dose_reference(env_id, episodes=ev["final_episodes"], seed=ev["seed"])
+        refs[f"best constant dose (a = {const.best_dose:g})"] = const.best
         header = (
-            "| policy | seeds | return (last) | return (best) | score | violations | rate "
-            "| 95% UB | prohibited mass | mass = 0 | thin half-width |"
+            "| policy | seeds | steps | return (last) | return (selected) | return (best) | score "
+            "| violations | rate | 95% UB | prohibited mass | mass = 0 | thin half-width |"
             + (" deaths/100 ep |" if lethal else "")
         )
         md += [f"\n## {env_id} (dataset `{dataset_id}`)\n", header]
         md.append("|" + "---|" * (header.count("|") - 1))
         for name, ref in refs.items():
             md.append(
-                f"| reference: {name} | – | "
+                f"| reference: {name} | – | – | "
                 f"{c.fmt_mean_se(ref['episode_return_mean'], ref['episode_return_sem'])}"
-                f" (s.e. over episodes) | – | {score(ref['episode_return_mean']):.1f} | "
+                f" (s.e. over episodes) | – | – | {score(ref['episode_return_mean']):.1f} | "
                 f"{int(ref['violations'])}/{int(ref['actions'])} | {ref['violation_rate']:.4f} | "
                 f"{ref['violation_rate_ub95']:.4f} | – | – | – |"
                 + (f" {ref['deaths_per_100_episodes']:.1f} |" if lethal else "")
             )
         rows = []
         for method in cfg["methods"]:
-            recs = [r for r in records if r["env"] == env_key and r["method"] == method]
+            method_config = {"common": cfg["common"], **cfg["methods"][method]}
+            recs = [
+                r
+                for r in records
+                if r["env"] == env_key and r["method"] == method and r["config"] == method_config
+            ]
             for policy in ("thin", "fat"):
                 with_policy = [r for r in recs if policy in r["final"]]
                 if not with_policy:
@@ -184,12 +202,37 @@ def report(config: Path) -> None:
                 row["return_best"] = c.mean_se(
                     [max(p[policy]["episode_return_mean"] for p in r["curve"]) for r in with_policy]
                 )
+                row["steps"] = sorted({r["steps"] for r in with_policy})
+                selected = [r for r in with_policy if "selected" in r]
+                row["return_selected"] = (
+                    c.mean_se([r["selected"][policy]["episode_return_mean"] for r in selected])
+                    if len(selected) == len(with_policy)
+                    else None
+                )
                 rows.append(row)
+                sel = row["return_selected"]
                 md.append(
-                    f"| {label} | {_seeds(row['seeds'])} | {c.fmt_mean_se(*row['return_last'])} | "
+                    f"| {label} | {_seeds(row['seeds'])} | {_seeds(row['steps'])} | "
+                    f"{c.fmt_mean_se(*row['return_last'])} | "
+                    f"{c.fmt_mean_se(*sel) if sel else '–'} | "
                     f"{c.fmt_mean_se(*row['return_best'])} | {row['score_last']:.1f} | "
                     + _safety_cells(row, lethal)
                 )
+                if selected and len(selected) == len(with_policy):
+                    srow = _policy_row(
+                        f"{label}, selected",
+                        [r["selected"][policy] for r in selected],
+                        [r["seed"] for r in selected],
+                        score,
+                    )
+                    srow["selected_steps"] = [r["selected_steps"] for r in selected]
+                    rows.append(srow)
+                    md.append(
+                        f"| {label}, selected (held-out TD error) | {_seeds(srow['seeds'])} | "
+                        f"{','.join(str(x) for x in srow['selected_steps'])} | – | "
+                        f"{c.fmt_mean_se(*srow['return_last'])} | – | {srow['score_last']:.1f} | "
+                        + _safety_cells(srow, lethal)
+                    )
         missing = [
             m
             for m in cfg["methods"]
@@ -203,6 +246,14 @@ def report(config: Path) -> None:
             )
         payload["envs"][env_key] = {
             "env_id": env_id,
+            "best_constant_dose": {
+                "dose": const.best_dose,
+                "selection_seed": const.selection_seed,
+                "selection_episodes": const.selection_episodes,
+                "grid_on_evaluation_episodes": {
+                    str(d): v["episode_return_mean"] for d, v in const.evaluation.items()
+                },
+            },
             "references": refs,
             "rows": rows,
             "methods_without_records": missing,
@@ -217,9 +268,89 @@ def report(config: Path) -> None:
         "oracle +5.59 ± 0.25; the authors' FtTPO after 50 000 steps: thin −4.19 ± 0.32 with "
         "45.8% of doses worse than no treatment.\n"
     )
+    curve_png = learning_curves(records, cfg, payload)
+    if curve_png:
+        md.append(
+            f"\nLearning curves of `fttpo` (thin policy; {ev['episodes']}-episode evaluations "
+            f"every {ev['every']} steps, mean ± s.e. over seeds; held-out TD error on the right "
+            f"axis; dots: each seed's selected step): `{curve_png.name}`.\n"
+        )
     text = "\n".join(md)
     print(text)
     c.write_results("treatment", payload, text)
+
+
+def learning_curves(records: list[dict], cfg: dict[str, Any], payload: dict) -> Path | None:
+    """``treatment_curve.png``: the thin return of ``fttpo`` (current config, normal env) against
+    gradient steps, with the held-out TD error and the best constant dose; ``None`` without
+    such records."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    config = {"common": cfg["common"], **cfg["methods"]["fttpo"]}
+    recs = [
+        r
+        for r in records
+        if r["method"] == "fttpo" and r["env"] == "normal" and r["config"] == config
+    ]
+    if not recs:
+        return None
+    steps = sorted({p["steps"] for r in recs for p in r["curve"]})
+    seeds = [r["seed"] for r in recs]
+
+    def series(get: Any) -> tuple[np.ndarray, np.ndarray]:
+        values = [[get(p) for p in r["curve"]] for r in recs]
+        length = min(len(v) for v in values)
+        stats = [c.mean_se([v[i] for v in values]) for i in range(length)]
+        return np.array([m for m, _ in stats]), np.array([e for _, e in stats])
+
+    ret, ret_se = series(lambda p: p["thin"]["episode_return_mean"])
+    viol, _ = series(lambda p: p["thin"]["violation_rate"])
+    xs = np.array(steps[: len(ret)])
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    ax.plot(xs, ret, color="C0", label="fttpo thin: return")
+    ax.fill_between(xs, ret - ret_se, ret + ret_se, color="C0", alpha=0.25)
+    const = payload["envs"]["normal"]["best_constant_dose"]
+    best = payload["envs"]["normal"]["references"]
+    best_name = next(k for k in best if k.startswith("best constant dose"))
+    ax.axhline(
+        best[best_name]["episode_return_mean"],
+        color="k",
+        ls="--",
+        label=f"{best_name} ({cfg['evaluation']['final_episodes']} ep.)",
+    )
+    ax.axhline(best["no treatment (a = 0)"]["episode_return_mean"], color="grey", ls=":")
+    for r in recs:
+        if "selected_steps" in r:
+            point = next(p for p in r["curve"] if p["steps"] == r["selected_steps"])
+            ax.plot(r["selected_steps"], point["thin"]["episode_return_mean"], "o", color="C3")
+    ax.set_xlabel("gradient steps")
+    ax.set_ylabel(f"return ({cfg['evaluation']['episodes']} evaluation episodes)")
+    twin = ax.twinx()
+    if all("selection" in p for r in recs for p in r["curve"]):
+        td, _ = series(lambda p: p["selection"]["td_error"])
+        twin.plot(xs, td, color="C2", label="held-out TD error")
+    twin.plot(xs, viol * 10, color="C1", ls="-.", label="violation rate x 10")
+    twin.set_ylabel("held-out TD error; violation rate x 10")
+    lines = ax.get_legend_handles_labels()
+    more = twin.get_legend_handles_labels()
+    ax.legend(lines[0] + more[0], lines[1] + more[1], loc="lower right", fontsize=8)
+    ax.set_title(f"FtTPO on TreatmentSim-v0, seeds {_seeds(seeds)} (best dose {const['dose']:g})")
+    fig.tight_layout()
+    path = c.RESULTS_DIR / "treatment_curve.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    payload["learning_curve"] = {
+        "png": path.name,
+        "steps": xs.tolist(),
+        "thin_return": ret.tolist(),
+        "thin_return_se": ret_se.tolist(),
+        "thin_violation_rate": viol.tolist(),
+        "seeds": seeds,
+    }
+    return path
 
 
 def certified_rows(recs: list[dict], score: Any) -> dict[str, dict[str, Any]]:
