@@ -310,6 +310,9 @@ def tune_search_alg(spec: ExperimentSpec) -> Any:
     import optuna
     from ray.tune.search.optuna import OptunaSearch
 
+    # Optuna logs every study and told trial at INFO on its own stderr handler; the sweep's
+    # progress lines already report each trial.
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     options = {} if sa.n_startup_trials is None else {"n_startup_trials": sa.n_startup_trials}
     sampler = optuna.samplers.TPESampler(seed=sa.seed, **options)
     return SeedRepeater(OptunaSearch(sampler=sampler), spec.seeds)
