@@ -1,4 +1,4 @@
-"""The certified thin support on the treatment simulator (docs/algorithm.md §6): violation rate
+"""The certified thin support on the treatment simulator (docs/algorithm.md §5.1): violation rate
 (with its 95 % upper bound), return and abstention of the certified policy at several
 ``certificate_alpha``, beside the plain thin policy, the best constant dose and the other
 reference rows, and the return/violation frontier as a PNG.
@@ -237,7 +237,7 @@ def cmd_report(args: argparse.Namespace) -> None:
         raise SystemExit(f"no records in {args.runs_file}; run `treatment_safe.py run` first")
     payload: dict[str, Any] = {"runs_file": str(args.runs_file.relative_to(c.REPO_ROOT))}
     md = [
-        "Certified thin support (docs/algorithm.md §6). Every policy on the same "
+        "Certified thin support (docs/algorithm.md §5.1). Every policy on the same "
         f"{cfg['evaluation']['episodes']} evaluation episodes (episode i resets with "
         f"{cfg['evaluation']['seed']} + i). Learned rows: return mean ± s.e. over seeds, "
         "violations pooled over seeds with the one-sided 95 % Clopper–Pearson upper bound. The "

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 THIN = "thin"
 FAT = "fat"
-#: The thin policy cut to its certified support (``safety_certificate``, docs/algorithm.md §6).
+#: The thin policy cut to its certified support (``safety_certificate``, docs/algorithm.md §5.1).
 CERTIFIED = "certified"
 POLICIES = (THIN, FAT, CERTIFIED)
 
@@ -52,7 +52,7 @@ DEATHS_PER_100_EPISODES = "deaths_per_100_episodes"
 BOUNDARY_ACTION_RATE = "boundary_action_rate"
 SUPPORT_HALFWIDTH_MEAN = "support_halfwidth_mean"
 SUPPORT_OUTSIDE_BOX_FRAC = "support_outside_box_frac"
-# The certified policy's certificate (docs/algorithm.md §6), means over visited states.
+# The certified policy's certificate (docs/algorithm.md §5.1), means over visited states.
 ABSTENTION_RATE = "abstention_rate"
 CERTIFIED_SHARE_MEAN = "certified_share_mean"
 CERTIFIED_WIDTH_MEAN = "certified_width_mean"

@@ -89,7 +89,7 @@ def fat_dist_cls(q: float) -> type[TorchHeavyTailedQGaussian]:
 
 
 class TorchCertifiedThin(TorchDistribution):
-    """The certified acting policy (docs/algorithm.md §6): inputs ``[low, high, abstain]`` of
+    """The certified acting policy (docs/algorithm.md §5.1): inputs ``[low, high, abstain]`` of
     the certified support (1-D actions); the thin q-Gaussian re-fitted to ``[low, high]``, or
     the safe action (``low = high``) where ``abstain`` is 1."""
 

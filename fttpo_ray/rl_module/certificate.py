@@ -1,4 +1,4 @@
-"""The safety certificate of the thin support (docs/algorithm.md §6): an ensemble model of the
+"""The safety certificate of the thin support (docs/algorithm.md §5.1): an ensemble model of the
 expected immediate reward, a calibrated lower confidence bound (LCB) of the gain over the safe
 action, and the certified cut of the thin support. Pure torch: fitting and calibration live in
 :mod:`fttpo_ray.algorithms.fttpo.certificate`.

@@ -28,7 +28,7 @@ Deviations from the paper, and why:
   (docs/algorithm.md §2.1).
 - The critics may normalise their hidden layers (``critic_layer_norm``), and the ensemble is
   aggregated by its minimum or by ``mean - kappa * std`` (``critic_aggregation``; §2.1).
-- With a ``safety_certificate`` (docs/algorithm.md §6) the module holds a reward ensemble and
+- With a ``safety_certificate`` (docs/algorithm.md §5.1) the module holds a reward ensemble and
   its calibrated multiplier (:class:`~fttpo_ray.rl_module.certificate.SafetyCertificate`,
   fitted by the algorithm at setup, part of the state and of the inference-only module) and
   *acts* with the thin support cut to its certified doses, or the safe action where none is
@@ -380,7 +380,7 @@ class FtTPOTorchRLModule(TorchRLModule, InferenceOnlyAPI):
         return SparseQGaussian(loc, params.thin_halfwidth, self.thin_q, validate_args=False)
 
     def certified_support(self, obs: torch.Tensor, params: PolicyParams) -> CertifiedSupport:
-        """The thin support at raw ``obs`` cut to its certified doses (docs/algorithm.md §6)."""
+        """The thin support at raw ``obs`` cut to its certified doses (docs/algorithm.md §5.1)."""
         return self.certificate.cut(obs, params.loc.detach(), params.thin_halfwidth.detach())
 
     def certified_distribution(self, obs: torch.Tensor) -> CertifiedThinDistribution:

@@ -1,4 +1,4 @@
-"""The return/violation frontier (docs/algorithm.md §6): one point per policy, return on the x
+"""The return/violation frontier (docs/algorithm.md §5.1): one point per policy, return on the x
 axis (± standard error) and violation rate on the y axis with its one-sided 95 %
 Clopper–Pearson upper bound as the error bar, so which policies dominate which is visible at a
 glance. Used by ``fttpo report`` and ``benchmarks/treatment_safe.py``.

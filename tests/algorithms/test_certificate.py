@@ -1,4 +1,4 @@
-"""The safety certificate (docs/algorithm.md §6): the calibrated lower bound on a hand-made
+"""The safety certificate (docs/algorithm.md §5.1): the calibrated lower bound on a hand-made
 problem whose safe set is known, the certified cut of the thin support, the module's acting
 policy with a certificate, and (slow) checkpoints and ``fttpo eval`` carrying it."""
 

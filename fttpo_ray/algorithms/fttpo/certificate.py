@@ -1,4 +1,4 @@
-"""Fitting and calibration of the safety certificate (docs/algorithm.md §6).
+"""Fitting and calibration of the safety certificate (docs/algorithm.md §5.1).
 
 :func:`fit_reward_ensemble` trains the :class:`~fttpo_ray.rl_module.certificate.RewardEnsemble`
 of a :class:`~fttpo_ray.rl_module.certificate.SafetyCertificate` on the *training* episodes:
@@ -17,7 +17,7 @@ exchangeable with the held-out ones. If the reward noise has median 0 given ``(s
 whose mean gain is below its bound has its logged reward below the bound with probability at
 least 1/2, so the rate of falsely certified doses, ``P(LCB >= 0 and E[y | s, a] < 0)``, is at
 most ``alpha``. The assumptions, and what that rate is *not*, are spelled out in
-docs/algorithm.md §6.
+docs/algorithm.md §5.1.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ module (:func:`fttpo_ray.algorithms.learner_module.learner_module`: the module i
 learner, a copy of its weights with remote learners), not on the evaluation env runners, and it
 reports under ``evaluation/thin/...`` and ``evaluation/fat/...`` (docs/algorithm.md §5), and,
 with a safety certificate, the certified acting policy beside the plain thin one under
-``evaluation/certified/...`` (docs/algorithm.md §6).
+``evaluation/certified/...`` (docs/algorithm.md §5.1).
 """
 
 from __future__ import annotations

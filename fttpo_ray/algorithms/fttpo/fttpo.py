@@ -185,7 +185,7 @@ class FtTPOConfig(AlgorithmConfig):
         # Offline criterion on the held-out transitions that picks the "selected" iteration:
         # "td_error" (lowest held-out TD error) or "policy_q" (docs/algorithm.md §2.2).
         self.selection_criterion = TD_ERROR
-        # Certified thin support (docs/algorithm.md §6): act with the thin support cut to the
+        # Certified thin support (docs/algorithm.md §5.1): act with the thin support cut to the
         # doses whose lower confidence bound of the expected immediate-reward gain over
         # `safe_action` (environment units; default the zero dose) is >= 0, else with the safe
         # action. The bound comes from a reward ensemble of `certificate_members` MLPs
@@ -687,7 +687,7 @@ class FtTPO(Algorithm):
 
     def _fit_certificate(self) -> None:
         """Fit the certificate's reward ensemble on the training episodes, calibrate it on the
-        held-out ones (docs/algorithm.md §6) and load it into every learner's module; the
+        held-out ones (docs/algorithm.md §5.1) and load it into every learner's module; the
         evaluation env runners receive it with the weights. Deterministic given ``seed``, so a
         restored checkpoint (which carries the fitted certificate) holds the same one."""
         from fttpo_ray.algorithms.fttpo.certificate import fit_certificate
