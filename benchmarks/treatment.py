@@ -183,6 +183,13 @@ def cmd_run(args: argparse.Namespace) -> None:
     from fttpo_ray.data import ensure_dataset
 
     cfg = load_config(args.config)
+    if args.steps is not None:
+        if args.steps < cfg["evaluation"]["every"] or args.steps % cfg["evaluation"]["every"]:
+            raise SystemExit(
+                f"--steps must be a positive multiple of evaluation.every "
+                f"({cfg['evaluation']['every']}); got {args.steps}"
+            )
+        cfg["steps"] = args.steps
     unknown = sorted(set(args.methods) - set(cfg["methods"]))
     if unknown:
         raise SystemExit(
@@ -222,6 +229,7 @@ def main() -> None:
     p.add_argument("--methods", nargs="+", required=True)
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--runs-file", default=str(RUNS_FILE), help="JSON-lines file to append to")
+    p.add_argument("--steps", type=int, help="gradient steps per run (default: the config's)")
     p.set_defaults(func=cmd_run)
     args = parser.parse_args()
     args.func(args)

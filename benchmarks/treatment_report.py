@@ -186,8 +186,12 @@ def report(config: Path) -> None:
                 for r in records
                 if r["env"] == env_key and r["method"] == method and r["config"] == method_config
             ]
-            for policy in ("thin", "fat"):
-                with_policy = [r for r in recs if policy in r["final"]]
+            for steps, policy in (
+                (steps, policy)
+                for steps in sorted({r["steps"] for r in recs})
+                for policy in ("thin", "fat")
+            ):
+                with_policy = [r for r in recs if policy in r["final"] and r["steps"] == steps]
                 if not with_policy:
                     continue
                 label = (
@@ -297,6 +301,8 @@ def learning_curves(records: list[dict], cfg: dict[str, Any], payload: dict) -> 
     ]
     if not recs:
         return None
+    longest = max(r["steps"] for r in recs)
+    recs = [r for r in recs if r["steps"] == longest]
     steps = sorted({p["steps"] for r in recs for p in r["curve"]})
     seeds = [r["seed"] for r in recs]
 
