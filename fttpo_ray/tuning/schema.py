@@ -49,6 +49,7 @@ from typing import Any
 
 import yaml
 
+from fttpo_ray import metrics as m
 from fttpo_ray.defaults import EVALUATION_SEED
 from fttpo_ray.errors import ConfigError, DatasetError
 from fttpo_ray.tuning.trainables import algorithm_defaults
@@ -112,7 +113,9 @@ SCHEDULER_KEYS = {
 }
 SEARCH_ALG_KEYS = {OPTUNA: (N_STARTUP_TRIALS, SEED)}
 #: Prefix of the evaluation metrics, reported only at evaluation iterations.
-EVALUATION_METRIC_PREFIX = "evaluation/"
+EVALUATION_METRIC_PREFIX = f"{m.EVALUATION_PREFIX}/"
+#: Tune's own result keys that a scheduler may use.
+TUNE_METRICS = ("training_iteration", "time_total_s")
 
 # ---- keys of a run -------------------------------------------------------------------------
 ALGORITHM = "algorithm"
@@ -756,6 +759,16 @@ def _search_alg(value: Any, runs: Sequence[RunSpec], check: _Checker) -> SearchA
     )
 
 
+def _is_result_metric(name: str) -> bool:
+    """Whether ``name`` has the form of a result key of ``docs/metrics.md``."""
+    parts = name.split("/")
+    if len(parts) == 3 and parts[0] == m.EVALUATION_PREFIX:
+        return parts[1] in m.POLICIES and bool(parts[2])
+    if len(parts) == 2 and parts[0] == m.LEARNER_PREFIX:
+        return bool(parts[1])
+    return name in TUNE_METRICS
+
+
 def _tuning(
     data: dict[str, Any],
     runs: Sequence[RunSpec],
@@ -783,14 +796,12 @@ def _tuning(
                     name, f"is missing: {' and '.join(users)} need it (e.g. {name}: {example})"
                 )
     if metric is not None:
-        from fttpo_ray.tuning.tracking import tracked_metric_names
-
-        known = tracked_metric_names()
         plain_only = all(algorithm_defaults(r.algorithm, ALGORITHM, check) is None for r in runs)
-        if metric not in known and not plain_only:
+        if not plain_only and not _is_result_metric(metric):
             check.fail(
                 METRIC,
-                f"must be a metric of docs/metrics.md such as {', '.join(known[:2])}; "
+                "must be a metric of docs/metrics.md: evaluation/<policy>/<name> (policy: "
+                f"{', '.join(m.POLICIES)}), learner/<name>, {', '.join(TUNE_METRICS)}; "
                 f"got {_show(metric)}",
             )
         if metric.startswith(EVALUATION_METRIC_PREFIX) and evaluation.interval != 1 and users:
