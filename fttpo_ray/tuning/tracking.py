@@ -41,6 +41,9 @@ from fttpo_ray.errors import ConfigError
 logger = logging.getLogger(__name__)
 
 TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
+#: MLflow prints a "View run at <url>" line to stdout (and asks the server for the run first)
+#: whenever a run on a tracking server ends; the sweep sets it to "true" (stdout is for results).
+SUPPRESS_URL_PRINTING_ENV = "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"
 DEFAULT_DB_NAME = "mlflow.db"
 ARTIFACTS_DIR_NAME = "mlartifacts"
 SQLITE_SCHEME = "sqlite"
@@ -313,6 +316,7 @@ def open_tracking_store(uri: str, *, must_exist: bool = False) -> Any:
     """
     from mlflow.tracking import MlflowClient
 
+    os.environ.setdefault(SUPPRESS_URL_PRINTING_ENV, "true")
     check_tracking_store(uri, must_exist=must_exist)
     try:
         client = MlflowClient(tracking_uri=uri)
@@ -547,6 +551,7 @@ class MLflowTrackingCallback(Callback):
         if self._client is None:
             from mlflow.tracking import MlflowClient
 
+            os.environ.setdefault(SUPPRESS_URL_PRINTING_ENV, "true")
             self._client = MlflowClient(tracking_uri=self.tracking_uri)
         return self._client
 
