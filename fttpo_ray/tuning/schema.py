@@ -52,7 +52,7 @@ import yaml
 from fttpo_ray import metrics as m
 from fttpo_ray.defaults import EVALUATION_SEED
 from fttpo_ray.errors import ConfigError, DatasetError
-from fttpo_ray.tuning.trainables import algorithm_defaults
+from fttpo_ray.tuning.trainables import KIND_RLLIB, algorithm_defaults, trainable_kind
 
 # ---- top-level keys ------------------------------------------------------------------------
 CHECKPOINT = "checkpoint"
@@ -804,6 +804,15 @@ def _tuning(
                 f"{', '.join(m.POLICIES)}), learner/<name>, {', '.join(TUNE_METRICS)}; "
                 f"got {_show(metric)}",
             )
+        fat_prefix = f"{EVALUATION_METRIC_PREFIX}{m.FAT}/"
+        for index, run in enumerate(runs):
+            rllib = trainable_kind(run.algorithm) == KIND_RLLIB
+            if users and rllib and not (metric.startswith(fat_prefix) or metric in TUNE_METRICS):
+                check.fail(
+                    METRIC,
+                    f"is not in the results of `{RUNS}[{index}]` ({run.algorithm}: RLlib's "
+                    f"algorithms report their policy as {fat_prefix}<name>); got {_show(metric)}",
+                )
         if metric.startswith(EVALUATION_METRIC_PREFIX) and evaluation.interval != 1 and users:
             check.fail(
                 f"{EVALUATION}.{INTERVAL}",

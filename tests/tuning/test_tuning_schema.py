@@ -275,3 +275,17 @@ def test_shipped_environment_sweep_lists_the_treatment_environments() -> None:
     envs = [d.env for d in spec.datasets]
     assert envs[:2] == [TREATMENT["env"], LETHAL["env"]]
     assert [d.id for d in spec.datasets[:2]] == [TREATMENT["id"], LETHAL["id"]]
+
+
+def test_a_thin_metric_is_an_error_for_rllib_algorithms(tmp_path: Path) -> None:
+    iql = {"algorithm": "IQL", "config": {"beta": 0.1}, "name": "iql"}
+    path = experiment(tmp_path, metric=METRIC, mode="max", runs=[iql], scheduler={"name": "asha"})
+    assert "`metric` is not in the results of `runs[0]` (IQL" in error(path)
+    fat = experiment(
+        tmp_path,
+        metric="evaluation/fat/episode_return_mean",
+        mode="max",
+        runs=[iql],
+        scheduler={"name": "asha"},
+    )
+    assert load_experiment(fat).metric == "evaluation/fat/episode_return_mean"
