@@ -108,6 +108,8 @@ class Report:
     compact: pd.DataFrame = field(default_factory=pd.DataFrame)
     files: list[Path] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: Markdown of the reference rows (``fttpo_ray.tuning.references``), where there are any.
+    sections: list[str] = field(default_factory=list)
 
 
 def _sweep_runs(client: Any, experiment_id: str) -> list[Any]:
@@ -328,6 +330,7 @@ def write_report(
     """Write ``results.md``, ``results.csv``, ``trials.csv`` and the PNG plots into ``out``."""
     from fttpo_ray.tuning import plots
     from fttpo_ray.tuning.densities import plot_policy_densities
+    from fttpo_ray.tuning.references import reference_section
 
     out = Path(out).expanduser().resolve()
     data = load_report_data(experiment, tracking_uri=tracking_uri, sweep=sweep)
@@ -361,6 +364,14 @@ def write_report(
             note = f"densities not plotted: {' '.join(str(err).split())[:200]}"
             logger.warning(note)
             report.notes.append(note)
+    try:
+        references = reference_section(data, out)
+        report.files += references.files
+        report.sections += references.lines
+    except Exception as err:  # noqa: BLE001 - reference rows must not lose the report
+        note = f"reference rows not computed: {' '.join(str(err).split())[:200]}"
+        logger.warning(note)
+        report.notes.append(note)
     (out / RESULTS_MD).write_text(_markdown(data, display, report), encoding="utf-8")
     report.files.insert(0, out / RESULTS_MD)
     logger.info("Report of '%s' written to %s", experiment, out)
@@ -391,9 +402,12 @@ def _markdown(data: ReportData, display: pd.DataFrame, report: Report) -> str:
         "`interrupted`) have rows of their own, never averaged with finished ones; "
         "`finished` = finished trials of the row's group / all its trials.",
         "- `thin` = the sparse acting policy, `fat` = the full-support (proposal) policy; "
-        "RLlib's algorithms act with a full-support policy, reported as `fat`.",
+        "RLlib's algorithms act with a full-support policy, reported as `fat`; `certified` = "
+        "the thin support cut to its certified doses (`safety_certificate`, docs/algorithm.md "
+        "§5.1).",
         "",
         *_tables_by_environment(display),
+        *report.sections,
     ]
     pngs = [f for f in report.files if f.suffix == ".png"]
     if pngs:
