@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -93,6 +93,8 @@ STATE_MAX_CONCURRENT = "max_concurrent"
 STATE_STARTED = "started"
 #: Tune's result key of a trial's final result (also set when a scheduler stops the trial).
 DONE = "done"
+#: Tune's result key naming the trial.
+TRIAL_ID = "trial_id"
 
 
 @dataclass
@@ -170,19 +172,26 @@ def trial_concurrency(plan: RunPlan, spec: ExperimentSpec, requested: int) -> in
     return limit
 
 
-def interrupted(grid: Any, iterations: int, time_s: float | None) -> bool:
+def interrupted(
+    grid: Any, iterations: int, time_s: float | None, completed: Collection[str] = ()
+) -> bool:
     """Whether a finished ``Tuner.fit`` was interrupted rather than run to its end.
 
     After Ctrl-C Tune stops every trial and marks it terminated (one stopped in its set-up may
     carry an error without being counted as failed), so an interruption shows only in the
     results: more trials short of the stop criterion (no iteration at all for one that had not
     reported yet) than trials that failed. A trial that a scheduler stopped early is not short:
-    its last result is marked ``done``.
+    Tune completed it (its id is in ``completed``: the MLflow callback saw it end) or marked its
+    last result ``done``.
     """
     short = 0
     for result in grid:
         metrics = result.metrics or {}
-        done = bool(metrics.get(DONE)) or int(metrics.get(TRAINING_ITERATION) or 0) >= iterations
+        done = (
+            metrics.get(TRIAL_ID) in completed
+            or bool(metrics.get(DONE))
+            or int(metrics.get(TRAINING_ITERATION) or 0) >= iterations
+        )
         timed_out = time_s is not None and float(metrics.get(TIME_TOTAL_S) or 0.0) >= time_s
         short += not (done or timed_out)
     return short > grid.num_errors
@@ -421,8 +430,9 @@ def run_sweep(
                 mutated={key: run.dict_key(key) for key in mutated},
                 label=plan.dataset.id if len(datasets) > 1 else "",
             )
+            tracker = MLflowTrackingCallback(tracking_uri=uri, context=context)
             callbacks = [
-                MLflowTrackingCallback(tracking_uri=uri, context=context),
+                tracker,
                 ProgressCallback(plan.name, iterations),
             ]
             tuner = _tuner(
@@ -438,7 +448,9 @@ def run_sweep(
             grid = tuner.fit()
             outcome.trials += len(grid)
             outcome.errored += grid.num_errors
-            if interrupted(grid, iterations, spec.time_s):
+            tracked = tracker.trial_runs.items()
+            completed = {tid for tid, r in tracked if r.status in (FINISHED, FAILED)}
+            if interrupted(grid, iterations, spec.time_s, completed):
                 outcome.interrupted = True
                 break
         status = KILLED if outcome.interrupted else (FAILED if outcome.errored else FINISHED)

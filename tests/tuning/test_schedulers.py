@@ -6,6 +6,7 @@ toy trainables whose results are known in closed form:
   finished one (``outcome``, ``finished`` k/N, the iteration of their last evaluation);
 * PBT clones the better trial into the worse one (exploit) and perturbs ``kl_weight``: the
   exploit is recorded (MLflow tag, the perturbed value per iteration, Tune's PBT log);
+* HyperBand stops paused trials without the sweep being taken for interrupted;
 * Optuna's TPE proposes values inside the declared ranges, each once per seed.
 """
 
@@ -164,6 +165,34 @@ def test_pbt_exploits_the_better_trial_and_records_it(tmp_path: Path, ray_local:
     assert {r.data.tags[tr.OUTCOME_TAG] for r in runs} == {tr.OUTCOME_FINISHED}
     (log,) = tmp_path.glob("ray/pbt/*/pbt/pbt_global.txt")
     assert log.read_text().strip()
+
+
+def test_hyperband_stops_paused_trials_and_the_sweep_is_not_taken_for_interrupted(
+    tmp_path: Path, ray_local: None
+) -> None:
+    # HyperBand pauses every trial at a rung and stops the paused losers: their last result is
+    # not marked done, yet Tune completed them, so the sweep ends normally (exit 0, a table).
+    name = pbt_trainable.register()
+    data = base(
+        checkpoint={"frequency": 1, "num_to_keep": 4},
+        runs=[
+            {
+                "algorithm": name,
+                "config": {"kl_weight": 0.1},
+                "name": "hb",
+                "search": {"kl_weight": {"grid_search": [0.1, 0.3, 0.03, 0.001]}},
+            }
+        ],
+        scheduler={"name": "hyperband", "reduction_factor": 2},
+        stop={"iterations": 4},
+    )
+    rc, stdout, _, runs = sweep(tmp_path, "hb", data)
+    assert rc == 0
+    assert "Results of 'hb'" in stdout
+    outcomes = {float(r.data.params["kl_weight"]): r.data.tags[tr.OUTCOME_TAG] for r in runs}
+    assert outcomes[0.1] == tr.OUTCOME_FINISHED  # the best trial (gain 1 per iteration)
+    assert outcomes[0.001] == tr.OUTCOME_STOPPED_EARLY  # the worst (gain -3)
+    assert list(outcomes.values()).count(tr.OUTCOME_STOPPED_EARLY) >= 2
 
 
 def test_optuna_proposes_values_inside_the_ranges_once_per_seed(

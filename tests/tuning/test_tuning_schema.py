@@ -13,6 +13,7 @@ import yaml
 from fttpo_ray.errors import ConfigError
 from fttpo_ray.tuning.schema import load_experiment
 from fttpo_ray.tuning.space import SeedRepeater, dataset_label, tune_num_samples
+from fttpo_ray.tuning.sweep import interrupted
 
 REPO = Path(__file__).resolve().parents[2]
 TREATMENT = {"env": "fttpo/TreatmentSim-v0", "id": "fttpo/treatment/random-v0"}
@@ -289,3 +290,22 @@ def test_a_thin_metric_is_an_error_for_rllib_algorithms(tmp_path: Path) -> None:
         scheduler={"name": "asha"},
     )
     assert load_experiment(fat).metric == "evaluation/fat/episode_return_mean"
+
+
+class Grid(list):
+    """A finished ``Tuner.fit``'s results as :func:`interrupted` reads them."""
+
+    def __init__(self, metrics: list[dict], num_errors: int = 0) -> None:
+        super().__init__(type("Result", (), {"metrics": m})() for m in metrics)
+        self.num_errors = num_errors
+
+
+def test_trials_a_scheduler_stopped_are_not_an_interruption() -> None:
+    finished = {"trial_id": "a", "training_iteration": 4}
+    stopped_running = {"trial_id": "b", "training_iteration": 1, "done": True}
+    stopped_paused = {"trial_id": "c", "training_iteration": 2}
+    assert not interrupted(Grid([finished, stopped_running, stopped_paused]), 4, None, {"c"})
+    # the same paused trial, not completed by Tune: the sweep was interrupted
+    assert interrupted(Grid([finished, stopped_running, stopped_paused]), 4, None, set())
+    # a trial that failed is short but counted as an error, not an interruption
+    assert not interrupted(Grid([finished, {"trial_id": "d"}], num_errors=1), 4, None)
