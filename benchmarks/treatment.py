@@ -18,6 +18,7 @@ Every hyper-parameter (per method), the number of steps and the evaluation proto
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -154,6 +155,8 @@ def run_one(cfg: dict[str, Any], method: str, env_key: str, seed: int) -> dict[s
                 p: round(point[p]["episode_return_mean"], 3) for p in ("thin", "fat") if p in point
             }
             print(method, env_key, seed, point["steps"], returns, flush=True)
+            # The whole point, one JSON line: a run stopped early still leaves its curve.
+            print("curve_point", json.dumps({"method": method, "seed": seed, **point}), flush=True)
         algorithm = cfg["methods"][method]["algorithm"]
         final = evaluate_policies(
             final_policies(algo, algorithm),
