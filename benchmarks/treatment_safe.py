@@ -61,7 +61,11 @@ def run_one(cfg: dict[str, Any], tcfg: dict[str, Any], env_key: str, seed: int) 
     ev = cfg["evaluation"]
     config = (
         fttpo_config(tcfg, "fttpo", env_key, seed, STEPS_PER_ITERATION)
-        .training(safety_certificate=True, certificate_alpha=cfg["alphas"][0], **cfg["certificate"])
+        .training(
+            safety_certificate=True,
+            certificate_alpha=cfg["alphas"][env_key][0],
+            **cfg["certificate"],
+        )
         .evaluation(evaluation_interval=None)
     )
     algo = config.build_algo()
@@ -75,7 +79,7 @@ def run_one(cfg: dict[str, Any], tcfg: dict[str, Any], env_key: str, seed: int) 
         with torch.no_grad():
             thin = evaluate_policies([policies[m.THIN]], env_id, **episodes)[m.THIN]
             certified = {}
-            for alpha in cfg["alphas"]:
+            for alpha in cfg["alphas"][env_key]:
                 calibration = recalibrate(module.certificate, algo.config, alpha)
                 result = evaluate_policies([policies[m.CERTIFIED]], env_id, **episodes)
                 certified[str(alpha)] = {
@@ -120,7 +124,7 @@ def cmd_run(args: argparse.Namespace) -> None:
                     "common": tcfg["common"],
                     **tcfg["methods"]["fttpo"],
                     **cfg["certificate"],
-                    "alphas": cfg["alphas"],
+                    "alphas": cfg["alphas"][args.env],
                 },
                 "evaluation": cfg["evaluation"],
                 "wall_s": time.perf_counter() - start,
