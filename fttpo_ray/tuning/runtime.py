@@ -26,6 +26,15 @@ TUNE_NEW_OUTPUT_ENV = "RAY_AIR_NEW_OUTPUT"
 #: advises on Tune settings that the YAML's ``checkpoint`` section already chooses).
 TUNE_SNAPSHOT_WARNING_ENV = "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S"
 ADDRESS_FIX = "start the cluster (`ray start --head`) or omit --address to run locally"
+#: Ray's token authentication: the mode and the token (or a file holding it), the same in the
+#: environment of every node's `ray start` and of the driver (docs/tuning.md, "Cluster use").
+RAY_AUTH_MODE_ENV = "RAY_AUTH_MODE"
+RAY_AUTH_TOKEN_ENV = "RAY_AUTH_TOKEN"
+RAY_AUTH_TOKEN_PATH_ENV = "RAY_AUTH_TOKEN_PATH"
+AUTH_FIX = (
+    f"if the cluster uses token authentication, export {RAY_AUTH_MODE_ENV}=token and its token "
+    f"as {RAY_AUTH_TOKEN_ENV} (or {RAY_AUTH_TOKEN_PATH_ENV}), as on its nodes"
+)
 
 
 #: Attribute marking a trainable class as already wrapped by :func:`located`.
@@ -122,10 +131,11 @@ def start_ray(address: str | None = None) -> bool:
         check_address(address)
         try:
             ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
-        except (ConnectionError, RuntimeError, ValueError) as err:
+        except (ConnectionError, RuntimeError, ValueError, ray.exceptions.RayError) as err:
             detail = " ".join(str(err).split())[:200]
+            auth = "" if os.environ.get(RAY_AUTH_MODE_ENV) == "token" else f"; {AUTH_FIX}"
             raise ConfigError(
-                f"cannot connect to the Ray cluster at '{address}': {detail}; {ADDRESS_FIX}"
+                f"cannot connect to the Ray cluster at '{address}': {detail}; {ADDRESS_FIX}{auth}"
             ) from None
         logger.info("Connected to the Ray cluster at %s", address)
         return True

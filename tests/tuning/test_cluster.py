@@ -26,6 +26,8 @@ from mlflow.tracking import MlflowClient
 
 from fttpo_ray.tuning import tracking as tr
 from tests.tuning.ray_cluster import (
+    RAY_AUTH_MODE,
+    RAY_AUTH_TOKEN,
     LocalCluster,
     checkpointing_yaml,
     driver,
@@ -36,6 +38,7 @@ from tests.tuning.ray_cluster import (
 
 pytestmark = pytest.mark.slow
 
+REPO = Path(__file__).resolve().parents[2]
 RETURN_KEY = "evaluation/thin/episode_return_mean"
 SWEEP_TIMEOUT_S = 420
 POLL_S = 0.5
@@ -80,6 +83,26 @@ def finish(proc: subprocess.Popen, log: Path) -> int:
     except subprocess.TimeoutExpired:
         end_driver(proc)
         raise AssertionError(f"the sweep did not finish:\n{log.read_text()[-4000:]}") from None
+
+
+def test_a_driver_without_the_token_is_refused_with_the_fix(
+    cluster: LocalCluster, tmp_path: Path
+) -> None:
+    path = checkpointing_yaml(
+        tmp_path / "no_token.yaml", seeds=[0], iterations=1, marker_dir=tmp_path, sleep_s=0.0
+    )
+    env = cluster.env(tmp_path)
+    del env[RAY_AUTH_MODE], env[RAY_AUTH_TOKEN]
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.tuning.ray_cluster", "sweep", path, "--address",
+         cluster.address, "--mlflow-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=SWEEP_TIMEOUT_S, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr[-3000:]
+    lines = [line for line in done.stderr.splitlines() if line.startswith("fttpo sweep: error:")]
+    assert len(lines) == 1
+    assert f"cannot connect to the Ray cluster at '{cluster.address}'" in lines[0]
+    assert "RAY_AUTH_MODE=token" in lines[0] and "RAY_AUTH_TOKEN" in lines[0]
 
 
 def tiny_fttpo_yaml(path: Path) -> Path:
