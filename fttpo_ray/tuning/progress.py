@@ -62,6 +62,12 @@ class ProgressCallback(Callback):
         )
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        done = int((getattr(trial, "last_result", None) or {}).get(TRAINING_ITERATION) or 0)
+        if done and done < self.iterations:
+            logger.info(
+                "%s %s stopped early at iteration %d", self.run_name, trial.experiment_tag, done
+            )
+            return
         logger.info("%s %s finished", self.run_name, trial.experiment_tag)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:

@@ -68,6 +68,22 @@ def _cell(value: object) -> str:
     return str(value).replace("|", "\\|")
 
 
+#: Group values longer than this that read as numbers are shown to :data:`GROUP_DIGITS`
+#: significant digits (values a random search drew); the summary keeps them in full.
+LONG_NUMBER = 8
+GROUP_DIGITS = 4
+
+
+def _group_cell(value: object) -> str:
+    text = _cell(value)
+    if len(text) > LONG_NUMBER:
+        try:
+            return f"{float(text):.{GROUP_DIGITS}g}"
+        except ValueError:
+            return text
+    return text
+
+
 def display_table(
     summary: pd.DataFrame,
     group_columns: Sequence[str],
@@ -80,7 +96,7 @@ def display_table(
     labels = labels or {}
     table = pd.DataFrame()
     for column in group_columns:
-        table[column] = summary[column].map(_cell) if column in summary else []
+        table[column] = summary[column].map(_group_cell) if column in summary else []
     table[N_COLUMN] = summary[N_COLUMN] if N_COLUMN in summary else []
     for column in extra_columns:
         if column in summary:
