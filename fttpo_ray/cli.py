@@ -29,6 +29,8 @@ LOG_DATE_FORMAT = "%H:%M:%S"
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
 
+#: Start of the warning Tune gives every PBT run without reused actors.
+PBT_REUSE_ACTORS_WARNING = "Consider boosting PBT performance"
 #: Logger of Ray Data's execution statistics (warns with a traceback after ``ray.shutdown``).
 RAY_DATA_STATS_LOGGER = "ray.data._internal.stats"
 #: Tune's INFO lines (state files written, restored) repeat what the progress lines say.
@@ -98,6 +100,8 @@ def _setup_logging() -> None:
     package.setLevel(logging.INFO)
     package.propagate = False
     warnings.filterwarnings("ignore", category=UserWarning, module="gymnasium")
+    # Tune's advice for PBT: each trial is a fresh actor here (reuse_actors=False) on purpose.
+    warnings.filterwarnings("ignore", message=PBT_REUSE_ACTORS_WARNING)
     logging.getLogger(MLFLOW_LOGGER).setLevel(logging.WARNING)
     logging.getLogger(TUNE_LOGGER).setLevel(logging.WARNING)
     logging.getLogger(RAY_DATA_STATS_LOGGER).setLevel(logging.ERROR)
