@@ -239,7 +239,7 @@ def cmd_report(args: argparse.Namespace) -> None:
     records = c.read_records(args.runs_file)
     if not records:
         raise SystemExit(f"no records in {args.runs_file}; run `treatment_safe.py run` first")
-    payload: dict[str, Any] = {"runs_file": str(args.runs_file.relative_to(c.REPO_ROOT))}
+    payload: dict[str, Any] = {"runs_file": c.portable(str(args.runs_file))}
     md = [
         "Certified thin support (docs/algorithm.md §5.1). Every policy on the same "
         f"{cfg['evaluation']['episodes']} evaluation episodes (episode i resets with "

@@ -45,7 +45,8 @@ class FrontierPoint:
 
 def frontier_plot(points: Sequence[FrontierPoint], path: Path, *, title: str = "") -> Path:
     """Draw ``points`` into the PNG ``path`` (constant doses joined by a line, in dose order as
-    given) and return the path."""
+    given) and return the path. The x range covers every non-constant point and the better half
+    of the constant doses; worse doses are left out of view (and counted in a note)."""
     fig, ax = plt.subplots(figsize=(8.5, 5.5))
     constants = [p for p in points if p.kind == CONSTANT]
     if constants:
@@ -89,6 +90,23 @@ def frontier_plot(points: Sequence[FrontierPoint], path: Path, *, title: str = "
                 fontsize=7,
                 color=colour,
             )
+    focus = [p.episode_return for p in points if p.kind != CONSTANT]
+    if constants:  # the better half of the grid; much worse doses fall off the left edge
+        returns = sorted(p.episode_return for p in constants)
+        focus += returns[len(returns) // 2 :]
+    low, high = min(focus), max(focus)
+    span = max(high - low, 1e-6)
+    ax.set_xlim(low - 0.15 * span, high + 0.15 * span)
+    hidden = sum(p.episode_return < low - 0.15 * span for p in points)
+    if hidden:
+        ax.text(
+            0.01,
+            0.01,
+            f"{hidden} constant dose(s) with lower return off the left edge",
+            transform=ax.transAxes,
+            fontsize=7,
+            color="0.4",
+        )
     ax.set_xlabel("return (mean ± s.e.)")
     ax.set_ylabel("violation rate (bar: one-sided 95 % upper bound)")
     ax.set_yscale("symlog", linthresh=0.01)
