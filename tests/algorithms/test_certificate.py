@@ -267,3 +267,42 @@ def test_checkpoint_and_fttpo_eval_carry_the_certificate(ray_local, tmp_path) ->
     ):
         assert key in report[m.CERTIFIED], key
     assert report[m.CERTIFIED][m.EPISODES] == 3
+
+
+@pytest.mark.parametrize(
+    ("training", "message"),
+    [
+        ({"certificate_alpha": 1.5}, r"`certificate_alpha` must be in \(0, 1\); got 1.5"),
+        ({"certificate_alpha": 0.0}, r"`certificate_alpha` must be in \(0, 1\)"),
+        ({"certificate_members": 1}, "`certificate_members` must be an integer >= 2; got 1"),
+        ({"certificate_grid_points": 1}, "`certificate_grid_points` must be an integer >= 2"),
+        ({"certificate_hiddens": []}, "`certificate_hiddens` must be a non-empty list"),
+        ({"safety_certificate": "yes"}, "`safety_certificate` must be true or false"),
+        (
+            {"safety_certificate": True, "held_out_fraction": 0.0},
+            "calibrated on held-out episodes; got held_out_fraction=0",
+        ),
+    ],
+)
+def test_certificate_settings_are_checked_with_one_line_errors(training, message) -> None:
+    from fttpo_ray import FtTPOConfig
+    from fttpo_ray.errors import ConfigError
+
+    config = FtTPOConfig().dataset("fttpo/treatment/random-v0").training(**training)
+    with pytest.raises(ConfigError, match=message):
+        config.validate()
+
+
+def test_a_multi_dimensional_action_space_is_refused_in_one_line() -> None:
+    certificate = SafetyCertificate(2, num_members=2, hiddens=[4], grid_points=3)
+    from fttpo_ray.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="needs a 1-D action space; got actions of shape"):
+        fit_reward_ensemble(
+            certificate,
+            np.zeros((4, 2), np.float32),
+            np.zeros((4, 2), np.float32),
+            np.zeros(4, np.float32),
+            np.arange(4),
+            seed=0,
+        )
