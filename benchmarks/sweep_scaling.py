@@ -6,18 +6,35 @@ evaluation of ``--eval-episodes`` episodes; trials/hour = trials / experiment wa
 (including Tune's actor start-up per trial). The two concurrency settings alternate
 ``--repeats`` times.
 
+With ``--nodes``: trials/hour of the same kind of sweep on a Ray cluster of 1 vs 2 nodes of
+1 CPU each, made with ``ray start`` on this machine as docs/tuning.md shows (token
+authentication; the worker node has no dataset: the table goes through the object store) and
+run by ``fttpo sweep --address`` (one iteration per trial, one trial per seed); wall time of
+the whole command, dataset collected beforehand (results: ``sweep_scaling_nodes``).
+
     .venv/bin/python benchmarks/sweep_scaling.py
+    .venv/bin/python benchmarks/sweep_scaling.py --nodes
 """
 
 from __future__ import annotations
 
 import argparse
+import re
+import subprocess
+import sys
 import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import _common as c
 import torch
+import yaml
+
+sys.path.insert(0, str(c.REPO_ROOT))
+
+#: The CLI's closing line: "Results of '<name>' (<n> trials, <k> failed, <s> s)".
+RESULTS_LINE = re.compile(r"\((\d+) trials, (\d+) failed, (\d+) s\)")
 
 
 def run_experiment(concurrency: int, trials: int, steps: int, episodes: int, storage: str) -> float:
@@ -51,13 +68,113 @@ def run_experiment(concurrency: int, trials: int, steps: int, episodes: int, sto
     return wall
 
 
+def node_sweep_yaml(path: Path, trials: int, steps: int, episodes: int) -> Path:
+    """FtTPO, one iteration of ``steps`` gradient steps + ``episodes`` evaluation episodes, one
+    trial per seed (``trials`` seeds)."""
+    data = {
+        "dataset": {"env": "fttpo/TreatmentSim-v0", "id": c.TREATMENT_DATASET},
+        "evaluation": {"episodes": episodes},
+        "runs": [
+            {
+                "algorithm": "FtTPO",
+                "config": {"gamma": 0.9, "num_gradient_steps_per_iteration": steps},
+                "name": "fttpo",
+            }
+        ],
+        "seeds": list(range(trials)),
+        "stop": {"iterations": 1},
+    }
+    path.write_text(yaml.safe_dump(data, sort_keys=True))
+    return path
+
+
+def run_on_cluster(cluster: Any, yaml_path: Path, tmp: Path, label: str) -> dict[str, float]:
+    """Wall seconds of ``fttpo sweep --address`` on the cluster and the CLI's own sweep time."""
+    import os
+
+    start = time.perf_counter()
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("fttpo")), "sweep", str(yaml_path), "--address",
+         cluster.address, "--mlflow-uri", f"sqlite:///{tmp / f'mlflow-{label}.db'}",
+         "--storage", str(tmp / f"results-{label}")],
+        env=cluster.env(Path(os.environ["MINARI_DATASETS_PATH"])),
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    wall = time.perf_counter() - start
+    if done.returncode != 0:
+        raise RuntimeError(f"sweep on {label} failed:\n{done.stderr[-3000:]}")
+    found = RESULTS_LINE.search(done.stdout)
+    return {"wall_s": wall, "sweep_s": float(found.group(3)) if found else float("nan")}
+
+
+def main_nodes(args: argparse.Namespace) -> None:
+    from fttpo_ray.data import ensure_dataset
+    from tests.tuning.ray_cluster import LocalCluster
+
+    ensure_dataset(c.TREATMENT_DATASET)
+    runs: dict[int, list[dict[str, float]]] = {1: [], 2: []}
+    cluster = LocalCluster()
+    try:
+        with tempfile.TemporaryDirectory(prefix="fttpo-node-bench-") as tmp_name:
+            tmp = Path(tmp_name)
+            path = node_sweep_yaml(tmp / "node_scaling.yaml", args.trials, args.steps,
+                                   args.eval_episodes)  # fmt: skip
+            cluster.start_head()
+            for _ in range(args.repeats):
+                runs[1].append(run_on_cluster(cluster, path, tmp, f"1node-{len(runs[1])}"))
+                print(f"1 node: {runs[1][-1]}", flush=True)
+            cluster.add_worker("worker")
+            for _ in range(args.repeats):
+                runs[2].append(run_on_cluster(cluster, path, tmp, f"2nodes-{len(runs[2])}"))
+                print(f"2 nodes: {runs[2][-1]}", flush=True)
+    finally:
+        cluster.stop()
+    per_hour = {k: [3600.0 * args.trials / r["wall_s"] for r in rs] for k, rs in runs.items()}
+    m1, m2 = c.median(per_hour[1]), c.median(per_hour[2])
+    payload = {
+        "args": vars(args),
+        "runs": runs,
+        "trials_per_hour": per_hour,
+        "trials_per_hour_median": {1: m1, 2: m2},
+        "machine": c.machine(),
+    }
+    text = "\n".join(
+        [
+            f"`fttpo sweep --address` on a `ray start` cluster of 1 CPU nodes on this machine "
+            f"(token authentication, the worker with an empty Minari root): FtTPO, "
+            f"{args.trials} trials (one per seed), each one `train()` of {args.steps} gradient "
+            f"steps on `{c.TREATMENT_DATASET}` + {args.eval_episodes} evaluation episodes; "
+            f"wall time of the whole command (connect, object store, Tune, MLflow, report); "
+            f"{args.repeats} repeat(s) per size, 1 node first, medians.\n",
+            "| nodes (1 CPU each) | trials/hour (median) | command wall s | CLI sweep s |",
+            "|---|---|---|---|",
+            *(
+                f"| {k} | {c.median(per_hour[k]):.0f} | "
+                + ", ".join(f"{r['wall_s']:.1f}" for r in runs[k])
+                + " | "
+                + ", ".join(f"{r['sweep_s']:.0f}" for r in runs[k])
+                + " |"
+                for k in (1, 2)
+            ),
+            f"\nSpeed-up of 2 nodes: {m2 / m1:.2f}x (both nodes share this machine's 2 cores "
+            "with the driver and other jobs).",
+        ]
+    )
+    print(text)
+    c.write_results("sweep_scaling_nodes", payload, text)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=4)
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--eval-episodes", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--nodes", action="store_true", help="1 vs 2 Ray nodes (see above)")
     args = parser.parse_args()
+    if args.nodes:
+        main_nodes(args)
+        return
 
     import ray
 
