@@ -18,6 +18,7 @@ Every hyper-parameter (per method), the number of steps and the evaluation proto
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import time
 from pathlib import Path
@@ -131,8 +132,13 @@ def final_policies(algo: Any, algorithm: str, *, selected: bool = False) -> list
     return [rllib_module_policy(module)]
 
 
-def run_one(cfg: dict[str, Any], method: str, env_key: str, seed: int) -> dict[str, Any]:
-    """Train, evaluating every ``evaluation.every`` steps; then the final evaluation."""
+def run_one(
+    cfg: dict[str, Any], method: str, env_key: str, seed: int, deadline: float | None = None
+) -> dict[str, Any]:
+    """Train, evaluating every ``evaluation.every`` steps; then the final evaluation.
+
+    With a ``deadline`` (``time.time()`` value) training stops at the first evaluation after
+    it; the final evaluation still runs, and the record's ``steps`` are those trained."""
     from fttpo_ray.evaluation import evaluate_policies
 
     ev = cfg["evaluation"]
@@ -140,6 +146,8 @@ def run_one(cfg: dict[str, Any], method: str, env_key: str, seed: int) -> dict[s
     try:
         curve = []
         for it in range(cfg["steps"] // ev["every"]):
+            if deadline is not None and it > 0 and time.time() > deadline:
+                break
             result = algo.train()
             point = {
                 "steps": (it + 1) * ev["every"],
@@ -164,7 +172,11 @@ def run_one(cfg: dict[str, Any], method: str, env_key: str, seed: int) -> dict[s
             episodes=ev["final_episodes"],
             seed=ev["seed"],
         )
-        out = {"curve": curve, "final": {p: _summary(v) for p, v in final.items()}}
+        out = {
+            "steps": curve[-1]["steps"],
+            "curve": curve,
+            "final": {p: _summary(v) for p, v in final.items()},
+        }
         if algorithm == "FtTPO" and algo.selected_module_state() is not None:
             selected = evaluate_policies(
                 final_policies(algo, algorithm, selected=True),
@@ -205,12 +217,15 @@ def cmd_run(args: argparse.Namespace) -> None:
         for method in args.methods:
             for seed in args.seeds:
                 start = time.perf_counter()
-                out = run_one(cfg, method, args.env, seed)
+                deadline = None
+                if args.deadline:
+                    deadline = datetime.datetime.fromisoformat(args.deadline).timestamp()
+                out = run_one(cfg, method, args.env, seed, deadline)
                 record = {
                     "method": method,
                     "env": args.env,
                     "seed": seed,
-                    "steps": cfg["steps"],
+                    "planned_steps": cfg["steps"],
                     "config": {"common": cfg["common"], **cfg["methods"][method]},
                     "wall_s": time.perf_counter() - start,
                     "command": c.command_line(),
@@ -233,6 +248,11 @@ def main() -> None:
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--runs-file", default=str(RUNS_FILE), help="JSON-lines file to append to")
     p.add_argument("--steps", type=int, help="gradient steps per run (default: the config's)")
+    p.add_argument(
+        "--deadline",
+        help="ISO time (e.g. 2026-12-02T15:38+00:00): stop training at the first evaluation "
+        "after it, evaluate and record the steps trained",
+    )
     p.set_defaults(func=cmd_run)
     args = parser.parse_args()
     args.func(args)
