@@ -279,6 +279,10 @@ def test_checkpoint_and_fttpo_eval_carry_the_certificate(ray_local, tmp_path) ->
         ({"certificate_hiddens": []}, "`certificate_hiddens` must be a non-empty list"),
         ({"safety_certificate": "yes"}, "`safety_certificate` must be true or false"),
         (
+            {"safety_certificate": True, "variant": "fat_only"},
+            "variant 'fat_only' has none",
+        ),
+        (
             {"safety_certificate": True, "held_out_fraction": 0.0},
             "calibrated on held-out episodes; got held_out_fraction=0",
         ),

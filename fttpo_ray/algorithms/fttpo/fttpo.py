@@ -95,6 +95,7 @@ from fttpo_ray.rl_module.fttpo_rl_module import (
     TORSO_OWN,
     TORSO_SHARED,
     VARIANT,
+    VARIANT_FAT_ONLY,
     VARIANTS,
     FtTPOTorchRLModule,
 )
@@ -515,6 +516,11 @@ class FtTPOConfig(AlgorithmConfig):
             fail(
                 f"`certificate_hiddens` must be a non-empty list of integers >= 1; got {hiddens!r}"
             )
+        if self.safety_certificate is True and self.variant == VARIANT_FAT_ONLY:
+            fail(
+                "`safety_certificate` cuts the thin policy's support; variant 'fat_only' has "
+                "none: use a thin-acting variant (fttpo, rar, reverse_kl)"
+            )
         if self.safety_certificate is True and self.held_out_fraction == 0.0:
             fail(
                 "`safety_certificate` is calibrated on held-out episodes; got "
@@ -677,6 +683,13 @@ class FtTPO(Algorithm):
         """
         resolved = self.config.copy(copy_frozen=False)
         resolved.resolve_dataset()
+        space = resolved.action_space
+        if resolved.safety_certificate and getattr(space, "shape", None) != (1,):
+            raise ConfigError(
+                "`safety_certificate` scans a dose grid and needs a 1-D action space; "
+                f"'{resolved.dataset_id}' has actions of shape {getattr(space, 'shape', None)}: "
+                "set safety_certificate=False"
+            )
         resolved.validate()
         resolved.freeze()
         self.config = resolved
