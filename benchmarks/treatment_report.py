@@ -159,8 +159,9 @@ def report(config: Path, reuse_references: bool = False) -> None:
         "- **best constant dose**: the dose of a 41-point grid with the highest return on "
         "1 000 selection episodes (seeds 2 000 000 + i), reported on the evaluation episodes "
         "(`fttpo_ray.evaluation.reference.constant_dose_reference`).",
-        "- Rows from older runs at other settings are not shown (each record holds its config); "
-        "a method's rows may come from different commits (see each record).",
+        "- **[earlier settings]**: runs of a method made with another `training` block of "
+        "its entry than today's (each record holds its config and commit): for `fttpo`, the "
+        "defaults before issue 11 (no held-out split, no observation standardisation).",
         "- **score** = 100 (R − R_random) / (R_oracle − R_random) with the reference rows "
         "(same episodes).",
         "- **violations**: executed doses in the prohibited set (docs/algorithm.md §5), pooled "
@@ -210,12 +211,16 @@ def report(config: Path, reuse_references: bool = False) -> None:
                 + (f" {ref['deaths_per_100_episodes']:.1f} |" if lethal else "")
             )
         rows = []
-        for method in cfg["methods"]:
+        for method, current in (
+            (method, current) for method in cfg["methods"] for current in (True, False)
+        ):
             method_config = {"common": cfg["common"], **cfg["methods"][method]}
             recs = [
                 r
                 for r in records
-                if r["env"] == env_key and r["method"] == method and r["config"] == method_config
+                if r["env"] == env_key
+                and r["method"] == method
+                and (r["config"] == method_config) == current
             ]
             for steps, policy in (
                 (steps, policy)
@@ -227,7 +232,7 @@ def report(config: Path, reuse_references: bool = False) -> None:
                     continue
                 label = (
                     f"{method} ({policy})" if method in ("fttpo", "rar", "reverse_kl") else method
-                )
+                ) + ("" if current else " [earlier settings]")
                 row = _policy_row(
                     label,
                     [r["final"][policy] for r in with_policy],
