@@ -188,6 +188,9 @@ def test_report_command_writes_tables_and_plots(sweep: Sweep, tmp_path: Path) ->
     assert set(table["n"]) == {1}
     assert table["return_last_mean"].notna().all()
     assert "| fttpo" in stdout
+    # reference rows and the return/violation frontier (docs/algorithm.md §5)
+    assert (out / "frontier_fttpo-TreatmentSim-v0.png").is_file()
+    assert "best constant dose (a = " in (out / RESULTS_MD).read_text()
 
 
 def test_eval_command_prints_json_metrics(sweep: Sweep) -> None:
