@@ -17,10 +17,12 @@ It does **not** assert that the thin policy beats the best constant dose (issue 
 does not, and the measurements say why (``benchmarks/results/treatment.md``, docs/algorithm.md
 §2.2): the best constant dose (a = 0.45, chosen on 1 000 separate simulated episodes) returns
 5.17 ± 0.25 on the evaluation episodes, and the noisy observation carries almost nothing more:
-the best *linear* policy found with unlimited simulator access returns 5.21 and the myopic oracle,
-which sees the hidden state, 5.58. From the dataset's 1 200 transitions even the dose is poorly
-identified: the argmax of a quadratic reward fit is 0.58 (10–90 % over episode bootstraps: 0.43
-to 0.89), whose expected return is 3.40, while a dose of 0.7 already returns only 3.24. FtTPO's
+the best *linear* policy found with unlimited simulator access is a near-constant dose returning
+5.15 and the myopic oracle, which sees the hidden state, 5.58
+(``benchmarks/results/treatment_attainable.md``). From the dataset's 1 200 transitions even the
+dose is poorly identified: the argmax of a quadratic reward fit is 0.58 (10–90 % over episode
+bootstraps: 0.43 to 0.89), whose expected return is 3.42, while a dose of 0.7 already returns
+only 3.24. FtTPO's
 thin policy with the shipped defaults (weights selected on held-out episodes) returns 2.5 on
 those episodes.
 
