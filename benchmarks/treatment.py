@@ -198,6 +198,8 @@ def cmd_run(args: argparse.Namespace) -> None:
     from fttpo_ray.data import ensure_dataset
 
     cfg = load_config(args.config)
+    if args.every is not None:
+        cfg["evaluation"]["every"] = args.every
     if args.steps is not None:
         if args.steps < cfg["evaluation"]["every"] or args.steps % cfg["evaluation"]["every"]:
             raise SystemExit(
@@ -226,6 +228,7 @@ def cmd_run(args: argparse.Namespace) -> None:
                     "env": args.env,
                     "seed": seed,
                     "planned_steps": cfg["steps"],
+                    "evaluation": cfg["evaluation"],
                     "config": {"common": cfg["common"], **cfg["methods"][method]},
                     "wall_s": time.perf_counter() - start,
                     "command": c.command_line(),
@@ -248,6 +251,9 @@ def main() -> None:
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--runs-file", default=str(RUNS_FILE), help="JSON-lines file to append to")
     p.add_argument("--steps", type=int, help="gradient steps per run (default: the config's)")
+    p.add_argument(
+        "--every", type=int, help="gradient steps per iteration and evaluation (default: config)"
+    )
     p.add_argument(
         "--deadline",
         help="ISO time (e.g. 2026-12-02T15:38+00:00): stop training at the first evaluation "

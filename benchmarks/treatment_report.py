@@ -303,10 +303,12 @@ def report(config: Path, reuse_references: bool = False) -> None:
     )
     curve_png = learning_curves(records, cfg, payload)
     if curve_png:
+        long = payload["learning_curve"]
         md.append(
-            f"\nLearning curves of `fttpo` (thin policy; {ev['episodes']}-episode evaluations "
-            f"every {ev['every']} steps, mean ± s.e. over seeds; held-out TD error on the right "
-            f"axis; dots: each seed's selected step): `{curve_png.name}`.\n"
+            f"\nLearning curves of `fttpo` (thin policy, the longest runs: seeds "
+            f"{_seeds(long['seeds'])}, {long['steps'][-1]:.0f} steps; {long['episodes']}-episode "
+            f"evaluations every {long['every']} steps, mean ± s.e. over seeds; held-out TD error "
+            f"on the right axis; dots: each seed's selected step): `{curve_png.name}`.\n"
         )
     text = "\n".join(md)
     print(text)
@@ -362,7 +364,8 @@ def learning_curves(records: list[dict], cfg: dict[str, Any], payload: dict) -> 
             point = next(p for p in r["curve"] if p["steps"] == r["selected_steps"])
             ax.plot(r["selected_steps"], point["thin"]["episode_return_mean"], "o", color="C3")
     ax.set_xlabel("gradient steps")
-    ax.set_ylabel(f"return ({cfg['evaluation']['episodes']} evaluation episodes)")
+    episodes = recs[0].get("evaluation", cfg["evaluation"])["episodes"]
+    ax.set_ylabel(f"return ({episodes} evaluation episodes)")
     twin = ax.twinx()
     if all("selection" in p for r in recs for p in r["curve"]):
         td, _ = series(lambda p: p["selection"]["td_error"])
@@ -384,6 +387,8 @@ def learning_curves(records: list[dict], cfg: dict[str, Any], payload: dict) -> 
         "thin_return_se": ret_se.tolist(),
         "thin_violation_rate": viol.tolist(),
         "seeds": seeds,
+        "episodes": episodes,
+        "every": recs[0].get("evaluation", cfg["evaluation"])["every"],
     }
     return path
 
