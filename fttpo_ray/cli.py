@@ -139,6 +139,16 @@ def _cmd_collect(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _cmd_download(args: argparse.Namespace, out: TextIO) -> int:
+    from fttpo_ray.data.remote import download_dataset, ensure_mixture
+
+    for dataset_id in args.dataset_ids:
+        print(f"{dataset_id}: {download_dataset(dataset_id)}", file=out)
+    if args.combine:
+        print(f"mixture: {ensure_mixture(args.dataset_ids)}", file=out)
+    return 0
+
+
 def _cmd_sweep(args: argparse.Namespace, out: TextIO) -> int:
     from fttpo_ray.tuning.results import markdown
     from fttpo_ray.tuning.sweep import run_sweep
@@ -311,6 +321,20 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"episodes per reference score (default {DEFAULT_REFERENCE_EPISODES})",
     )
     p.set_defaults(func=_cmd_collect)
+
+    p = sub.add_parser(
+        "download",
+        help="download Minari datasets into the Minari root (once), e.g. ahead of a sweep",
+    )
+    p.add_argument(
+        "dataset_ids", nargs="+", metavar="ID", help="Minari id, e.g. mujoco/halfcheetah/medium-v0"
+    )
+    p.add_argument(
+        "--combine",
+        action="store_true",
+        help="also combine the ids into one local mixture (as a YAML dataset listing them does)",
+    )
+    p.set_defaults(func=_cmd_download)
 
     p = sub.add_parser(
         "sweep",

@@ -63,6 +63,12 @@ def is_local_namespace(dataset_id: str) -> bool:
 def missing_dataset_error(dataset_id: str, reason: str | None = None) -> DatasetError:
     """The one-line error for a dataset that is neither local nor downloadable here."""
     because = f" and could not be downloaded ({reason})" if reason else ""
+    if is_local_namespace(dataset_id):
+        return DatasetError(
+            f"dataset '{dataset_id}' is not under the Minari root {minari_root()}; it is made by "
+            f"fttpo-ray, not hosted by Minari: copy its folder to {dataset_path(dataset_id)}, "
+            "point MINARI_DATASETS_PATH at a root that holds it, or create it with fttpo collect"
+        )
     return DatasetError(
         f"dataset '{dataset_id}' is not under the Minari root {minari_root()}{because}; on a "
         f"connected machine run `minari download {dataset_id}` (or `fttpo download "

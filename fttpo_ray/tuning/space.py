@@ -5,7 +5,9 @@ Three kinds of trainables are supported, by their registered Tune name:
 * ``FtTPO`` — :class:`fttpo_ray.FtTPOConfig`; the dataset is set with ``.dataset(id)`` and
   resolved lazily in each trial.
 * any other RLlib algorithm (``IQL``, ``CQL``, ``BC``, ``MARWIL``, ...) — learns from the
-  dataset's flat Parquet export (:func:`fttpo_ray.data.to_parquet`) and is evaluated with the
+  dataset held in memory (uniform minibatches,
+  :func:`fttpo_ray.algorithms.builtin_offline_data.configure_builtin_offline`), or from its flat
+  Parquet export through Ray Data when it is larger than memory, and is evaluated with the
   same episodes and safety metrics as FtTPO
   (:func:`fttpo_ray.algorithms.rllib_evaluation.configure_evaluation`).
 * any other Tune trainable (a function or class registered with
@@ -192,10 +194,10 @@ def algorithm_config(
         if dataset.env_id:
             config.environment(env=dataset.env_id)
     else:
-        from fttpo_ray.data import configure_rllib_offline
+        from fttpo_ray.algorithms.builtin_offline_data import configure_builtin_offline
 
         chosen = {key: value for key, value in run.config.items() if key in OFFLINE_DATA_KEYS}
-        configure_rllib_offline(config, dataset.id, **chosen)
+        configure_builtin_offline(config, dataset.id, **chosen)
     ev = spec.evaluation
     return configure_evaluation(
         config,
