@@ -24,8 +24,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import queue
 import socket
 import tempfile
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -36,7 +38,7 @@ from urllib.parse import urlparse
 from ray.tune import Callback
 
 from fttpo_ray import metrics as m
-from fttpo_ray.errors import ConfigError
+from fttpo_ray.errors import ConfigError, first_line
 
 logger = logging.getLogger(__name__)
 
@@ -511,6 +513,61 @@ class PendingWrites:
         return calls
 
 
+def _write_pending(client: Any, pending: PendingWrites, run_id: str) -> int:
+    return pending.flush(client, run_id)
+
+
+def _log_artifacts(client: Any, run_id: str, path: str, artifact_path: str) -> None:
+    client.log_artifacts(run_id, path, artifact_path)
+
+
+def _set_terminated(client: Any, run_id: str, status: str) -> None:
+    client.set_terminated(run_id, status=status)
+
+
+class BackgroundWriter:
+    """One thread that makes MLflow requests in the order they were submitted, with its own
+    ``MlflowClient``, so that the Tune driver does not wait for the tracking server.
+
+    A failed request is logged (a warning naming the run) and the next one is made.
+    """
+
+    def __init__(self, tracking_uri: str) -> None:
+        self.tracking_uri = tracking_uri
+        self.requests = 0
+        self.failures = 0
+        self._queue: queue.Queue = queue.Queue()
+        self._thread: threading.Thread | None = None
+
+    def submit(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> None:
+        """Queue ``fn(client, *args, **kwargs)``; it returns its request count (or None: 1)."""
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._run, name="fttpo-mlflow", daemon=True)
+            self._thread.start()
+        self._queue.put((what, fn, args, kwargs))
+
+    def drain(self) -> None:
+        """Wait until every submitted request has been made."""
+        if self._thread is not None:
+            self._queue.join()
+
+    def _run(self) -> None:
+        from mlflow.tracking import MlflowClient
+
+        os.environ.setdefault(SUPPRESS_URL_PRINTING_ENV, "true")
+        client = MlflowClient(tracking_uri=self.tracking_uri)
+        while True:
+            what, fn, args, kwargs = self._queue.get()
+            try:
+                made = fn(client, *args, **kwargs)
+                self.requests += 1 if made is None else int(made)
+            except Exception as err:  # noqa: BLE001 - MLflow raises many kinds; the sweep goes on
+                self.failures += 1
+                logger.warning("MLflow request failed (%s): %s", what, first_line(err))
+            finally:
+                self._queue.task_done()
+
+
 @dataclass(eq=False)
 class MLflowTrackingCallback(Callback):
     """Tune callback: one nested MLflow run per trial, resume-safe (see the module docstring).
@@ -518,8 +575,12 @@ class MLflowTrackingCallback(Callback):
     Writes are batched: a trial's params, its metrics and tags are kept for up to
     ``flush_interval_s`` seconds and written with one ``log_batch`` per run (also when the
     trial ends, when Tune saves the experiment state and when the experiment ends), so the
-    MLflow calls per result fall as results come faster. The state Tune saves never counts a
-    step that was not written.
+    MLflow calls per result fall as results come faster. The batches, a finished trial's
+    checkpoint upload and the end of its run are made by a :class:`BackgroundWriter` thread,
+    in order, so the driver does not wait for the server; Tune's state is saved (and the
+    experiment ends) only after every write was made, so the state never counts a step that
+    MLflow does not hold. Only creating a run (its id is needed) and the look-ups of a restored
+    sweep are made in the driver's thread.
     """
 
     tracking_uri: str
@@ -536,14 +597,34 @@ class MLflowTrackingCallback(Callback):
         # only a restored sweep looks up trials it does not know in MLflow.
         self._unverified: set[str] = set()
         self._restored = False
-        #: MLflow calls made by this callback (one per request), for benchmarks.
+        #: MLflow requests made in the driver's thread (see :attr:`requests`).
         self.calls = 0
+        self._writer: BackgroundWriter | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         self.flush()
+        self.drain()
         state = dict(self.__dict__)
         state["_client"] = None
+        state["_writer"] = None
         return state
+
+    @property
+    def writer(self) -> BackgroundWriter:
+        """The background writer (created on first use, also after unpickling)."""
+        if self._writer is None:
+            self._writer = BackgroundWriter(self.tracking_uri)
+        return self._writer
+
+    @property
+    def requests(self) -> int:
+        """MLflow requests made so far, in the driver's thread and in the background."""
+        return self.calls + (self._writer.requests if self._writer else 0)
+
+    def drain(self) -> None:
+        """Wait until the background writer has made every queued request."""
+        if self._writer is not None:
+            self._writer.drain()
 
     @property
     def client(self) -> Any:
@@ -559,6 +640,7 @@ class MLflowTrackingCallback(Callback):
 
     def get_state(self) -> dict[str, Any]:
         self.flush()
+        self.drain()
         return {
             "runs": {tid: vars(run) for tid, run in self.trial_runs.items()},
             "checkpoints": dict(self.checkpoints),
@@ -580,12 +662,12 @@ class MLflowTrackingCallback(Callback):
         return self._pending.setdefault(run_id, PendingWrites())
 
     def flush(self, run_id: str | None = None) -> None:
-        """Write what is pending (for ``run_id`` only, if given)."""
+        """Queue what is pending (for ``run_id`` only, if given) for the background writer."""
         run_ids = [run_id] if run_id is not None else list(self._pending)
         for rid in run_ids:
             pending = self._pending.pop(rid, None)
             if pending is not None:
-                self.calls += pending.flush(self.client, rid)
+                self.writer.submit(f"log_batch {rid}", _write_pending, pending, rid)
         if run_id is None:
             self._last_flush = time.monotonic()
 
@@ -725,10 +807,14 @@ class MLflowTrackingCallback(Callback):
             checkpoint = getattr(trial, "checkpoint", None)
             path = getattr(checkpoint, "path", None) or self.checkpoints.get(trial.trial_id)
             if path and Path(path).is_dir():
-                self.client.log_artifacts(run.run_id, str(path), CHECKPOINT_ARTIFACT_DIR)
-                self.calls += 1
-        self.client.set_terminated(run.run_id, status=status)
-        self.calls += 1
+                self.writer.submit(
+                    f"log_artifacts {run.run_id}",
+                    _log_artifacts,
+                    run.run_id,
+                    str(path),
+                    CHECKPOINT_ARTIFACT_DIR,
+                )
+        self.writer.submit(f"set_terminated {run.run_id}", _set_terminated, run.run_id, status)
         run.status = status
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -739,6 +825,7 @@ class MLflowTrackingCallback(Callback):
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         self.flush()
+        self.drain()
         for trial in trials:
             run = self.trial_runs.get(trial.trial_id)
             if run is not None and run.status == RUNNING:
