@@ -220,7 +220,7 @@ def report(config: Path, reuse_references: bool = False) -> None:
                 for r in records
                 if r["env"] == env_key
                 and r["method"] == method
-                and (r["config"] == method_config) == current
+                and same_settings(r, method, method_config) == current
             ]
             for steps, policy in (
                 (steps, policy)
@@ -315,6 +315,18 @@ def report(config: Path, reuse_references: bool = False) -> None:
     c.write_results("treatment", payload, text)
 
 
+#: Methods whose entry in treatment.yaml changed since records began to carry their config
+#: (fttpo: the issue-11 defaults); other methods' records without one are today's settings.
+CHANGED_SINCE_LEGACY_RECORDS = frozenset({"fttpo"})
+
+
+def same_settings(record: dict, method: str, method_config: dict) -> bool:
+    """Whether a record was made with the method's current entry of treatment.yaml."""
+    if "config" not in record:
+        return method not in CHANGED_SINCE_LEGACY_RECORDS
+    return record["config"] == method_config
+
+
 def learning_curves(records: list[dict], cfg: dict[str, Any], payload: dict) -> Path | None:
     """``treatment_curve.png``: the thin return of ``fttpo`` (current config, normal env) against
     gradient steps, with the held-out TD error and the best constant dose; ``None`` without
@@ -328,7 +340,7 @@ def learning_curves(records: list[dict], cfg: dict[str, Any], payload: dict) -> 
     recs = [
         r
         for r in records
-        if r["method"] == "fttpo" and r["env"] == "normal" and r["config"] == config
+        if r["method"] == "fttpo" and r["env"] == "normal" and same_settings(r, "fttpo", config)
     ]
     if not recs:
         return None
