@@ -386,7 +386,7 @@ def learning_curves(records: list[dict], cfg: dict[str, Any], payload: dict) -> 
     twin.set_ylabel("held-out TD error; violation rate x 10")
     lines = ax.get_legend_handles_labels()
     more = twin.get_legend_handles_labels()
-    ax.legend(lines[0] + more[0], lines[1] + more[1], loc="lower right", fontsize=8)
+    ax.legend(lines[0] + more[0], lines[1] + more[1], loc="center right", fontsize=8)
     ax.set_title(f"FtTPO on TreatmentSim-v0, seeds {_seeds(seeds)} (best dose {const['dose']:g})")
     fig.tight_layout()
     path = c.RESULTS_DIR / "treatment_curve.png"
