@@ -200,12 +200,12 @@ def test_a_trial_survives_the_death_of_its_node(cluster: LocalCluster, tmp_path:
     proc = driver(args, cluster.env(tmp_path), log)
     try:
 
-        def victim_at_iteration_2() -> bool:
+        def victim_at_iteration_3() -> bool:
             return any(
-                p.read_text() == str(victim.minari_root) for p in markers.glob("iter_seed*_2")
+                p.read_text() == str(victim.minari_root) for p in markers.glob("iter_seed*_3")
             )
 
-        wait_for(victim_at_iteration_2, "a trial on the worker node reached iteration 2",
+        wait_for(victim_at_iteration_3, "a trial on the worker node reached iteration 3",
                  proc, log)  # fmt: skip
         cluster.kill_node(victim)
         assert finish(proc, log) == 0, log.read_text()[-4000:]
@@ -219,8 +219,9 @@ def test_a_trial_survives_the_death_of_its_node(cluster: LocalCluster, tmp_path:
     restarts = sorted((start, root) for s, start, root in started if s == seed)
     assert len(restarts) == 2
     (first, _), (resumed_from, root) = restarts
-    # Restarted on the head, from a checkpoint of the killed run (not from the start).
-    assert first == 0 and resumed_from >= 2 and root == str(head.minari_root)
+    # Restarted on the head from a checkpoint of the killed run, not from the start (from the
+    # last one the driver had registered: under load it may lag the trial by an iteration).
+    assert first == 0 and 1 <= resumed_from <= 3 and root == str(head.minari_root)
 
     runs = trial_runs(uri, "node_death")
     assert sorted(int(run.data.params["seed"]) for run in runs) == [0, 1]
