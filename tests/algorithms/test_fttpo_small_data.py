@@ -104,7 +104,6 @@ def test_learner_samples_only_training_episodes_and_scores_the_held_out_ones(tra
     assert last["selected"]["criterion"] == min(errors)
 
 
-@pytest.mark.slow
 def test_selection_does_not_depend_on_the_evaluation(ray_local):
     """Two runs that differ only in their evaluation (other episodes, other count) score and
     select identically: the criterion never reads an evaluation episode."""
