@@ -170,8 +170,11 @@ def test_pbt_exploits_the_better_trial_and_records_it(tmp_path: Path, ray_local:
 def test_hyperband_stops_paused_trials_and_the_sweep_is_not_taken_for_interrupted(
     tmp_path: Path, ray_local: None
 ) -> None:
-    # HyperBand pauses every trial at a rung and stops the paused losers: their last result is
-    # not marked done, yet Tune completed them, so the sweep ends normally (exit 0, a table).
+    # HyperBand (max_t 4, reduction factor 2) fills a bracket of 3 trials that all run 4
+    # iterations, then a bracket of 3 that are halved after 2 iterations (2 of 3 go on). The
+    # worst trial comes first in that bracket, so it normally reaches iteration 2 first, waits
+    # paused for the others and is stopped while paused: its last result is not marked done,
+    # yet Tune completed it, and the sweep ends normally (exit 0, a table).
     name = pbt_trainable.register()
     data = base(
         checkpoint={"frequency": 1, "num_to_keep": 4},
@@ -180,19 +183,26 @@ def test_hyperband_stops_paused_trials_and_the_sweep_is_not_taken_for_interrupte
                 "algorithm": name,
                 "config": {"kl_weight": 0.1},
                 "name": "hb",
-                "search": {"kl_weight": {"grid_search": [0.1, 0.3, 0.03, 0.001]}},
+                "search": {"kl_weight": {"grid_search": [1.0, 0.5, 0.2, 0.001, 0.1, 0.03]}},
             }
         ],
         scheduler={"name": "hyperband", "reduction_factor": 2},
         stop={"iterations": 4},
     )
-    rc, stdout, _, runs = sweep(tmp_path, "hb", data)
+    rc, stdout, client, runs = sweep(tmp_path, "hb", data)
     assert rc == 0
     assert "Results of 'hb'" in stdout
     outcomes = {float(r.data.params["kl_weight"]): r.data.tags[tr.OUTCOME_TAG] for r in runs}
-    assert outcomes[0.1] == tr.OUTCOME_FINISHED  # the best trial (gain 1 per iteration)
-    assert outcomes[0.001] == tr.OUTCOME_STOPPED_EARLY  # the worst (gain -3)
-    assert list(outcomes.values()).count(tr.OUTCOME_STOPPED_EARLY) >= 2
+    assert outcomes == {
+        1.0: tr.OUTCOME_FINISHED,
+        0.5: tr.OUTCOME_FINISHED,
+        0.2: tr.OUTCOME_FINISHED,
+        0.001: tr.OUTCOME_STOPPED_EARLY,  # gain -3 per iteration
+        0.1: tr.OUTCOME_FINISHED,
+        0.03: tr.OUTCOME_FINISHED,
+    }
+    worst = next(r for r in runs if r.data.params["kl_weight"] == "0.001")
+    assert [p.step for p in client.get_metric_history(worst.info.run_id, METRIC)] == [1, 2]
 
 
 def test_optuna_proposes_values_inside_the_ranges_once_per_seed(
