@@ -276,6 +276,11 @@ def test_shipped_environment_sweep_lists_the_treatment_environments() -> None:
     envs = [d.env for d in spec.datasets]
     assert envs[:2] == [TREATMENT["env"], LETHAL["env"]]
     assert [d.id for d in spec.datasets[:2]] == [TREATMENT["id"], LETHAL["id"]]
+    halfcheetah = spec.datasets[2]
+    assert halfcheetah.parts == (
+        "fttpo/halfcheetah/medium-sac-v0",
+        "fttpo/halfcheetah/expert-sac-v0",
+    )
 
 
 def test_a_thin_metric_is_an_error_for_rllib_algorithms(tmp_path: Path) -> None:
