@@ -37,6 +37,8 @@ PER_RESULT = "per_result"
 FLUSH_INTERVALS = {BATCHED: 1.0, PER_RESULT: 0.0}
 #: A trial reporting every this many seconds (a short FtTPO iteration) for the capacity line.
 REPORT_PERIOD_S = 10.0
+#: The sweep size the results project to (the issue's scale).
+PROJECTED_TRIALS = 1000
 TRAINABLE_NAME = "fttpo_noop_reporter"
 #: Where the callback makes its log_batch / set_terminated requests (before this commit: in the
 #: driver's thread, records without the field).
@@ -185,6 +187,23 @@ def summary(records: list[dict[str, Any]]) -> str:
         "results/s are lower on this shared 2-core machine, where the trial actors, the MLflow "
         "server and other jobs take the same cores."
     )
+    commands = dict.fromkeys(c.portable(r["command"]) for r in records)
+    lines.append("\nCommands of the rows: " + "; ".join(f"`{cmd}`" for cmd in commands) + ".")
+    batched = [r for r in records if r["mode"] == BATCHED and r.get("writes") == WRITES]
+    if batched:
+        r = max(batched, key=lambda r: r["trials"])
+        target = PROJECTED_TRIALS * r["iterations"]
+        lines.append(
+            f"\nProjection to {PROJECTED_TRIALS} trials x {r['iterations']} results (not run "
+            f"here: it would hold the shared machine for about "
+            f"{target / r['results_per_s'] / 60:.0f} min at the rate measured): from the "
+            f"largest batched run ({r['trials']} trials), {target / r['results_per_s']:.0f} s "
+            f"wall at this load, {target * r['driver_cpu_ms_per_result'] / 1000:.0f} s of "
+            f"driver CPU, {target * r['mlflow_calls_per_result']:.0f} MLflow requests; per-result "
+            "costs are assumed constant in the trial count (compare the rows of different "
+            "sizes for the trend: Tune's controller does more per step as an experiment holds "
+            "more trials)."
+        )
     return "\n".join(lines)
 
 
@@ -195,7 +214,14 @@ def main() -> None:
     parser.add_argument("--modes", nargs="+", default=[BATCHED, PER_RESULT])
     parser.add_argument("--num-cpus", type=int, default=2)
     parser.add_argument("--cpus-per-trial", type=float, default=0.5)
+    parser.add_argument(
+        "--summary-only", action="store_true", help="rewrite the summary of the recorded runs"
+    )
     args = parser.parse_args()
+    if args.summary_only:
+        records = c.read_records(RUNS_FILE)
+        c.write_results("driver_overhead", {"runs": records}, summary(records))
+        return
 
     import ray
     import torch
