@@ -1,27 +1,38 @@
-"""FtTPO vs its full-support baseline (fat-only Gaussian, "TAWAC") and RLlib's IQL on a
-HalfCheetah-v5 dataset made here (short budget).
+"""HalfCheetah-v5 medium-expert (and medium): FtTPO against RAR, reverse KL, Tsallis-AWAC and
+RLlib's IQL, CQL and BC, the same number of gradient steps for every method.
 
-Dataset: ``mujoco/halfcheetah/random-fttpo-v0`` — 100 episodes x 1 000 steps of a uniform-random
-policy, reset seeds 0..99, collected with ``fttpo_ray.data.collect_dataset`` (the same as
-``fttpo collect --env HalfCheetah-v5 --policy random --episodes 100
---dataset-id mujoco/halfcheetah/random-fttpo-v0``) into the benchmark Minari root.
+Datasets: the HalfCheetah-v5 stand-ins for Minari's hosted MuJoCo datasets (soft actor-critic
+behaviour policies, Minari's HDF5 format): ``fttpo/halfcheetah/medium-sac-v0`` and
+``expert-sac-v0``; medium-expert is their mixture, combined once with Minari's
+``combine_datasets`` (:func:`fttpo_ray.data.ensure_mixture`). ``--standins DIR`` names a Minari
+root that holds them: their ``data/`` folders are linked into the benchmark's Minari root (the
+stand-ins are never copied or written to).
 
-Normalised score (D4RL style): ``100 (R - R_random) / (R_expert - R_random)`` with
-``R_random`` = the dataset's own mean episode return (its random behaviour policy) and
-``R_expert`` = D4RL's HalfCheetah expert reference 12 135.0 (no expert or medium policy is
-trained here); the table also gives D4RL's own normalisation (random -280.18).
+Each run: ``steps`` gradient steps in ``steps / eval_every`` ``train()`` calls; after each, the
+policy is evaluated on ``evaluation.episodes`` episodes (episode ``i`` reset with
+``evaluation.seed + i``, the same for every policy; stochastic actions) — the learning curve.
+"last" = the final evaluation. "selected" = the evaluation at the iteration an *offline*
+criterion picks (FtTPO's held-out ``selection/<criterion>`` where its results have it; the
+evaluation episodes never select); methods without one report "last" only. Normalised score
+``100 (R - ref_min) / (ref_max - ref_min)`` with the references of
+:func:`fttpo_ray.data.references.dataset_references` (source named in the report).
 
-Hyper-parameters: ``benchmarks/halfcheetah.yaml``. ``run`` appends one record per (method,
-seed) to ``benchmarks/results/halfcheetah_runs.jsonl``; ``report`` writes
-``benchmarks/results/halfcheetah.{json,md}``::
+Hyper-parameters: ``benchmarks/halfcheetah.yaml``. ``run`` runs seed-major (every method at
+seed 0, then seed 1, ...), each run in its own process, skipping (dataset, method, seed) records
+already in the runs file, and appends one record per finished run (plus one progress line per
+evaluation) — a stopped benchmark loses only the run in progress. ``report`` writes the table
+and the learning curves::
 
-    .venv/bin/python benchmarks/halfcheetah.py run --methods fttpo tawac_gauss iql --seeds 0 1 2
+    .venv/bin/python benchmarks/halfcheetah.py run --standins DIR --datasets medium_expert
     .venv/bin/python benchmarks/halfcheetah.py report
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -31,178 +42,316 @@ import numpy as np
 import torch
 import yaml
 
-D4RL_EXPERT = 12135.0
-D4RL_RANDOM = -280.178953
-ENV_ID = "HalfCheetah-v5"
 CONFIG_FILE = Path(__file__).resolve().with_name("halfcheetah.yaml")
 RUNS_FILE = c.RESULTS_DIR / "halfcheetah_runs.jsonl"
+PROGRESS_FILE = c.RESULTS_DIR / "halfcheetah_progress.jsonl"
+CURVES_PNG = c.RESULTS_DIR / "halfcheetah_curves.png"
+FTTPO = "FtTPO"
+#: Result keys of FtTPO's offline model selection (held-out criteria), where present.
+SELECTION_KEY = "selection"
+SELECTION_CRITERION = "selection_criterion"
+#: Direction of each known criterion (True: larger is better).
+MAXIMISE = {"td_error": False, "policy_q": True}
 
 
-def build_algo(cfg: dict[str, Any], method: str, dataset_id: str, seed: int) -> Any:
-    """One ``train()`` = ``steps`` gradient steps (no evaluation inside)."""
+def link_standins(source_root: Path, dataset_ids: list[str]) -> None:
+    """Link each stand-in's ``data/`` folder from ``source_root`` into the Minari root."""
+    from fttpo_ray.data import dataset_exists, dataset_path
+
+    for dataset_id in dataset_ids:
+        if dataset_exists(dataset_id):
+            continue
+        source = source_root / dataset_id / "data"
+        if not (source / "metadata.json").is_file():
+            sys.exit(f"halfcheetah.py: error: --standins {source_root} has no dataset {dataset_id}")
+        target = dataset_path(dataset_id)
+        target.mkdir(parents=True, exist_ok=True)
+        (target / "data").symlink_to(source.resolve(), target_is_directory=True)
+
+
+def dataset_parts(cfg: dict[str, Any], key: str) -> list[str]:
+    value = cfg["datasets"][key]
+    return [value] if isinstance(value, str) else list(value)
+
+
+def build_algo(cfg: dict[str, Any], method: str, dataset_key: str, dataset_id: str, seed: int):
+    """One ``train()`` = ``eval_every`` gradient steps (no evaluation inside)."""
     spec = cfg["methods"][method]
-    training = {**cfg["common"], **spec["training"]}
-    if spec["algorithm"] == "FtTPO":
+    training = {**cfg["common"], **spec.get("training", {})}
+    if "beta_by_dataset" in spec:
+        training["beta"] = spec["beta_by_dataset"][dataset_key]
+    steps = cfg["eval_every"]
+    if spec["algorithm"] == FTTPO:
         import fttpo_ray
 
         config = (
             fttpo_ray.FtTPOConfig()
             .dataset(dataset_id)
-            .training(num_gradient_steps_per_iteration=cfg["steps"], **training)
+            .training(num_gradient_steps_per_iteration=steps, **training)
             .evaluation(evaluation_interval=None)
         )
-    elif spec["algorithm"] == "IQL":
-        from ray.rllib.algorithms.iql import IQLConfig
-
-        from fttpo_ray.data.parquet import configure_rllib_offline
-
-        config = IQLConfig().training(**training)
-        configure_rllib_offline(
-            config,
-            dataset_id,
-            dataset_num_iters_per_learner=cfg["steps"],
-            **spec.get("offline_data", {}),
-        )
-        config.learners(num_learners=0).env_runners(num_env_runners=0)
     else:
-        raise ValueError(f"method {method!r}: algorithm must be FtTPO or IQL; got {spec}")
+        from ray.tune.registry import get_trainable_cls
+
+        from fttpo_ray.algorithms.builtin_offline_data import configure_builtin_offline
+
+        model_config = training.pop("model_config", None)
+        config = get_trainable_cls(spec["algorithm"]).get_default_config().training(**training)
+        if model_config:
+            config.rl_module(model_config=model_config)
+        configure_builtin_offline(config, dataset_id, dataset_num_iters_per_learner=steps)
+        config.learners(num_learners=0).env_runners(num_env_runners=0)
     return config.debugging(seed=seed).build_algo()
 
 
-def cmd_run(args: argparse.Namespace) -> None:
-    import ray
-
-    import fttpo_ray  # noqa: F401
+def policies_of(algo: Any, algorithm: str) -> list[Any]:
     from fttpo_ray.algorithms.fttpo.evaluation import fttpo_policies
     from fttpo_ray.algorithms.learner_module import learner_module
     from fttpo_ray.algorithms.rllib_evaluation import rllib_module_policy
+
+    module = learner_module(algo)
+    return fttpo_policies(module) if algorithm == FTTPO else [rllib_module_policy(module)]
+
+
+def cmd_run_one(args: argparse.Namespace) -> None:
+    """One (dataset, method, seed) run in this process; appends its record."""
+    import ray
+
+    import fttpo_ray  # noqa: F401
+    from fttpo_ray.data import load_transitions
+    from fttpo_ray.data.references import dataset_references
     from fttpo_ray.evaluation import evaluate_policies
 
-    cfg = yaml.safe_load(args.config.read_text())
     torch.set_num_threads(1)
-    dataset_id = c.ensure_cheetah_random()
+    cfg = yaml.safe_load(args.config.read_text())
+    spec = cfg["methods"][args.method]
+    dataset_id = args.dataset_id
+    references = dataset_references(dataset_id)
     ev = cfg["evaluation"]
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    env_id = load_transitions(dataset_id).env_id
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+    start = time.perf_counter()
+    curve, train_s = [], 0.0
     try:
-        for method in args.methods:
-            for seed in args.seeds:
-                start = time.perf_counter()
-                algo = build_algo(cfg, method, dataset_id, seed)
-                try:
-                    result = algo.train()
-                    train_s = time.perf_counter() - start
-                    module = learner_module(algo)
-                    if cfg["methods"][method]["algorithm"] == "FtTPO":
-                        policies = fttpo_policies(module)
-                    else:
-                        policies = [rllib_module_policy(module)]
-                    with torch.no_grad():
-                        final = evaluate_policies(
-                            policies, ENV_ID, episodes=ev["episodes"], seed=ev["seed"]
-                        )
-                finally:
-                    algo.stop()
-                learner = result.get("learner", {})
-                record = {
-                    "method": method,
-                    "seed": seed,
-                    "steps": cfg["steps"],
-                    "config": {"common": cfg["common"], **cfg["methods"][method]},
+        algo = build_algo(cfg, args.method, args.dataset, dataset_id, args.seed)
+        try:
+            for iteration in range(1, cfg["steps"] // cfg["eval_every"] + 1):
+                t0 = time.perf_counter()
+                result = algo.train()
+                train_s += time.perf_counter() - t0
+                with torch.no_grad():
+                    final = evaluate_policies(
+                        policies_of(algo, spec["algorithm"]),
+                        env_id,
+                        episodes=ev["episodes"],
+                        seed=ev["seed"],
+                    )
+                point = {
+                    "steps": iteration * cfg["eval_every"],
                     "train_s": train_s,
-                    "wall_s": time.perf_counter() - start,
-                    "grad_steps_per_s": float(learner.get("grad_steps_per_s", float("nan"))),
-                    "command": c.command_line(),
-                    "machine": c.machine(),
-                    "final": {p: {k: float(v) for k, v in m.items()} for p, m in final.items()},
+                    "policies": {
+                        name: {
+                            "return": metrics["episode_return_mean"],
+                            "return_sem": metrics["episode_return_sem"],
+                            "score": references.normalize(metrics["episode_return_mean"]),
+                            "boundary_action_rate": metrics["boundary_action_rate"],
+                        }
+                        for name, metrics in final.items()
+                    },
+                    "selection": {
+                        k: float(v)
+                        for k, v in (result.get(SELECTION_KEY) or {}).items()
+                        if isinstance(v, (int, float))
+                    },
                 }
-                c.append_record(Path(args.runs_file), record)
-                returns = {p: round(m["episode_return_mean"], 1) for p, m in final.items()}
-                print("done", method, seed, returns, f"{record['wall_s']:.0f}s", flush=True)
+                curve.append(point)
+                c.append_record(
+                    Path(args.progress_file),
+                    {"dataset": args.dataset, "method": args.method, "seed": args.seed, **point},
+                )
+                scores = {n: round(p["score"], 1) for n, p in point["policies"].items()}
+                print(f"{args.method} seed {args.seed} {point['steps']} steps {scores}", flush=True)
+            criterion = getattr(algo.config, SELECTION_CRITERION, None)
+        finally:
+            algo.stop()
     finally:
         ray.shutdown()
+    record = {
+        "dataset": args.dataset,
+        "dataset_id": dataset_id,
+        "method": args.method,
+        "algorithm": spec["algorithm"],
+        "seed": args.seed,
+        "steps": cfg["steps"],
+        "eval_every": cfg["eval_every"],
+        "evaluation": ev,
+        "config": {"common": cfg["common"], **spec},
+        "references": {
+            "min": references.ref_min,
+            "max": references.ref_max,
+            "source": references.source,
+        },
+        "selection_criterion": criterion,
+        "curve": curve,
+        "train_s": train_s,
+        "grad_steps_per_s": cfg["steps"] / train_s,
+        "wall_s": time.perf_counter() - start,
+        "command": c.command_line(),
+        "machine": c.machine(),
+    }
+    c.append_record(Path(args.runs_file), record)
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    """Seed-major over datasets x seeds x methods, one process per run, finished ones skipped."""
+    from fttpo_ray.data import resolve_dataset
+
+    cfg = yaml.safe_load(args.config.read_text())
+    if args.standins is not None:
+        standins = sorted({d for key in args.datasets for d in dataset_parts(cfg, key)})
+        link_standins(args.standins, standins)
+    dataset_ids = {key: resolve_dataset(dataset_parts(cfg, key)) for key in args.datasets}
+    methods = args.methods or list(cfg["methods"])
+    for dataset in args.datasets:
+        for seed in args.seeds:
+            for method in methods:
+                done = {
+                    (r.get("dataset"), r["method"], r["seed"])
+                    for r in c.read_records(Path(args.runs_file))
+                }
+                if (dataset, method, seed) in done:
+                    continue
+                command = [
+                    sys.executable,
+                    __file__,
+                    "run-one",
+                    "--config", str(args.config),
+                    "--dataset", dataset,
+                    "--dataset-id", dataset_ids[dataset],
+                    "--method", method,
+                    "--seed", str(seed),
+                    "--runs-file", args.runs_file,
+                    "--progress-file", args.progress_file,
+                ]  # fmt: skip
+                print("run", dataset, method, seed, flush=True)
+                code = subprocess.call(command, env={**os.environ, "OMP_NUM_THREADS": "1"})
+                if code != 0:
+                    print(f"run {dataset} {method} {seed} failed with exit code {code}", flush=True)
+
+
+def selected_point(record: dict[str, Any]) -> dict[str, Any] | None:
+    """The curve point the record's offline criterion picks (``None`` without a criterion)."""
+    criterion = record.get("selection_criterion")
+    points = [p for p in record["curve"] if criterion in p.get("selection", {})]
+    if not criterion or not points:
+        return None
+    key = (lambda p: p["selection"][criterion]) if criterion in MAXIMISE else None
+    if key is None:
+        return None
+    return max(points, key=key) if MAXIMISE[criterion] else min(points, key=key)
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    from fttpo_ray.data import load_transitions
-
     cfg = yaml.safe_load(args.config.read_text())
-    dataset_id = c.ensure_cheetah_random()
-    transitions = load_transitions(dataset_id)
-    dataset_returns = transitions.episode_returns()
-    r_random = float(dataset_returns.mean())
     records = c.read_records(RUNS_FILE)
-
-    def score(r: float) -> float:
-        return 100.0 * (r - r_random) / (D4RL_EXPERT - r_random)
-
-    def d4rl(r: float) -> float:
-        return 100.0 * (r - D4RL_RANDOM) / (D4RL_EXPERT - D4RL_RANDOM)
-
-    ev = cfg["evaluation"]
     lines = [
-        f"Hyper-parameters: `benchmarks/halfcheetah.yaml` ({cfg['steps']} gradient steps per run, "
-        "a short budget on 2 shared cores; batch "
-        f"{cfg['common']['train_batch_size_per_learner']}, "
-        f"2x256 MLPs, gamma {cfg['common']['gamma']}); evaluation at the end of each run on "
-        f"{ev['episodes']} episodes of {ENV_ID} (episode i resets with seed {ev['seed']} + i, the "
-        "same for every policy; stochastic actions). Mean ± s.e. over seeds; per-run records with "
-        "their commands: `halfcheetah_runs.jsonl`.\n",
-        f"Dataset `{dataset_id}`: {len(dataset_returns)} episodes x 1 000 steps "
-        f"({len(transitions)} transitions) of a uniform-random policy on {ENV_ID}, reset seeds "
-        "0..99, made with `fttpo_ray.data.collect_dataset(env_id='HalfCheetah-v5', "
-        "policy='random', episodes=100, seed=0)`; its episode returns: mean "
-        f"{r_random:.1f}, s.d. {dataset_returns.std(ddof=1):.1f}, min {dataset_returns.min():.1f}, "
-        f"max {dataset_returns.max():.1f}. No medium dataset: training a behaviour policy did not "
-        "fit this session's compute budget.\n",
-        f"Score = 100 (R − R_random) / ({D4RL_EXPERT} − R_random) with R_random = {r_random:.1f} "
-        f"(the dataset's own random return); D4RL score uses D4RL's random reference "
-        f"{D4RL_RANDOM}. Boundary-action rate: fraction of action coordinates at the box edge.\n",
-        "| policy | seeds | return | score | D4RL score | boundary-action rate | thin half-width "
-        "| steps/s (build + train wall) |",
-        "|---|---|---|---|---|---|---|---|",
+        f"Hyper-parameters: `benchmarks/halfcheetah.yaml`; every run {cfg['steps']} gradient steps "
+        f"(batch {cfg['common']['train_batch_size_per_learner']}), evaluated every "
+        f"{cfg['eval_every']} steps on {cfg['evaluation']['episodes']} episodes of HalfCheetah-v5 "
+        f"(episode i resets with seed {cfg['evaluation']['seed']} + i, the same for every policy; "
+        "stochastic actions). Normalised score = 100 (R − ref_min) / (ref_max − ref_min), mean ± "
+        "s.e. over seeds. *last*: the final evaluation; *selected*: the evaluation at the "
+        "iteration picked by an offline criterion on held-out episodes (never the evaluation "
+        "episodes); `–` where a method has none. Per-run records with their commands: "
+        "`halfcheetah_runs.jsonl`; learning curves: `halfcheetah_curves.png`.\n",
     ]
     rows = []
-    for method in cfg["methods"]:
-        recs = [r for r in records if r["method"] == method]
-        for policy in ("thin", "fat"):
-            evs = [r["final"][policy] for r in recs if policy in r["final"]]
-            if not evs:
+    for dataset in cfg["datasets"]:
+        recs = [r for r in records if r.get("dataset") == dataset]
+        if not recs:
+            continue
+        ref = recs[0]["references"]
+        lines += [
+            f"\n## {dataset} (`{recs[0]['dataset_id']}`)\n",
+            f"References {ref['min']} / {ref['max']}: {ref['source']}.\n",
+            "| method (policy) | seeds | last return | last score | selected score | "
+            "boundary-action rate | grad steps/s |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for method in cfg["methods"]:
+            mrecs = [r for r in recs if r["method"] == method]
+            if not mrecs:
                 continue
-            seeds = ",".join(str(r["seed"]) for r in recs if policy in r["final"])
-            ret = c.mean_se([e["episode_return_mean"] for e in evs])
-            sc = c.mean_se([score(e["episode_return_mean"]) for e in evs])
-            sc_d4rl = c.mean_se([d4rl(e["episode_return_mean"]) for e in evs])
-            bound = float(np.mean([e["boundary_action_rate"] for e in evs]))
-            hw = (
-                f"{np.mean([e['support_halfwidth_mean'] for e in evs]):.3f}"
-                if "support_halfwidth_mean" in evs[0]
-                else "–"
-            )
-            rate = c.median([r["steps"] / r["train_s"] for r in recs])
-            label = f"{method} ({policy})" if method == "fttpo" else method
-            rows.append(
-                {"policy": label, "seeds": seeds, "return": ret, "score": sc, "d4rl_score": sc_d4rl}
-            )
-            lines.append(
-                f"| {label} | {seeds} | {c.fmt_mean_se(*ret, digits=1)} | {c.fmt_mean_se(*sc)} | "
-                f"{c.fmt_mean_se(*sc_d4rl)} | {bound:.3f} | {hw} | {rate:.1f} |"
-            )
+            for policy in mrecs[0]["curve"][-1]["policies"]:
+                last = [r["curve"][-1]["policies"][policy] for r in mrecs]
+                picked = [selected_point(r) for r in mrecs]
+                sel = [p["policies"][policy]["score"] for p in picked if p is not None]
+                ret = c.mean_se([p["return"] for p in last])
+                score = c.mean_se([p["score"] for p in last])
+                criterion = mrecs[0]["selection_criterion"]
+                sel_text = (
+                    f"{c.fmt_mean_se(*c.mean_se(sel), digits=1)} ({criterion})"
+                    if len(sel) == len(mrecs)
+                    else "–"
+                )
+                label = f"{method} ({policy})"
+                seeds = ",".join(str(r["seed"]) for r in mrecs)
+                rate = c.median([r["grad_steps_per_s"] for r in mrecs])
+                bound = float(np.mean([p["boundary_action_rate"] for p in last]))
+                rows.append(
+                    {
+                        "dataset": dataset,
+                        "method": method,
+                        "policy": policy,
+                        "seeds": [r["seed"] for r in mrecs],
+                        "last_return": ret,
+                        "last_score": score,
+                        "selected_score": c.mean_se(sel) if len(sel) == len(mrecs) else None,
+                    }
+                )
+                lines.append(
+                    f"| {label} | {seeds} | {c.fmt_mean_se(*ret, digits=0)} | "
+                    f"{c.fmt_mean_se(*score, digits=1)} | {sel_text} | {bound:.3f} | {rate:.1f} |"
+                )
+    plot_curves(records, cfg)
     text = "\n".join(lines)
     print(text)
     c.write_results(
         "halfcheetah",
-        {
-            "config": cfg,
-            "dataset_id": dataset_id,
-            "dataset_return_mean": r_random,
-            "dataset_return_sd": float(dataset_returns.std(ddof=1)),
-            "d4rl_expert": D4RL_EXPERT,
-            "d4rl_random": D4RL_RANDOM,
-            "runs_file": str(RUNS_FILE.relative_to(c.REPO_ROOT)),
-            "rows": rows,
-        },
+        {"config": cfg, "runs_file": str(RUNS_FILE.relative_to(c.REPO_ROOT)), "rows": rows},
         text,
     )
+
+
+def plot_curves(records: list[dict[str, Any]], cfg: dict[str, Any]) -> None:
+    """Mean normalised score against gradient steps, one panel per dataset."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    datasets = [d for d in cfg["datasets"] if any(r.get("dataset") == d for r in records)]
+    if not datasets:
+        return
+    fig, axes = plt.subplots(1, len(datasets), figsize=(6 * len(datasets), 4), squeeze=False)
+    for ax, dataset in zip(axes[0], datasets, strict=True):
+        for method in cfg["methods"]:
+            mrecs = [r for r in records if r.get("dataset") == dataset and r["method"] == method]
+            if not mrecs:
+                continue
+            for policy in mrecs[0]["curve"][-1]["policies"]:
+                steps = [p["steps"] for p in mrecs[0]["curve"]]
+                scores = np.array(
+                    [[p["policies"][policy]["score"] for p in r["curve"]] for r in mrecs]
+                )
+                label = f"{method} ({policy}), {len(mrecs)} seed(s)"
+                ax.plot(steps, scores.mean(axis=0), marker="o", label=label)
+        ax.set_title(f"HalfCheetah-v5 {dataset}")
+        ax.set_xlabel("gradient steps")
+        ax.set_ylabel("normalised score")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(CURVES_PNG, dpi=100)
 
 
 def main() -> None:
@@ -210,10 +359,22 @@ def main() -> None:
     sub = parser.add_subparsers(dest="mode", required=True)
     p = sub.add_parser("run")
     p.add_argument("--config", type=Path, default=CONFIG_FILE)
-    p.add_argument("--methods", nargs="+", required=True)
+    p.add_argument("--standins", type=Path, help="Minari root holding the stand-in datasets")
+    p.add_argument("--datasets", nargs="+", default=["medium_expert"])
+    p.add_argument("--methods", nargs="+", help="default: every method of the config, in order")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--runs-file", default=str(RUNS_FILE), help="JSON-lines file to append to")
+    p.add_argument("--progress-file", default=str(PROGRESS_FILE))
     p.set_defaults(func=cmd_run)
+    p = sub.add_parser("run-one")
+    p.add_argument("--config", type=Path, default=CONFIG_FILE)
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--dataset-id", required=True)
+    p.add_argument("--method", required=True)
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--runs-file", default=str(RUNS_FILE))
+    p.add_argument("--progress-file", default=str(PROGRESS_FILE))
+    p.set_defaults(func=cmd_run_one)
     p = sub.add_parser("report")
     p.add_argument("--config", type=Path, default=CONFIG_FILE)
     p.set_defaults(func=cmd_report)
