@@ -313,6 +313,20 @@ def cmd_report(args: argparse.Namespace) -> None:
                     f"| {label} | {seeds} | {c.fmt_mean_se(*ret, digits=0)} | "
                     f"{c.fmt_mean_se(*score, digits=1)} | {sel_text} | {bound:.3f} | {rate:.1f} |"
                 )
+    partial = unfinished_runs(records)
+    if partial:
+        lines += [
+            "\n## Runs in progress (not finished; from `halfcheetah_progress.jsonl`)\n",
+            "| dataset | method (policy) | seed | steps so far | score at the latest evaluation |",
+            "|---|---|---|---|---|",
+        ]
+        for (dataset, method, seed), points in partial.items():
+            latest = points[-1]
+            for policy, value in latest["policies"].items():
+                lines.append(
+                    f"| {dataset} | {method} ({policy}) | {seed} | {latest['steps']} | "
+                    f"{value['score']:.1f} (return {value['return']:.0f}) |"
+                )
     plot_curves(records, cfg)
     text = "\n".join(lines)
     print(text)
@@ -323,6 +337,17 @@ def cmd_report(args: argparse.Namespace) -> None:
     )
 
 
+def unfinished_runs(records: list[dict[str, Any]]) -> dict[tuple, list[dict[str, Any]]]:
+    """Progress points of (dataset, method, seed) runs that have no finished record."""
+    done = {(r.get("dataset"), r["method"], r["seed"]) for r in records}
+    runs: dict[tuple, list[dict[str, Any]]] = {}
+    for point in c.read_records(PROGRESS_FILE):
+        key = (point["dataset"], point["method"], point["seed"])
+        if key not in done:
+            runs.setdefault(key, []).append(point)
+    return runs
+
+
 def plot_curves(records: list[dict[str, Any]], cfg: dict[str, Any]) -> None:
     """Mean normalised score against gradient steps, one panel per dataset."""
     import matplotlib
@@ -330,7 +355,10 @@ def plot_curves(records: list[dict[str, Any]], cfg: dict[str, Any]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    datasets = [d for d in cfg["datasets"] if any(r.get("dataset") == d for r in records)]
+    partial = {key[0] for key in unfinished_runs(records)}
+    datasets = [
+        d for d in cfg["datasets"] if d in partial or any(r.get("dataset") == d for r in records)
+    ]
     if not datasets:
         return
     fig, axes = plt.subplots(1, len(datasets), figsize=(6 * len(datasets), 4), squeeze=False)
@@ -346,6 +374,17 @@ def plot_curves(records: list[dict[str, Any]], cfg: dict[str, Any]) -> None:
                 )
                 label = f"{method} ({policy}), {len(mrecs)} seed(s)"
                 ax.plot(steps, scores.mean(axis=0), marker="o", label=label)
+        for (d, method, seed), points in unfinished_runs(records).items():
+            if d != dataset:
+                continue
+            for policy in points[-1]["policies"]:
+                ax.plot(
+                    [p["steps"] for p in points],
+                    [p["policies"][policy]["score"] for p in points],
+                    linestyle="--",
+                    marker="x",
+                    label=f"{method} ({policy}), seed {seed}, in progress",
+                )
         ax.set_title(f"HalfCheetah-v5 {dataset}")
         ax.set_xlabel("gradient steps")
         ax.set_ylabel("normalised score")
