@@ -35,6 +35,8 @@ CONFIG_FILE = Path(__file__).resolve().with_name("treatment_safe.yaml")
 CONFIG_KEYS = {"alphas", "certificate", "evaluation", "steps"}
 RUNS_FILE = c.RESULTS_DIR / "treatment_safe_runs.jsonl"
 RESULTS_NAME = "treatment_safe"
+#: Reference rollouts (nothing trained), kept so that a report does not roll them out again.
+REFERENCES_FILE = c.RESULTS_DIR / "treatment_safe_references.json"
 #: Gradient steps per train() call.
 STEPS_PER_ITERATION = 1000
 
@@ -217,14 +219,54 @@ def _table(rows: list[dict[str, Any]], lethal: bool) -> str:
     return "\n".join(lines)
 
 
+def _references(env_id: str, episodes: int, seed: int) -> tuple[dict[str, Any], Any]:
+    """The reference rows and the constant-dose grid of ``env_id``, rolled out once and kept in
+    ``REFERENCES_FILE`` (keyed by env, episodes and seed: they depend on nothing trained)."""
+    import json
+
+    from fttpo_ray.evaluation.reference import (
+        ConstantDoseReference,
+        constant_dose_reference,
+        reference_policies,
+    )
+
+    cache = json.loads(REFERENCES_FILE.read_text()) if REFERENCES_FILE.exists() else {}
+    key = f"{env_id}|{episodes}|{seed}"
+    if key not in cache:
+        const = constant_dose_reference(env_id, episodes=episodes, seed=seed)
+        cache[key] = {
+            "references": reference_policies(env_id, episodes=episodes, seed=seed),
+            "constant": {
+                "best_dose": const.best_dose,
+                "selection": [[d, r] for d, r in const.selection.items()],
+                "evaluation": [[d, r] for d, r in const.evaluation.items()],
+                "selection_seed": const.selection_seed,
+                "selection_episodes": const.selection_episodes,
+            },
+            "command": c.command_line(),
+            "commit": c.machine()["git_commit"],
+        }
+        REFERENCES_FILE.write_text(json.dumps(cache, indent=1, default=float) + "\n")
+    entry = cache[key]["constant"]
+    const = ConstantDoseReference(
+        best_dose=entry["best_dose"],
+        selection={float(d): r for d, r in entry["selection"]},
+        evaluation={float(d): r for d, r in entry["evaluation"]},
+        selection_seed=entry["selection_seed"],
+        evaluation_seed=seed,
+        episodes=episodes,
+        selection_episodes=entry["selection_episodes"],
+        doses=tuple(float(d) for d, _ in entry["selection"]),
+    )
+    return cache[key]["references"], const
+
+
 def cmd_report(args: argparse.Namespace) -> None:
     import fttpo_ray  # noqa: F401  (registers the envs)
     from fttpo_ray.evaluation.reference import (
         MYOPIC_ORACLE,
         NO_TREATMENT,
         UNIFORM_RANDOM,
-        constant_dose_reference,
-        reference_policies,
     )
     from fttpo_ray.tuning.frontier import (
         CERTIFIED,
@@ -258,8 +300,7 @@ def cmd_report(args: argparse.Namespace) -> None:
         env_id = ENVS[env_key][0]
         lethal = env_key == "lethal"
         ev = recs[0]["evaluation"]
-        refs = reference_policies(env_id, episodes=ev["episodes"], seed=ev["seed"])
-        const = constant_dose_reference(env_id, episodes=ev["episodes"], seed=ev["seed"])
+        refs, const = _references(env_id, ev["episodes"], ev["seed"])
         rows = [_reference_row(name, refs[name]) for name in (NO_TREATMENT, UNIFORM_RANDOM)]
         if MYOPIC_ORACLE in refs:
             rows.append(
