@@ -89,3 +89,21 @@ def test_builtins_train_in_memory(
         assert any(not torch.equal(before[k], after[k]) for k in before)  # it learned
     finally:
         algo.stop()
+
+
+def test_yaml_runs_of_builtins_use_the_in_memory_sampler(treatment_dataset: DatasetInfo) -> None:
+    from pathlib import Path
+
+    from fttpo_ray.tuning.schema import load_experiment
+    from fttpo_ray.tuning.space import DatasetRef, algorithm_config
+
+    spec = load_experiment(Path(__file__).resolve().parents[2] / "tune_configs/quickstart.yaml")
+    config = algorithm_config(
+        spec, spec.run("iql"), DatasetRef(TREATMENT_ID, "fttpo/TreatmentSim-v0"), seed=0
+    )
+    assert config.offline_data_class is BuiltinInMemoryOfflineData
+    assert config.input_read_method_kwargs[DATASET_ID_KWARG] == TREATMENT_ID
+    assert (
+        config.dataset_num_iters_per_learner
+        == spec.run("iql").config["dataset_num_iters_per_learner"]
+    )
