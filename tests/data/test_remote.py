@@ -159,3 +159,15 @@ def test_references_from_the_dataset_else_d4rl(two_parts: tuple[str, str]) -> No
     assert d4rl_references("Walker2d-v4").ref_max == 4592.3
     assert d4rl_references("Hopper-v5").ref_min == -20.272305
     assert d4rl_references("Pendulum-v1") is None
+
+
+def test_fttpo_download_prints_paths_and_fails_in_one_line(
+    treatment_dataset: DatasetInfo, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from fttpo_ray.cli import main
+
+    assert main(["download", TREATMENT_ID]) == 0
+    assert capsys.readouterr().out == f"{TREATMENT_ID}: {dataset_path(TREATMENT_ID)}\n"
+    assert main(["download", "fttpo/test/absent-v0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("fttpo download: error: dataset 'fttpo/test/absent-v0' is not under")
