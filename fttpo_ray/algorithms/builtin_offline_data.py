@@ -3,7 +3,7 @@
 RLlib 2.60 feeds these algorithms through Ray Data: rows are read, turned into one-step episode
 objects and run through the algorithm's learner connector in pre-learner actors. That suits data
 larger than memory, but on a dataset of a few million transitions or fewer it costs far more than
-the gradient step (``benchmarks/results/throughput_builtins.md``). For such a dataset
+the gradient step (``benchmarks/throughput_builtins.py`` measures both). For such a dataset
 :class:`BuiltinInMemoryOfflineData` (RLlib's ``offline_data_class`` extension point) holds the
 flat transition table and hands each learner a :class:`UniformSampler`: an object with the one
 method of ``ray.data.DataIterator`` that RLlib's learner calls (``iter_torch_batches``), yielding
