@@ -190,8 +190,9 @@ def summary(records: list[dict[str, Any]]) -> str:
     commands = dict.fromkeys(c.portable(r["command"]) for r in records)
     lines.append("\nCommands of the rows: " + "; ".join(f"`{cmd}`" for cmd in commands) + ".")
     batched = [r for r in records if r["mode"] == BATCHED and r.get("writes") == WRITES]
-    if batched:
-        r = max(batched, key=lambda r: r["trials"])
+    largest = max(batched, key=lambda r: r["trials"]) if batched else None
+    if largest is not None and largest["trials"] < PROJECTED_TRIALS:
+        r = largest
         target = PROJECTED_TRIALS * r["iterations"]
         lines.append(
             f"\nProjection to {PROJECTED_TRIALS} trials x {r['iterations']} results (not run "
