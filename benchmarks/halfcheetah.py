@@ -196,7 +196,7 @@ def cmd_run_one(args: argparse.Namespace) -> None:
         "train_s": train_s,
         "grad_steps_per_s": cfg["steps"] / train_s,
         "wall_s": time.perf_counter() - start,
-        "command": c.command_line(),
+        "command": c.portable(c.command_line()),
         "machine": c.machine(),
     }
     c.append_record(Path(args.runs_file), record)
