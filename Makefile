@@ -1,13 +1,13 @@
 # Two commands on a fresh machine (see README):
 #   make run    set up the virtual environment and run the main job (quickstart sweep)
-#   make test   set up the virtual environment and run the tests
+#   make test   set up the virtual environment and run the tests (the default suite: not slow)
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-PYTEST_ARGS ?= -m "not learning"
+PYTEST_ARGS ?= -m "not learning and not slow"
 
-.PHONY: setup run test test-all test-learning clean
+.PHONY: setup run test test-slow test-all test-learning clean
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,9 @@ run: setup
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-slow: setup
+	$(PY) -m pytest -m "slow and not learning"
 
 test-learning: setup
 	$(PY) -m pytest -m learning
