@@ -79,15 +79,6 @@ def treatment_lines(r: dict[str, Any]) -> list[str]:
                 f"{row['violation_rate']:.3f} ({row['violation_rate_ub95']:.3f}) |"
                 + (f" {_pm(row['deaths_per_100_episodes'], 1)} |" if lethal else "")
             )
-        for row in env.get("certified_rows", []):
-            if row["policy"].startswith("certified"):
-                lines.append(
-                    f"| *proposed:* {row['policy']} | "
-                    f"{','.join(str(s) for s in sorted(row['seeds']))} | "
-                    f"{_pm(row['return_last'])} | {row['score_last']:.1f} | "
-                    f"{row['violation_rate']:.3f} ({row['violation_rate_ub95']:.3f}) |"
-                    + (f" {_pm(row['deaths_per_100_episodes'], 1)} |" if lethal else "")
-                )
     return lines
 
 

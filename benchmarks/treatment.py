@@ -33,10 +33,9 @@ ENVS = {
     "lethal": ("fttpo/TreatmentSimLethal-v0", c.LETHAL_DATASET),
 }
 CONFIG_FILE = Path(__file__).resolve().with_name("treatment.yaml")
-CONFIG_KEYS = {"certified", "common", "evaluation", "methods", "steps"}
+CONFIG_KEYS = {"common", "evaluation", "methods", "steps"}
 ALGORITHMS = ("FtTPO", "IQL", "CQL")
 RUNS_FILE = c.RESULTS_DIR / "treatment_runs.jsonl"
-CERTIFIED_RUNS_FILE = c.RESULTS_DIR / "treatment_certified_runs.jsonl"
 
 
 def load_config(path: Path = CONFIG_FILE) -> dict[str, Any]:

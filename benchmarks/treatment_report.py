@@ -3,7 +3,7 @@
 The reference rows (no treatment, uniform random, myopic oracle) are rolled out here on the same
 ``evaluation.final_episodes`` episodes as the recorded runs (episode ``i`` resets with
 ``evaluation.seed + i``); every other row comes from ``benchmarks/results/treatment_runs.jsonl``
-(``treatment.py run``) and ``treatment_certified_runs.jsonl`` (``treatment_certified.py``).
+(``treatment.py run``); the certified policy has its own report, ``treatment_safe.py``.
 Nothing is trained::
 
     .venv/bin/python benchmarks/treatment_report.py
@@ -18,7 +18,7 @@ from typing import Any
 
 import _common as c
 import numpy as np
-from treatment import CERTIFIED_RUNS_FILE, CONFIG_FILE, ENVS, RUNS_FILE, load_config
+from treatment import CONFIG_FILE, ENVS, RUNS_FILE, load_config
 
 from fttpo_ray.evaluation.reference import constant_dose_reference
 
@@ -135,12 +135,10 @@ def report(config: Path, reuse_references: bool = False) -> None:
                 if "best_constant_dose" in env and "references" in env
             }
     records = c.read_records(RUNS_FILE)
-    certified = c.read_records(CERTIFIED_RUNS_FILE)
     config_path = CONFIG_FILE.relative_to(c.REPO_ROOT)
     payload: dict[str, Any] = {
         "config": cfg,
         "runs_file": str(RUNS_FILE.relative_to(c.REPO_ROOT)),
-        "certified_runs_file": str(CERTIFIED_RUNS_FILE.relative_to(c.REPO_ROOT)),
         "envs": {},
     }
     md = [
@@ -291,10 +289,6 @@ def report(config: Path, reuse_references: bool = False) -> None:
             "rows": rows,
             "methods_without_records": missing,
         }
-        cert = [r for r in certified if r["env"] == env_key]
-        if cert:
-            md += certified_section(cert, refs, score, lethal, cfg)
-            payload["envs"][env_key]["certified_rows"] = list(certified_rows(cert, score).values())
     md.append(
         "\nPublished reference numbers (the paper's simulator code, 1 000 episodes, quoted in "
         "issue 6, not produced here): no treatment −0.30 ± 0.34, random −8.86 ± 0.31, myopic "
@@ -403,137 +397,6 @@ def learning_curves(records: list[dict], cfg: dict[str, Any], payload: dict) -> 
         "every": recs[0].get("evaluation", cfg["evaluation"])["every"],
     }
     return path
-
-
-def certified_rows(recs: list[dict], score: Any) -> dict[str, dict[str, Any]]:
-    """``thin``, ``thin_loc``, then the ``certified_*`` policies of ``treatment_certified.py``,
-    each with its mean abstention rate on the dataset's states where recorded."""
-    names = ["thin", "thin_loc"] + sorted(p for p in recs[0]["final"] if p.startswith("certified"))
-    seeds = [r["seed"] for r in recs]
-    rows = {p: _policy_row(p, [r["final"][p] for r in recs], seeds, score) for p in names}
-    for name, row in rows.items():
-        rates = [r["abstention_rate_on_dataset_states"].get(name) for r in recs]
-        if all(x is not None for x in rates):
-            row["abstention_rate"] = float(np.mean(rates))
-    return rows
-
-
-def certified_section(
-    recs: list[dict], refs: dict[str, dict], score: Any, lethal: bool, cfg: dict[str, Any]
-) -> list[str]:
-    """Rows of ``treatment_certified.py``: where FtTPO's violations come from, and a proposed
-    change (critic-certified support) — not FtTPO as specified."""
-    seeds = [r["seed"] for r in recs]
-    rows = certified_rows(recs, score)
-    thin, loc = rows["thin"], rows["thin_loc"]
-    certs = [row for name, row in rows.items() if name.startswith("certified")]
-    safest = min(certs, key=lambda row: row["violation_rate"])
-    a0 = refs["no treatment (a = 0)"]
-    oracle = refs["myopic oracle"]
-    header = (
-        "| policy | seeds | return | score | violations | rate | 95% UB | prohibited mass "
-        "| mass = 0 | half-width |" + (" deaths/100 ep |" if lethal else "")
-    )
-    cert_cfg = cfg["certified"]
-    lines = [
-        "\n### Can FtTPO reach zero violations? (`benchmarks/treatment_certified.py`)\n",
-        f"FtTPO trained with the `fttpo` entry above ({recs[0]['steps']} steps, seeds "
-        f"{_seeds(seeds)}; one `train()` call, so the runs differ slightly from the table above), "
-        "then the same learner module evaluated on the same "
-        f"{int(recs[0]['final']['thin']['episodes'])} episodes as:\n",
-        "- `thin`: FtTPO's thin policy as specified (stochastic);",
-        "- `thin_loc`: its location only (deterministic);",
-        "- `certified_abstain_m<margin>` — **a proposed change to the method, not FtTPO as "
-        "specified**: the thin support cut to the critic-certified interval around the location, "
-        "{a : Q(s, a) ≥ Q(s, 0) + margin} with Q = min(Q1, Q2) scanned on "
-        f"{cert_cfg['grid_points']} doses, margins {cert_cfg['margins']}; where the location "
-        "itself is not certified the policy abstains (exactly a = 0);",
-        "- `certified_argmax_m0`: as above with margin 0, but an uncertified location moves to "
-        "the critic's argmax instead of abstaining.\n",
-        "The prohibited mass and half-width of `thin_loc` are those of the thin distribution "
-        "it is the location of (the evaluator reports them for the distribution; the executed "
-        "action is the location). "
-        "Prohibited mass of the `certified_*` rows is a Monte-Carlo estimate (they are mixtures "
-        "with an atom at a = 0); their half-width column is empty. "
-        + "; ".join(
-            f"`{row['policy']}` abstains on {100 * row['abstention_rate']:.1f}% of the dataset's "
-            "states"
-            for row in certs
-            if "abstention_rate" in row
-        )
-        + ".\n",
-        header,
-        "|" + "---|" * (header.count("|") - 1),
-    ]
-    for label, ref in (("no treatment (a = 0)", a0), ("myopic oracle", oracle)):
-        lines.append(
-            f"| reference: {label} | – | "
-            f"{c.fmt_mean_se(ref['episode_return_mean'], ref['episode_return_sem'])} | "
-            f"{score(ref['episode_return_mean']):.1f} | "
-            f"{int(ref['violations'])}/{int(ref['actions'])} | {ref['violation_rate']:.4f} | "
-            f"{ref['violation_rate_ub95']:.4f} | – | – | – |"
-            + (f" {ref['deaths_per_100_episodes']:.1f} |" if lethal else "")
-        )
-    for row in rows.values():
-        lines.append(
-            f"| {row['policy']} | {_seeds(row['seeds'])} | {c.fmt_mean_se(*row['return_last'])} | "
-            f"{row['score_last']:.1f} | " + _safety_cells(row, lethal)
-        )
-    lines += [
-        "",
-        "**Finding.** FtTPO as specified "
-        + ("does not reach" if thin["violations"] > 0 else "reaches")
-        + " zero violations here: its thin policy "
-        f"violates at {thin['violation_rate']:.3f} (95% UB {thin['violation_rate_ub95']:.3f}), "
-        f"its deterministic location alone at {loc['violation_rate']:.3f}"
-        + (
-            f" ({100 * loc['violation_rate'] / thin['violation_rate']:.0f}% of the thin policy's "
-            "rate)"
-            if thin["violation_rate"] > 0
-            else ""
-        )
-        + ". The location comes from the fat proposal, i.e. from advantage-weighted "
-        "regression on the data; shrinking the support around it (mean half-width "
-        f"{c.fmt_mean_se(*thin['support_halfwidth_mean'], digits=3)}) cannot remove violations "
-        "that the location itself commits. The prohibited set depends on the hidden mean μ and "
-        "covariance C, which the policy does not observe (it sees one noisy draw s ~ N(μ, C)); "
-        "nothing in FtTPO's losses refers to the prohibited set, and the only safety information "
-        "in the data is the reward, through the critic.",
-        "",
-        f"What is attainable: a = 0 violates at {a0['violation_rate']:.4f} by definition (return "
-        f"{a0['episode_return_mean']:.2f}), the myopic oracle, which sees μ and C, at "
-        f"{oracle['violation_rate']:.4f} (return {oracle['episode_return_mean']:.2f}). A policy "
-        "that observes only s is safe at every state only if it abstains wherever the sign of "
-        "r̄(a) − r̄(0) is uncertain given s; zero violations with a positive dose needs a "
-        "certificate that holds with high probability given s.",
-        "",
-        "**Proposed change (not FtTPO as specified): certify or abstain.** Intersect the thin "
-        "support with a critic certificate {a : Q(s,a) ≥ Q(s,0) + margin} and give a = 0 where "
-        "the location is not certified. Measured on the same episodes (FtTPO's thin policy: "
-        f"return {c.fmt_mean_se(*thin['return_last'])}, "
-        f"violation rate {thin['violation_rate']:.3f}):",
-        "",
-        *[
-            f"- `{row['policy']}`: violation rate {row['violation_rate']:.3f} (95% UB "
-            f"{row['violation_rate_ub95']:.3f}), return {c.fmt_mean_se(*row['return_last'])}, "
-            f"score {row['score_last']:.1f}"
-            + (
-                f", abstains on {100 * row['abstention_rate']:.1f}% of dataset states."
-                if "abstention_rate" in row
-                else "."
-            )
-            for row in certs
-        ],
-        "",
-        f"Lowest violation rate: `{safest['policy']}` ({safest['violation_rate']:.3f} vs "
-        f"{thin['violation_rate']:.3f}). The certificate is only as good as the critic, learned "
-        "from 1 200 noisy transitions: trusting its argmax (`certified_argmax_m0`) relies on its "
-        "ranking of doses, abstaining relies only on its sign at the location. Reaching zero "
-        "would need a margin that covers the critic's error at each state — a lower confidence "
-        "bound on Q(s,a) − Q(s,0) from a critic ensemble rather than a fixed margin — trading "
-        "return for safety, with a = 0 as the fallback that is safe by definition.",
-    ]
-    return lines
 
 
 def main() -> None:
