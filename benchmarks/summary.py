@@ -72,9 +72,15 @@ def treatment_lines(r: dict[str, Any]) -> list[str]:
                 f"{ref['violation_rate']:.3f} ({ref['violation_rate_ub95']:.3f}) |"
                 + (f" {ref['deaths_per_100_episodes']:.1f} |" if lethal else "")
             )
+        steps = None
         for row in env["rows"]:
+            # "selected" rows belong to the run above them (same steps)
+            steps = row.get("steps") or steps
+            label = row["policy"] + (
+                f" (run of {'/'.join(map(str, steps))} steps)" if steps else ""
+            )
             lines.append(
-                f"| {row['policy']} | {','.join(str(s) for s in sorted(row['seeds']))} | "
+                f"| {label} | {','.join(str(s) for s in sorted(row['seeds']))} | "
                 f"{_pm(row['return_last'])} | {row['score_last']:.1f} | "
                 f"{row['violation_rate']:.3f} ({row['violation_rate_ub95']:.3f}) |"
                 + (f" {_pm(row['deaths_per_100_episodes'], 1)} |" if lethal else "")
@@ -84,15 +90,18 @@ def treatment_lines(r: dict[str, Any]) -> list[str]:
 
 def halfcheetah_lines(r: dict[str, Any]) -> list[str]:
     lines = [
-        f"\n**HalfCheetah-v5, random dataset** ([halfcheetah.md](results/halfcheetah.md); "
-        f"{r['config']['steps']} steps per run; score against the dataset's own random return "
-        f"{r['dataset_return_mean']:.1f} and D4RL's expert {r['d4rl_expert']}):\n",
-        "| policy | seeds | return | score |",
-        "|---|---|---|---|",
+        "\n**HalfCheetah-v5 stand-ins** ([halfcheetah.md](results/halfcheetah.md); "
+        f"{r['config']['steps']} gradient steps per run; normalised score ×100 with the "
+        "dataset's reference returns; mean ± s.e. over seeds, nan for one seed; selected: "
+        "held-out TD error):\n",
+        "| dataset | policy | seeds | last return | last score | selected score |",
+        "|---|---|---|---|---|---|",
     ]
     for row in r["rows"]:
         lines.append(
-            f"| {row['policy']} | {row['seeds']} | {_pm(row['return'], 1)} | {_pm(row['score'])} |"
+            f"| {row['dataset']} | {row['method']} ({row['policy']}) | "
+            f"{','.join(str(s) for s in row['seeds'])} | {_pm(row['last_return'], 0)} | "
+            f"{_pm(row['last_score'], 1)} | {_pm(row['selected_score'], 1)} |"
         )
     return lines
 
