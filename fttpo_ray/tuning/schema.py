@@ -661,15 +661,28 @@ def _datasets(value: Any, check: _Checker) -> tuple[DatasetSpec, ...]:
     return blocks
 
 
+def _named_section(
+    value: Any,
+    section: str,
+    names: Sequence[str],
+    keys_by_name: Mapping[str, Sequence[str]],
+    check: _Checker,
+) -> tuple[Mapping[str, Any], str]:
+    """A section chosen by its ``name`` (scheduler, search algorithm): the mapping and the name,
+    with the name and the keys allowed for it checked."""
+    mapping = check.mapping(value, section)
+    key = f"{section}.{NAME}"
+    if NAME not in mapping:
+        check.fail(key, f"is missing (required): one of {', '.join(names)}")
+    name = mapping[NAME]
+    if name not in names:
+        check.fail(key, f"must be one of {', '.join(names)}; got {_show(name)}")
+    check.keys(mapping, section, required=(NAME,), optional=keys_by_name[name])
+    return mapping, name
+
+
 def _scheduler(value: Any, runs: Sequence[RunSpec], check: _Checker) -> SchedulerSpec:
-    sc = check.mapping(value, SCHEDULER)
-    key = f"{SCHEDULER}.{NAME}"
-    if NAME not in sc:
-        check.fail(key, f"is missing (required): one of {', '.join(SCHEDULER_NAMES)}")
-    name = sc[NAME]
-    if name not in SCHEDULER_NAMES:
-        check.fail(key, f"must be one of {', '.join(SCHEDULER_NAMES)}; got {_show(name)}")
-    check.keys(sc, SCHEDULER, required=(NAME,), optional=SCHEDULER_KEYS[name])
+    sc, name = _named_section(value, SCHEDULER, SCHEDULER_NAMES, SCHEDULER_KEYS, check)
     if name == PBT and HYPERPARAM_MUTATIONS not in sc:
         check.fail(f"{SCHEDULER}.{HYPERPARAM_MUTATIONS}", "is missing (required by pbt)")
     reduction = check.number(sc.get(REDUCTION_FACTOR, 2), f"{SCHEDULER}.{REDUCTION_FACTOR}")
@@ -727,14 +740,7 @@ def _scheduler(value: Any, runs: Sequence[RunSpec], check: _Checker) -> Schedule
 
 
 def _search_alg(value: Any, runs: Sequence[RunSpec], check: _Checker) -> SearchAlgSpec:
-    sa = check.mapping(value, SEARCH_ALG)
-    key = f"{SEARCH_ALG}.{NAME}"
-    if NAME not in sa:
-        check.fail(key, f"is missing (required): one of {', '.join(SEARCH_ALG_NAMES)}")
-    name = sa[NAME]
-    if name not in SEARCH_ALG_NAMES:
-        check.fail(key, f"must be one of {', '.join(SEARCH_ALG_NAMES)}; got {_show(name)}")
-    check.keys(sa, SEARCH_ALG, required=(NAME,), optional=SEARCH_ALG_KEYS[name])
+    sa, name = _named_section(value, SEARCH_ALG, SEARCH_ALG_NAMES, SEARCH_ALG_KEYS, check)
     for index, run in enumerate(runs):
         where = f"{RUNS}[{index}].{SEARCH}"
         if not run.search:
@@ -946,9 +952,7 @@ def validate_experiment(data: dict[str, Any], path: str | Path) -> ExperimentSpe
         num_samples=num_samples,
         cpus_per_trial=cpus_per_trial,
         max_concurrent=max_concurrent,
-        max_failures=check.integer(
-            data.get(MAX_FAILURES, DEFAULT_MAX_FAILURES), MAX_FAILURES, -1
-        ),
+        max_failures=check.integer(data.get(MAX_FAILURES, DEFAULT_MAX_FAILURES), MAX_FAILURES, -1),
         log_checkpoint=log_checkpoint,
         raw=copy.deepcopy(data),
         datasets=datasets,
