@@ -28,11 +28,12 @@ those episodes.
 
 Zero violations is **not** asserted: FtTPO as specified does not reach it. Its thin support is
 centred on the fat proposal's location, and the location itself commits most of the
-violations (``benchmarks/treatment_certified.py``: the deterministic location violates at
-0.215, the stochastic thin policy at 0.234), because the prohibited set depends on the hidden
-mean and covariance that the policy does not observe and nothing in the loss penalises
-prohibited doses.
-See ``benchmarks/results/treatment.md``.
+violations (measured before issue 11 with the since-removed fixed-margin benchmark: the
+deterministic location violated at 0.215, the stochastic thin policy at 0.234), because the
+prohibited set depends on the hidden mean and covariance that the policy does not observe
+and nothing in the loss penalises prohibited doses. The certified thin support
+(docs/algorithm.md §5.1, ``benchmarks/results/treatment_safe.md``) is the option that bounds
+violations.
 
 Runtime: 61 s (``pytest -m learning``, including collecting the dataset and its reference
 scores) on the shared 2-CPU benchmark machine at load average ≈ 8. With the issue-11 defaults
