@@ -205,12 +205,28 @@ class BuiltinInMemoryOfflineData(OfflineData):
         return MultiAgentBatch({DEFAULT_MODULE_ID: batch}, env_steps=num_samples)
 
 
+def use_lean_learner(config: Any) -> Any:
+    """Switch an IQL or CQL config to its lean module and learner; other configs unchanged."""
+    from ray.rllib.algorithms.iql import IQLConfig
+
+    if isinstance(config, IQLConfig):
+        from fttpo_ray.algorithms.lean_iql import use_lean_iql
+
+        return use_lean_iql(config)
+    if isinstance(config, CQLConfig):
+        from fttpo_ray.algorithms.lean_cql import use_lean_cql
+
+        return use_lean_cql(config)
+    return config
+
+
 def configure_builtin_offline(
     config: Any,
     dataset_id: str,
     *,
     in_memory: bool | None = None,
     max_transitions: int = IN_MEMORY_MAX_TRANSITIONS,
+    lean: bool = True,
     **overrides: Any,
 ) -> Any:
     """Point an RLlib BC/MARWIL/IQL/CQL config at ``dataset_id``; returns ``config``.
@@ -220,8 +236,16 @@ def configure_builtin_offline(
     (:func:`fttpo_ray.data.configure_rllib_offline`). ``overrides`` are ``offline_data``
     settings; in memory only ``dataset_num_iters_per_learner`` (gradient steps per
     ``train()``, default 1) matters, the Ray Data ones are kept for the other path.
+
+    With ``lean`` (the default), IQL trains with :func:`fttpo_ray.algorithms.lean_iql.
+    use_lean_iql` and CQL with :func:`fttpo_ray.algorithms.lean_cql.use_lean_cql` on either
+    path: RLlib's losses, the papers' concatenated critics, target networks moved after every
+    gradient step; ``lean=False`` keeps RLlib's own module and learner.
     """
     from fttpo_ray.data import configure_rllib_offline, dataset_spaces, load_transitions
+
+    if lean:
+        use_lean_learner(config)
 
     transitions = load_transitions(dataset_id)
     if in_memory is None:

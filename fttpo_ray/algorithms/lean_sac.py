@@ -1,0 +1,85 @@
+"""Pieces shared by the lean versions of RLlib's SAC-family offline learners (IQL, CQL).
+
+- :class:`ConcatCriticCatalog`: the critics (and their targets) as one MLP on the concatenated
+  observation and action, ``fcnet_hiddens`` wide with ``fcnet_activation``, then RLlib's
+  one-output head: the critic of the IQL and CQL papers, and the shape of FtTPO's critics.
+  RLlib 2.60's SAC catalog builds a multi-stream critic instead (an observation MLP and an action
+  MLP, each ``fcnet_hiddens``, then a ``fusionnet_hiddens`` fusion network with skip
+  connections): with 2 x 256 layers it has about 9 times the multiply-adds per row of the
+  concatenated critic.
+- :class:`ConcatCriticModule`: the module side of that critic (observation and action are
+  concatenated before the encoder).
+- :class:`PerStepTargetUpdate`: ``target <- (1 - tau) target + tau online`` after every gradient
+  step. RLlib's ``DQNLearner`` (which IQL's and CQL's learners extend) updates the targets once
+  per ``update()`` call, i.e. once per ``dataset_num_iters_per_learner`` gradient steps offline.
+- :func:`fused_adam`: Adam with ``fused=True`` (one kernel per optimizer step instead of one per
+  tensor).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from ray.rllib.algorithms.sac.sac_catalog import SACCatalog
+from ray.rllib.core.columns import Columns
+from ray.rllib.core.models.base import ENCODER_OUT, Encoder, Model
+from ray.rllib.core.models.configs import MLPEncoderConfig
+from ray.rllib.utils.annotations import override
+
+#: ``model_config`` keys the concatenated critic reads (RLlib's names).
+HIDDENS = "fcnet_hiddens"
+ACTIVATION = "fcnet_activation"
+
+
+class ConcatCriticCatalog(SACCatalog):
+    """RLlib's SAC catalog with a concatenated-input MLP critic for Box action spaces."""
+
+    @override(SACCatalog)
+    def _build_qf_encoder_continuous(self, framework: str) -> Encoder:
+        hiddens = list(self._model_config_dict[HIDDENS])
+        activation = self._model_config_dict[ACTIVATION]
+        inputs = int(np.prod(self.observation_space.shape)) + int(np.prod(self.action_space.shape))
+        self.qf_encoder_config = MLPEncoderConfig(
+            input_dims=(inputs,),
+            hidden_layer_dims=hiddens[:-1],
+            hidden_layer_activation=activation,
+            output_layer_dim=self.latent_dims[0],
+            output_layer_activation=activation,
+        )
+        return self.qf_encoder_config.build(framework=framework)
+
+
+class ConcatCriticModule:
+    """Module mixin (before RLlib's SAC-family module in the bases): every critic call, online
+    or target, sees ``[observation, action]`` as one input (:class:`ConcatCriticCatalog`)."""
+
+    def _qf_forward_train_helper(
+        self, batch: dict[str, Any], encoder: Encoder, head: Model, squeeze: bool = True
+    ) -> torch.Tensor:
+        inputs = torch.cat(
+            [batch[Columns.OBS].flatten(1), batch[Columns.ACTIONS].flatten(1)], dim=-1
+        )
+        values = head(encoder({Columns.OBS: inputs})[ENCODER_OUT])
+        return values.squeeze(-1) if squeeze else values
+
+
+class PerStepTargetUpdate:
+    """Learner mixin (before RLlib's learner in the bases): :meth:`update_targets` moves every
+    target network by ``tau`` towards its online network; call it after each gradient step."""
+
+    def update_targets(self) -> None:
+        with torch.no_grad():
+            for module_id, module in self.module._rl_modules.items():
+                tau = float(self.config.get_config_for_module(module_id).tau)
+                online, target = [], []
+                for main_net, target_net in module.unwrapped().get_target_network_pairs():
+                    online += list(main_net.parameters())
+                    target += list(target_net.parameters())
+                torch._foreach_lerp_(target, online, tau)
+
+
+def fused_adam(params: list[torch.nn.Parameter], eps: float) -> torch.optim.Adam:
+    """Adam over ``params`` with one fused kernel per step (RLlib sets the learning rate)."""
+    return torch.optim.Adam(params, eps=eps, fused=True)
