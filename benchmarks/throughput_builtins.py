@@ -1,12 +1,16 @@
-"""Gradient steps per second of RLlib's BC, MARWIL, IQL and CQL: in memory vs. Ray Data, with
-FtTPO in the same run, on the treatment dataset and a HalfCheetah stand-in.
+"""Gradient steps per second of RLlib's BC, MARWIL, IQL and CQL: in memory vs. Ray Data, RLlib's
+own IQL/CQL module and learner vs. the lean ones, with FtTPO in the same run, on the treatment
+dataset and a HalfCheetah stand-in.
 
 Each (dataset, algorithm, path) builds the algorithm (local learner, no env runners, batch 256,
-2x256 MLPs, the algorithm's defaults otherwise), runs one warm-up ``train()`` and times a second
-one of ``steps`` gradient steps (``dataset_num_iters_per_learner``). In memory:
+2x256 ReLU MLPs, the algorithm's defaults otherwise), runs one warm-up ``train()`` and times a
+second one of ``steps`` gradient steps (``dataset_num_iters_per_learner``). In memory:
 :func:`fttpo_ray.algorithms.builtin_offline_data.configure_builtin_offline`; Ray Data:
-:func:`fttpo_ray.data.configure_rllib_offline` (the settings RLlib needs on 2 CPUs). FtTPO uses
-its own in-memory path. The machine is shared: compare rows of one run only::
+:func:`fttpo_ray.data.configure_rllib_offline` (the settings RLlib needs on 2 CPUs); both with
+RLlib's own module and learner. "in memory, lean": IQL and CQL with
+:func:`~fttpo_ray.algorithms.builtin_offline_data.use_lean_learner` (the default of
+``configure_builtin_offline``). FtTPO uses its own in-memory path (eager, as its default). The
+machine is shared: compare rows of one run only::
 
     .venv/bin/python benchmarks/throughput_builtins.py --standins DIR
 """
@@ -24,7 +28,10 @@ import torch
 CHEETAH = "fttpo/halfcheetah/medium-sac-v0"
 ALGORITHMS = ("FtTPO", "BC", "MARWIL", "IQL", "CQL")
 IN_MEMORY = "in memory"
+LEAN = "in memory, lean"
 RAY_DATA = "Ray Data"
+#: Algorithms with a lean module and learner (fttpo_ray.algorithms.lean_*).
+HAS_LEAN = ("IQL", "CQL")
 
 
 def build(algorithm: str, dataset_id: str, path: str, steps: int) -> Any:
@@ -46,7 +53,7 @@ def build(algorithm: str, dataset_id: str, path: str, steps: int) -> Any:
         get_trainable_cls(algorithm)
         .get_default_config()
         .training(train_batch_size_per_learner=256)
-        .rl_module(model_config={"fcnet_hiddens": [256, 256]})
+        .rl_module(model_config={"fcnet_hiddens": [256, 256], "fcnet_activation": "relu"})
         .learners(num_learners=0)
         .env_runners(num_env_runners=0)
     )
@@ -55,7 +62,11 @@ def build(algorithm: str, dataset_id: str, path: str, steps: int) -> Any:
     if algorithm == "IQL":
         config.training(beta=0.61)
     configure_builtin_offline(
-        config, dataset_id, in_memory=path == IN_MEMORY, dataset_num_iters_per_learner=steps
+        config,
+        dataset_id,
+        in_memory=path != RAY_DATA,
+        lean=path == LEAN,
+        dataset_num_iters_per_learner=steps,
     )
     return config.debugging(seed=0).build_algo()
 
@@ -87,7 +98,9 @@ def main() -> None:
     parser.add_argument("--standins", type=Path, help="Minari root holding the stand-ins")
     parser.add_argument("--steps", type=int, default=50, help="timed steps in memory")
     parser.add_argument("--ray-data-steps", type=int, default=5, help="timed steps, Ray Data")
-    parser.add_argument("--cql-steps", type=int, default=5, help="timed CQL steps (both paths)")
+    parser.add_argument(
+        "--cql-steps", type=int, default=5, help="timed steps of RLlib's own CQL (both paths)"
+    )
     args = parser.parse_args()
     import ray
 
@@ -108,9 +121,11 @@ def main() -> None:
         for dataset_id in datasets:
             for algorithm in ALGORITHMS:
                 paths = [IN_MEMORY] if algorithm == "FtTPO" else [IN_MEMORY, RAY_DATA]
+                if algorithm in HAS_LEAN:
+                    paths.append(LEAN)
                 for path in paths:
-                    steps = args.steps if path == IN_MEMORY else args.ray_data_steps
-                    if algorithm == "CQL":
+                    steps = args.ray_data_steps if path == RAY_DATA else args.steps
+                    if algorithm == "CQL" and path != LEAN:
                         steps = args.cql_steps
                     row = measure(algorithm, dataset_id, path, steps)
                     rows.append(row)
@@ -123,9 +138,12 @@ def main() -> None:
     lines = [
         "Gradient steps per second (batch 256, 2x256 MLPs, local learner, 1 torch thread), "
         "timed on the second `train()` after a warm-up one; FtTPO measured in the same run. "
-        "Ratio = steps/s over FtTPO's on the same dataset.\n",
-        "| dataset | algorithm | in memory | Ray Data | in memory / Ray Data | in memory / FtTPO |",
-        "|---|---|---|---|---|---|",
+        "*in memory* and *Ray Data*: RLlib's own module and learner; *lean*: IQL and CQL with "
+        "`use_lean_learner` (the default in memory). Last column: the fastest in-memory rate "
+        "over FtTPO's on the same dataset.\n",
+        "| dataset | algorithm | Ray Data | in memory | in memory / Ray Data | lean | "
+        "best in memory / FtTPO |",
+        "|---|---|---|---|---|---|---|",
     ]
     for dataset_id in datasets:
         by = {
@@ -137,11 +155,14 @@ def main() -> None:
         for algorithm in ALGORITHMS:
             mem = by[(algorithm, IN_MEMORY)]
             ray_data = by.get((algorithm, RAY_DATA))
+            lean = by.get((algorithm, LEAN))
             speedup = f"{mem / ray_data:.1f}x" if ray_data else "–"
             ray_text = f"{ray_data:.2f}" if ray_data else "–"
+            lean_text = f"{lean:.2f}" if lean else "–"
+            best = max(mem, lean or 0.0)
             lines.append(
-                f"| `{dataset_id}` | {algorithm} | {mem:.2f} | {ray_text} | {speedup} | "
-                f"{mem / fttpo:.2f} |"
+                f"| `{dataset_id}` | {algorithm} | {ray_text} | {mem:.2f} | {speedup} | "
+                f"{lean_text} | {best / fttpo:.2f} |"
             )
     text = "\n".join(lines)
     print(text)

@@ -17,6 +17,7 @@ from fttpo_ray.algorithms.builtin_offline_data import (
     configure_builtin_offline,
     discounted_returns_to_go,
 )
+from fttpo_ray.algorithms.lean_iql import LeanIQLTorchLearner
 from fttpo_ray.data import DatasetInfo, ensure_dataset, load_transitions
 
 TREATMENT_ID = "fttpo/treatment/random-v0"
@@ -91,7 +92,7 @@ def test_builtins_train_in_memory(
         algo.stop()
 
 
-def test_yaml_runs_of_builtins_use_the_in_memory_sampler(treatment_dataset: DatasetInfo) -> None:
+def test_yaml_runs_of_builtins_use_the_in_memory_sampler_and_lean_iql(treatment_dataset: DatasetInfo) -> None:
     from pathlib import Path
 
     from fttpo_ray.tuning.schema import load_experiment
@@ -103,7 +104,10 @@ def test_yaml_runs_of_builtins_use_the_in_memory_sampler(treatment_dataset: Data
     )
     assert config.offline_data_class is BuiltinInMemoryOfflineData
     assert config.input_read_method_kwargs[DATASET_ID_KWARG] == TREATMENT_ID
+    # The same gradient steps per iteration as FtTPO's runs, with the lean IQL learner.
     assert (
         config.dataset_num_iters_per_learner
         == spec.run("iql").config["dataset_num_iters_per_learner"]
+        == spec.run("fttpo").config["num_gradient_steps_per_iteration"]
     )
+    assert config.learner_class is LeanIQLTorchLearner
