@@ -240,9 +240,8 @@ class LeanCQLTorchRLModule(DefaultCQLTorchRLModule):
         dist_class = self.get_train_action_dist_cls()
         output: dict[str, Any] = {}
 
-        logits_both = self.pi(
-            self.pi_encoder({Columns.OBS: torch.cat([obs, next_obs])})[ENCODER_OUT]
-        )
+        states_both = torch.cat([obs, next_obs])
+        logits_both = self.pi(self.pi_encoder({Columns.OBS: states_both})[ENCODER_OUT])
         logits, logits_next = logits_both[:batch_size], logits_both[batch_size:]
         output[Columns.ACTION_DIST_INPUTS] = logits
         output[ACTION_DIST_INPUTS_NEXT] = logits_next
@@ -295,7 +294,7 @@ class LeanCQLTorchRLModule(DefaultCQLTorchRLModule):
             q_rows, q_at_policy = self._lean_critic_pass(
                 encoder,
                 head,
-                torch.cat([obs, next_obs]),
+                states_both,
                 row_states,
                 row_actions,
                 actions_resampled,
