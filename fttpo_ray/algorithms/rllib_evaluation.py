@@ -24,7 +24,10 @@ from typing import Any
 
 import torch
 from ray.rllib.core.columns import Columns
-from ray.rllib.core.distribution.torch.torch_distribution import TorchDiagGaussian
+from ray.rllib.core.distribution.torch.torch_distribution import (
+    TorchDiagGaussian,
+    TorchSquashedGaussian,
+)
 from ray.rllib.core.rl_module.rl_module import RLModule
 from ray.rllib.utils.metrics import (
     ENV_RUNNER_RESULTS,
@@ -75,6 +78,13 @@ class _RLlibDistribution:
         return self._dist.sample()
 
     def deterministic(self) -> torch.Tensor:
+        """The distribution's deterministic action. For RLlib's tanh-squashed Gaussian (SAC,
+        IQL, CQL) that is the squashed mean: RLlib 2.60's ``to_deterministic()`` returns the
+        Gaussian's mean *before* the tanh, an action outside the squashed distribution's
+        support."""
+        if isinstance(self._dist, TorchSquashedGaussian):
+            low, high = self._dist.low, self._dist.high
+            return low + (torch.tanh(self._dist.loc) + 1.0) / 2.0 * (high - low)
         return self._dist.to_deterministic().sample()
 
 

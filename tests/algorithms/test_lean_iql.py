@@ -155,3 +155,22 @@ def test_use_lean_learner_switches_iql_only_and_rejects_other_configs() -> None:
     assert use_lean_learner(bc) is bc and bc.learner_class is rllibs
     with pytest.raises(ConfigError, match="use_lean_iql needs an IQLConfig; got BCConfig"):
         use_lean_iql(BCConfig())
+
+
+def test_deterministic_evaluation_action_of_squashed_gaussian_is_the_squashed_mean() -> None:
+    """IQL's (SAC's) policy is a tanh-squashed Gaussian; its deterministic action must lie in
+    the action box: tanh of the Gaussian mean, not the raw mean RLlib's to_deterministic gives."""
+    from fttpo_ray.algorithms.rllib_evaluation import rllib_module_policy
+
+    module = use_lean_iql(iql_config(True)).build_learner().module[DEFAULT_MODULE_ID]
+    with torch.no_grad():
+        module.pi.net.mlp[0].bias[:ACT_DIM] = 3.0  # pre-squash mean ~3 in every dimension
+        obs = torch.zeros(4, OBS_DIM)
+        policy = rllib_module_policy(module)
+        dist = policy.distribution(obs)
+        action = policy.deterministic(dist)
+        loc = module.forward_inference({Columns.OBS: obs})[Columns.ACTION_DIST_INPUTS][:, :ACT_DIM]
+    assert loc.min() > 1.5  # the raw mean is outside [-1, 1] ...
+    torch.testing.assert_close(action, torch.tanh(loc))  # ... the action is its tanh
+    samples = torch.stack([dist.sample() for _ in range(200)])
+    assert samples.abs().max() <= 1.0
