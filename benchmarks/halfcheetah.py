@@ -10,7 +10,9 @@ stand-ins are never copied or written to).
 
 Each run: ``steps`` gradient steps in ``steps / eval_every`` ``train()`` calls; after each, the
 policy is evaluated on ``evaluation.episodes`` episodes (episode ``i`` reset with
-``evaluation.seed + i``, the same for every policy; stochastic actions) — the learning curve.
+``evaluation.seed + i``, the same for every policy) with stochastic actions — the learning
+curve — and again with deterministic actions (each policy's mode or mean: the convention of the
+IQL, CQL and D4RL papers; recorded from the runs started after it was added).
 "last" = the final evaluation. "selected" = the evaluation at the iteration an *offline*
 criterion picks (FtTPO's held-out ``selection/<criterion>`` where its results have it; the
 evaluation episodes never select); methods without one report "last" only. Normalised score
@@ -50,6 +52,9 @@ FTTPO = "FtTPO"
 #: Result keys of FtTPO's offline model selection (held-out criteria), where present.
 SELECTION_KEY = "selection"
 SELECTION_CRITERION = "selection_criterion"
+#: Progress-point key of the deterministic evaluation (each policy's mode or mean action, the
+#: convention of the IQL, CQL and D4RL papers), beside the stochastic one under "policies".
+DETERMINISTIC = "deterministic"
 #: Direction of each known criterion (True: larger is better).
 MAXIMISE = {"td_error": False, "policy_q": True}
 
@@ -139,12 +144,13 @@ def cmd_run_one(args: argparse.Namespace) -> None:
                 t0 = time.perf_counter()
                 result = algo.train()
                 train_s += time.perf_counter() - t0
+                policies = policies_of(algo, spec["algorithm"])
                 with torch.no_grad():
                     final = evaluate_policies(
-                        policies_of(algo, spec["algorithm"]),
-                        env_id,
-                        episodes=ev["episodes"],
-                        seed=ev["seed"],
+                        policies, env_id, episodes=ev["episodes"], seed=ev["seed"]
+                    )
+                    greedy = evaluate_policies(
+                        policies, env_id, episodes=ev["episodes"], seed=ev["seed"], explore=False
                     )
                 point = {
                     "steps": iteration * cfg["eval_every"],
@@ -157,6 +163,14 @@ def cmd_run_one(args: argparse.Namespace) -> None:
                             "boundary_action_rate": metrics["boundary_action_rate"],
                         }
                         for name, metrics in final.items()
+                    },
+                    DETERMINISTIC: {
+                        name: {
+                            "return": metrics["episode_return_mean"],
+                            "return_sem": metrics["episode_return_sem"],
+                            "score": references.normalize(metrics["episode_return_mean"]),
+                        }
+                        for name, metrics in greedy.items()
                     },
                     "selection": {
                         k: float(v)
@@ -259,8 +273,10 @@ def cmd_report(args: argparse.Namespace) -> None:
         f"(batch {cfg['common']['train_batch_size_per_learner']}), evaluated every "
         f"{cfg['eval_every']} steps on {cfg['evaluation']['episodes']} episodes of HalfCheetah-v5 "
         f"(episode i resets with seed {cfg['evaluation']['seed']} + i, the same for every policy; "
-        "stochastic actions). Normalised score = 100 (R − ref_min) / (ref_max − ref_min), mean ± "
-        "s.e. over seeds. *last*: the final evaluation; *selected*: the evaluation at the "
+        "stochastic actions; *deterministic*: the same episodes with each policy's mode or mean "
+        "action, recorded for runs started after it was added). Normalised score = "
+        "100 (R − ref_min) / (ref_max − ref_min), mean ± s.e. over seeds. *last*: the final "
+        "evaluation; *selected*: the evaluation at the "
         "iteration picked by an offline criterion on held-out episodes (never the evaluation "
         "episodes); `–` where a method has none. Per-run records with their commands: "
         "`halfcheetah_runs.jsonl`; learning curves: `halfcheetah_curves.png`.\n",
@@ -275,8 +291,8 @@ def cmd_report(args: argparse.Namespace) -> None:
             f"\n## {dataset} (`{recs[0]['dataset_id']}`)\n",
             f"References {ref['min']} / {ref['max']}: {ref['source']}.\n",
             "| method (policy) | seeds | last return | last score | selected score | "
-            "boundary-action rate | grad steps/s |",
-            "|---|---|---|---|---|---|---|",
+            "last score, deterministic | boundary-action rate | grad steps/s |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for method in cfg["methods"]:
             mrecs = [r for r in recs if r["method"] == method]
@@ -294,6 +310,17 @@ def cmd_report(args: argparse.Namespace) -> None:
                     if len(sel) == len(mrecs)
                     else "–"
                 )
+                greedy = [
+                    r["curve"][-1][DETERMINISTIC][policy]["score"]
+                    for r in mrecs
+                    if DETERMINISTIC in r["curve"][-1]
+                ]
+                greedy_text = (
+                    f"{c.fmt_mean_se(*c.mean_se(greedy), digits=1)}"
+                    + ("" if len(greedy) == len(mrecs) else f" ({len(greedy)} of {len(mrecs)})")
+                    if greedy
+                    else "–"
+                )
                 label = f"{method} ({policy})"
                 seeds = ",".join(str(r["seed"]) for r in mrecs)
                 rate = c.median([r["grad_steps_per_s"] for r in mrecs])
@@ -307,11 +334,14 @@ def cmd_report(args: argparse.Namespace) -> None:
                         "last_return": ret,
                         "last_score": score,
                         "selected_score": c.mean_se(sel) if len(sel) == len(mrecs) else None,
+                        "last_score_deterministic": c.mean_se(greedy) if greedy else None,
+                        "deterministic_seeds": len(greedy),
                     }
                 )
                 lines.append(
                     f"| {label} | {seeds} | {c.fmt_mean_se(*ret, digits=0)} | "
-                    f"{c.fmt_mean_se(*score, digits=1)} | {sel_text} | {bound:.3f} | {rate:.1f} |"
+                    f"{c.fmt_mean_se(*score, digits=1)} | {sel_text} | {greedy_text} | "
+                    f"{bound:.3f} | {rate:.1f} |"
                 )
     partial = unfinished_runs(records)
     if partial:
