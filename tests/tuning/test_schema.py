@@ -82,12 +82,16 @@ def test_treatment_q_sweep_is_the_documented_grid() -> None:
     assert len(spec.seeds) == 5
 
 
-def test_quickstart_has_fttpo_its_baselines_and_iql() -> None:
+def test_quickstart_has_fttpo_its_baselines_iql_and_cql_with_equal_budgets() -> None:
     spec = load_experiment(REPO / "tune_configs" / "quickstart.yaml")
     assert spec.runs[0].search["variant"].values == ("fttpo", "rar", "reverse_kl")
     assert spec.run("tawac").config["variant"] == "fat_only"
     assert spec.run("tawac").config["fat_q"] == 1.0
     assert spec.run("iql").algorithm == "IQL"
+    assert spec.run("cql").algorithm == "CQL"
+    steps = spec.run("fttpo").config["num_gradient_steps_per_iteration"]
+    for name in ("iql", "cql"):
+        assert spec.run(name).config["dataset_num_iters_per_learner"] == steps
     assert spec.seeds == (0, 1)
 
 
