@@ -1,10 +1,11 @@
 """The lean IQL (fttpo_ray.algorithms.lean_iql) against RLlib's own IQL module and learner.
 
 Both learners are built from the same ``IQLConfig`` on the same tiny spaces with the same
-(concatenated) critic architecture; the lean learner's parameters are copied from RLlib's, so
-both start from identical weights and see the same batch. IQL's loss reads no sampled action, so
-no random numbers enter the comparison. Tolerances: 1e-5 relative (float32 rounding of a
-different summation order); fused and per-tensor Adam agree to rounding.
+networks and policy distribution (the IQL paper's: concatenated critic, tanh-mean Gaussian);
+the lean learner's parameters are copied from RLlib's, so both start from identical weights and
+see the same batch. IQL's loss reads no sampled action, so no random numbers enter the
+comparison. Tolerances: 1e-5 relative (float32 rounding of a different summation order); fused
+and per-tensor Adam agree to rounding.
 """
 
 from __future__ import annotations
@@ -20,8 +21,14 @@ from ray.rllib.core.columns import Columns
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
 from fttpo_ray.algorithms.builtin_offline_data import use_lean_learner
-from fttpo_ray.algorithms.lean_iql import LeanIQLTorchLearner, LeanIQLTorchRLModule, use_lean_iql
-from fttpo_ray.algorithms.lean_sac import ConcatCriticCatalog, ConcatCriticModule
+from fttpo_ray.algorithms.lean_iql import (
+    IQLPaperCatalog,
+    LeanIQLTorchLearner,
+    LeanIQLTorchRLModule,
+    TanhMeanGaussian,
+    use_lean_iql,
+)
+from fttpo_ray.algorithms.lean_sac import ConcatCriticModule
 from fttpo_ray.errors import ConfigError
 
 OBS_DIM, ACT_DIM, BATCH = 5, 2, 32
@@ -29,7 +36,7 @@ TAU = 0.1
 
 
 class RLlibIQLConcatCritic(ConcatCriticModule, DefaultIQLTorchRLModule):
-    """RLlib's IQL module (SAC's whole forward pass) on the concatenated critic."""
+    """RLlib's IQL module (SAC's whole forward pass) on the paper's critic and policy."""
 
 
 def iql_config(twin_q: bool) -> IQLConfig:
@@ -51,7 +58,7 @@ def learners(twin_q: bool) -> tuple:
         iql_config(twin_q)
         .rl_module(
             rl_module_spec=RLModuleSpec(
-                module_class=RLlibIQLConcatCritic, catalog_class=ConcatCriticCatalog
+                module_class=RLlibIQLConcatCritic, catalog_class=IQLPaperCatalog
             )
         )
         .build_learner()
@@ -158,11 +165,13 @@ def test_use_lean_learner_switches_iql_only_and_rejects_other_configs() -> None:
 
 
 def test_deterministic_evaluation_action_of_squashed_gaussian_is_the_squashed_mean() -> None:
-    """IQL's (SAC's) policy is a tanh-squashed Gaussian; its deterministic action must lie in
-    the action box: tanh of the Gaussian mean, not the raw mean RLlib's to_deterministic gives."""
+    """RLlib's own IQL (SAC) policy is a tanh-squashed Gaussian; its deterministic action must
+    lie in the action box: tanh of the Gaussian mean, not the raw mean RLlib's
+    to_deterministic gives."""
     from fttpo_ray.algorithms.rllib_evaluation import rllib_module_policy
 
-    module = use_lean_iql(iql_config(True)).build_learner().module[DEFAULT_MODULE_ID]
+    module = iql_config(True).build_learner().module[DEFAULT_MODULE_ID]
+    assert type(module) is DefaultIQLTorchRLModule
     with torch.no_grad():
         module.pi.net.mlp[0].bias[:ACT_DIM] = 3.0  # pre-squash mean ~3 in every dimension
         obs = torch.zeros(4, OBS_DIM)
@@ -174,3 +183,19 @@ def test_deterministic_evaluation_action_of_squashed_gaussian_is_the_squashed_me
     torch.testing.assert_close(action, torch.tanh(loc))  # ... the action is its tanh
     samples = torch.stack([dist.sample() for _ in range(200)])
     assert samples.abs().max() <= 1.0
+
+
+def test_lean_policy_is_the_papers_tanh_mean_gaussian() -> None:
+    """The likelihood of a logged action at the bound is the Gaussian's at tanh(loc), finite and
+    moderate, where the squashed Gaussian evaluates atanh(1 - 1e-6) = 7.25."""
+    module = use_lean_iql(iql_config(True)).build_learner().module[DEFAULT_MODULE_ID]
+    assert module.get_train_action_dist_cls() is TanhMeanGaussian
+    assert module.get_inference_action_dist_cls() is TanhMeanGaussian
+    logits = torch.tensor([[0.5, -2.0, 0.0, -9.0]])  # loc (2), log-std (2; -9 clamps to -5)
+    dist = TanhMeanGaussian.from_logits(logits)
+    actions = torch.tensor([[1.0, -1.0]])
+    mean = torch.tanh(torch.tensor([0.5, -2.0]))
+    std = torch.tensor([1.0, float(np.exp(-5.0))])
+    by_hand = -0.5 * ((actions - mean) / std) ** 2 - torch.log(std) - 0.5 * np.log(2 * np.pi)
+    torch.testing.assert_close(dist.logp(actions), by_hand.sum(-1))
+    torch.testing.assert_close(dist.to_deterministic().sample(), mean.unsqueeze(0))
