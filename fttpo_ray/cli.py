@@ -42,7 +42,8 @@ MLFLOW_LOGGING_LEVEL_ENV = "MLFLOW_LOGGING_LEVEL"
 
 #: Messages not shown, by logger: a part of each message. None is an error or a problem the user
 #: could fix: Ray's note that a local cluster uses token authentication (its default), RLlib's
-#: note that an algorithm runs on the new API stack (the only one this package supports), the
+#: note that an algorithm runs on the new API stack (the only one this package supports; SAC's
+#: config, which CQL's extends, logs its own copy), the
 #: deprecation RLlib triggers itself whenever it builds an RLModule, Tune's advice to install
 #: GPUtil (there is no GPU to monitor on a CPU machine), the ``Tuner.restore(...)`` hint of an
 #: interrupted Tune run (the CLI prints its own ``fttpo sweep ... --resume`` command) and the
@@ -53,6 +54,7 @@ QUIET_MESSAGES = {
         "Token authentication is enabled for this Ray cluster",
     ),
     "ray.rllib.algorithms.algorithm_config": ("on the new API stack! This is the new default",),
+    "ray.rllib.algorithms.sac.sac": ("on the new API stack! This is the new default",),
     "ray._common.deprecation": ("`RLModule(config=[RLModuleConfig object])` has been deprecated",),
     "ray.tune.utils.util": ("Install gputil for GPU system monitoring",),
     "ray.tune.tune": ("Resume experiment with: Tuner.restore(",),

@@ -2,7 +2,8 @@
 stdout holds the results and nothing else, stderr only the package's own log lines — none of
 the Ray, Tune, RLlib or MLflow messages that give a user nothing to act on.
 
-The sweep is tiny (one trial, two iterations of one gradient step, one evaluation episode) but
+The sweep is tiny (an FtTPO and a CQL trial, two iterations of one gradient step, one evaluation
+episode) but
 checkpoints every iteration with ``num_to_keep: 1``, the setting that made Tune warn about
 "experiment state snapshotting" on every iteration.
 """
@@ -24,7 +25,7 @@ DATASET_ID = "test/cli-output/treatment-v0"
 #: The format of the package's log lines on stderr (``fttpo_ray.cli.LOG_FORMAT``).
 LOG_LINE = re.compile(r"^\d\d:\d\d:\d\d \S")
 RESULTS_HEADER = re.compile(
-    r"^Results of 'tiny' \(1 trials, 0 failed, \d+ s\): mean ± s\.e\. over seeds, last evaluation$"
+    r"^Results of 'tiny' \(2 trials, 0 failed, \d+ s\): mean ± s\.e\. over seeds, last evaluation$"
 )
 WHERE_LINE = re.compile(r"^(MLflow store|MLflow dashboard|Tune storage|Report) {2,}\S")
 #: Parts of the messages that the command line must not show (see ``cli.QUIET_MESSAGES``).
@@ -56,7 +57,18 @@ def tiny_yaml(path: Path) -> Path:
                     "train_batch_size_per_learner": 8,
                 },
                 "name": "fttpo",
-            }
+            },
+            {
+                "algorithm": "CQL",  # its SAC config logs its own new-API-stack note
+                "config": {
+                    "bc_iters": 0,
+                    "dataset_num_iters_per_learner": 1,
+                    "lr": None,
+                    "model_config": {"fcnet_hiddens": [8]},
+                    "train_batch_size_per_learner": 8,
+                },
+                "name": "cql",
+            },
         ],
         "seeds": [0],
         "stop": {"iterations": 2},
@@ -83,9 +95,13 @@ def test_sweep_prints_only_results_on_stdout_and_only_progress_on_stderr(
     assert RESULTS_HEADER.match(header), header
     rows = table.splitlines()
     assert all(row.startswith("| ") and row.endswith(" |") for row in rows), table
-    assert [row.split("|")[1:3] for row in rows[2:]] == [
-        [" fttpo ", " fat    "],
-        [" fttpo ", " thin   "],
+    heading = [cell.strip() for cell in rows[0].split("|")]
+    run, policy = heading.index("run"), heading.index("policy")
+    cells = [[cell.strip() for cell in row.split("|")] for row in rows[2:]]
+    assert sorted((row[run], row[policy]) for row in cells) == [
+        ("cql", "fat"),
+        ("fttpo", "fat"),
+        ("fttpo", "thin"),
     ]
     assert all(WHERE_LINE.match(line) for line in where.splitlines()), where
     assert len(where.splitlines()) == 4
