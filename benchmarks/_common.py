@@ -93,8 +93,10 @@ def machine() -> dict[str, Any]:
 def portable(text: str) -> str:
     """``text`` with this machine's locations replaced: the repository root by nothing (paths
     become relative to it), the Python installation by ``<python>``, the temporary directory by
-    ``<tmp>`` and the home directory by ``~``."""
+    ``<tmp>``, the shared stand-in datasets next to the repository by ``<standins>`` and the
+    home directory by ``~``."""
     places = [
+        (str(REPO_ROOT.parent / "shared" / "datasets"), "<standins>"),
         (str(REPO_ROOT) + os.sep, ""),
         (sys.prefix + os.sep, "<python>" + os.sep),
         (sys.base_prefix + os.sep, "<python>" + os.sep),
