@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 from ray.rllib.algorithms.sac.sac_catalog import SACCatalog
+from ray.rllib.algorithms.sac.torch.default_sac_torch_rl_module import DefaultSACTorchRLModule
 from ray.rllib.core.columns import Columns
 from ray.rllib.core.models.base import ENCODER_OUT, Encoder, Model
 from ray.rllib.core.models.configs import MLPEncoderConfig
@@ -55,6 +56,7 @@ class ConcatCriticModule:
     """Module mixin (before RLlib's SAC-family module in the bases): every critic call, online
     or target, sees ``[observation, action]`` as one input (:class:`ConcatCriticCatalog`)."""
 
+    @override(DefaultSACTorchRLModule)
     def _qf_forward_train_helper(
         self, batch: dict[str, Any], encoder: Encoder, head: Model, squeeze: bool = True
     ) -> torch.Tensor:
@@ -71,7 +73,7 @@ class PerStepTargetUpdate:
 
     def update_targets(self) -> None:
         with torch.no_grad():
-            for module_id, module in self.module._rl_modules.items():
+            for module_id, module in self.module.items():
                 tau = float(self.config.get_config_for_module(module_id).tau)
                 online, target = [], []
                 for main_net, target_net in module.unwrapped().get_target_network_pairs():
