@@ -8,13 +8,14 @@ moves the target critics towards the critics once per ``update()`` call, that is
 ``dataset_num_iters_per_learner`` gradient steps (with ``tau = 0.005`` and 5 000 steps per
 call, the targets stay near their initial weights for a whole run).
 
-:class:`LeanIQLTorchRLModule` has the IQL paper's critics (one MLP on the concatenated
-observation and action, :class:`~fttpo_ray.algorithms.lean_sac.ConcatCriticCatalog`, instead of
-RLlib's multi-stream critic with about 9 times its multiply-adds) and computes exactly what
-RLlib's IQL loss reads (the policy's
-distribution inputs at the observations, both critics at the logged actions, the minimum of the
-target critics under ``no_grad``, the value function at the observations, and at the next
-observations under ``no_grad``). :class:`LeanIQLTorchLearner` keeps RLlib's loss
+:class:`LeanIQLTorchRLModule` has the IQL paper's MuJoCo policy (a Gaussian with ``tanh``
+mean, :class:`TanhMeanGaussian`, instead of SAC's tanh-squashed Gaussian) and critics (one MLP
+on the concatenated observation and action,
+:class:`~fttpo_ray.algorithms.lean_sac.ConcatCriticCatalog`, instead of RLlib's multi-stream
+critic with about 9 times its multiply-adds) and computes exactly what RLlib's IQL loss reads
+(the policy's distribution inputs at the observations, both critics at the logged actions, the
+minimum of the target critics under ``no_grad``, the value function at the observations, and at
+the next observations under ``no_grad``). :class:`LeanIQLTorchLearner` keeps RLlib's loss
 (``IQLTorchLearner.compute_loss_for_module``, unchanged), backpropagates the sum of the four
 losses once (each loss reaches only its own optimizer's parameters, so the gradients are the
 same), uses fused Adam with RLlib's settings, and moves the targets by ``tau`` after every
