@@ -93,15 +93,36 @@ def halfcheetah_lines(r: dict[str, Any]) -> list[str]:
         "\n**HalfCheetah-v5 stand-ins** ([halfcheetah.md](results/halfcheetah.md); "
         f"{r['config']['steps']} gradient steps per run; normalised score ×100 with the "
         "dataset's reference returns; mean ± s.e. over seeds, nan for one seed; selected: "
-        "held-out TD error):\n",
-        "| dataset | policy | seeds | last return | last score | selected score |",
-        "|---|---|---|---|---|---|",
+        "held-out TD error; deterministic: the policy's mode or mean, runs started after it was "
+        "recorded):\n",
+        "| dataset | policy | seeds | last return | last score | selected score | "
+        "last score, deterministic |",
+        "|---|---|---|---|---|---|---|",
     ]
     for row in r["rows"]:
+        selected = row.get("selected_score")
+        greedy = row.get("last_score_deterministic")
+        greedy_text = f"{_pm(greedy, 1)} ({row['deterministic_seeds']} seeds)" if greedy else "–"
         lines.append(
             f"| {row['dataset']} | {row['method']} ({row['policy']}) | "
             f"{','.join(str(s) for s in row['seeds'])} | {_pm(row['last_return'], 0)} | "
-            f"{_pm(row['last_score'], 1)} | {_pm(row['selected_score'], 1)} |"
+            f"{_pm(row['last_score'], 1)} | {_pm(selected, 1) if selected else '–'} | "
+            f"{greedy_text} |"
+        )
+    return lines
+
+
+def builtins_lines(r: dict[str, Any]) -> list[str]:
+    lines = [
+        "\n**RLlib's offline algorithms, gradient steps/s** "
+        "([throughput_builtins.md](results/throughput_builtins.md); one run, batch 256, one "
+        "thread; lean: IQL/CQL via `use_lean_learner`):\n",
+        "| dataset | algorithm | path | steps/s |",
+        "|---|---|---|---|",
+    ]
+    for row in r["rows"]:
+        lines.append(
+            f"| {row['dataset']} | {row['algorithm']} | {row['path']} | {row['steps_per_s']:.2f} |"
         )
     return lines
 
@@ -113,6 +134,7 @@ def main() -> None:
         ("sweep_scaling", sweep_lines),
         ("treatment", treatment_lines),
         ("halfcheetah", halfcheetah_lines),
+        ("throughput_builtins", builtins_lines),
     ):
         result = _load(name)
         parts += render(result) if result else [f"\n`results/{name}.json`: not produced yet."]
