@@ -53,7 +53,6 @@ import torch.nn.functional as F
 from ray.rllib.algorithms.cql import CQLConfig
 from ray.rllib.algorithms.cql.torch.cql_torch_learner import CQLTorchLearner
 from ray.rllib.algorithms.cql.torch.default_cql_torch_rl_module import DefaultCQLTorchRLModule
-from ray.rllib.algorithms.dqn.dqn_learner import DQNLearner
 from ray.rllib.algorithms.sac.sac_learner import (
     ACTION_DIST_INPUTS_NEXT,
     QF_PREDS,
@@ -61,7 +60,6 @@ from ray.rllib.algorithms.sac.sac_learner import (
     QF_TWIN_PREDS,
 )
 from ray.rllib.core.columns import Columns
-from ray.rllib.core.learner.torch.torch_learner import TorchLearner
 from ray.rllib.core.models.base import ENCODER_OUT
 from ray.rllib.core.models.torch.encoder import TorchMultiStreamEncoder
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
@@ -405,17 +403,6 @@ class LeanCQLTorchLearner(PerStepTargetUpdate, CQLTorchLearner):
             for optimizer in optimizers
             for pid, param in self.filter_param_dict_for_optimizer(self._params, optimizer).items()
         }
-
-    @override(CQLTorchLearner)
-    def apply_gradients(self, gradients_dict: ParamDict) -> None:
-        super().apply_gradients(gradients_dict)
-        self.update_targets()
-
-    @override(DQNLearner)
-    def after_gradient_based_update(self, *, timesteps: dict[str, Any]) -> None:
-        """RLlib's per-``update()`` hooks without ``DQNLearner``'s target update (done per
-        gradient step in :meth:`apply_gradients`)."""
-        TorchLearner.after_gradient_based_update(self, timesteps=timesteps)
 
 
 def use_lean_cql(config: CQLConfig, *, concat_critic: bool = True) -> CQLConfig:

@@ -32,7 +32,6 @@ from typing import Any
 
 import gymnasium as gym
 import torch
-from ray.rllib.algorithms.dqn.dqn_learner import DQNLearner
 from ray.rllib.algorithms.iql import IQLConfig
 from ray.rllib.algorithms.iql.iql_learner import QF_TARGET_PREDS, VF_PREDS_NEXT
 from ray.rllib.algorithms.iql.torch.default_iql_torch_rl_module import DefaultIQLTorchRLModule
@@ -155,17 +154,6 @@ class LeanIQLTorchLearner(PerStepTargetUpdate, IQLTorchLearner):
         the gradients equal those of RLlib's one-backward-per-optimizer loop."""
         self._temp_losses.clear()
         return TorchLearner.compute_gradients(self, loss_per_module, **kwargs)
-
-    @override(IQLTorchLearner)
-    def apply_gradients(self, gradients_dict: ParamDict) -> None:
-        super().apply_gradients(gradients_dict)
-        self.update_targets()
-
-    @override(DQNLearner)
-    def after_gradient_based_update(self, *, timesteps: dict[str, Any]) -> None:
-        """RLlib's per-``update()`` hooks without ``DQNLearner``'s target update (done per
-        gradient step in :meth:`apply_gradients`)."""
-        TorchLearner.after_gradient_based_update(self, timesteps=timesteps)
 
 
 def use_lean_iql(config: IQLConfig) -> IQLConfig:

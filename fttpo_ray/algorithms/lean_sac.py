@@ -22,12 +22,15 @@ from typing import Any
 
 import numpy as np
 import torch
+from ray.rllib.algorithms.dqn.dqn_learner import DQNLearner
 from ray.rllib.algorithms.sac.sac_catalog import SACCatalog
 from ray.rllib.algorithms.sac.torch.default_sac_torch_rl_module import DefaultSACTorchRLModule
 from ray.rllib.core.columns import Columns
+from ray.rllib.core.learner.torch.torch_learner import TorchLearner
 from ray.rllib.core.models.base import ENCODER_OUT, Encoder, Model
 from ray.rllib.core.models.configs import MLPEncoderConfig
 from ray.rllib.utils.annotations import override
+from ray.rllib.utils.typing import ParamDict
 
 #: ``model_config`` keys the concatenated critic reads (RLlib's names).
 HIDDENS = "fcnet_hiddens"
@@ -68,8 +71,20 @@ class ConcatCriticModule:
 
 
 class PerStepTargetUpdate:
-    """Learner mixin (before RLlib's learner in the bases): :meth:`update_targets` moves every
-    target network by ``tau`` towards its online network; call it after each gradient step."""
+    """Learner mixin (before RLlib's learner in the bases): after every gradient step
+    (:meth:`apply_gradients`) every target network moves by ``tau`` towards its online network
+    (:meth:`update_targets`), and ``DQNLearner``'s once-per-``update()`` target update is skipped.
+    """
+
+    @override(TorchLearner)
+    def apply_gradients(self, gradients_dict: ParamDict) -> None:
+        super().apply_gradients(gradients_dict)
+        self.update_targets()
+
+    @override(DQNLearner)
+    def after_gradient_based_update(self, *, timesteps: dict[str, Any]) -> None:
+        """RLlib's per-``update()`` hooks without ``DQNLearner``'s target update."""
+        TorchLearner.after_gradient_based_update(self, timesteps=timesteps)
 
     def update_targets(self) -> None:
         with torch.no_grad():
