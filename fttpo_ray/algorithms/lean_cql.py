@@ -71,7 +71,7 @@ from fttpo_ray.algorithms.lean_sac import (
     ConcatCriticCatalog,
     ConcatCriticModule,
     PerStepTargetUpdate,
-    fused_adam,
+    register_fused_optimizers,
 )
 from fttpo_ray.errors import ConfigError
 
@@ -359,20 +359,14 @@ class LeanCQLTorchLearner(PerStepTargetUpdate, CQLTorchLearner):
 
     @override(CQLTorchLearner)
     def configure_optimizers_for_module(self, module_id: ModuleID, config: Any = None) -> None:
-        module = self._module[module_id]
-        for name, (parts, lr_field) in CQL_OPTIMIZERS.items():
-            if name == "qf_twin" and not config.twin_q:
-                continue
-            params = [p for part in parts for p in self.get_parameters(getattr(module, part))]
-            if not parts:
-                params = [self.curr_log_alpha[module_id]]
-            self.register_optimizer(
-                module_id=module_id,
-                optimizer_name=name,
-                optimizer=fused_adam(params, CQL_ADAM_EPS),
-                params=params,
-                lr_or_lr_schedule=getattr(config, lr_field),
-            )
+        register_fused_optimizers(
+            self,
+            module_id,
+            config,
+            CQL_OPTIMIZERS,
+            CQL_ADAM_EPS,
+            {"alpha": [self.curr_log_alpha[module_id]]},
+        )
 
     @override(CQLTorchLearner)
     def compute_gradients(

@@ -50,7 +50,7 @@ from fttpo_ray.algorithms.lean_sac import (
     ConcatCriticCatalog,
     ConcatCriticModule,
     PerStepTargetUpdate,
-    fused_adam,
+    register_fused_optimizers,
 )
 from fttpo_ray.errors import ConfigError
 
@@ -131,18 +131,7 @@ class LeanIQLTorchLearner(PerStepTargetUpdate, IQLTorchLearner):
 
     @override(IQLTorchLearner)
     def configure_optimizers_for_module(self, module_id: ModuleID, config: Any = None) -> None:
-        module = self._module[module_id]
-        for name, (parts, lr_field) in IQL_OPTIMIZERS.items():
-            if name == "qf_twin" and not config.twin_q:
-                continue
-            params = [p for part in parts for p in self.get_parameters(getattr(module, part))]
-            self.register_optimizer(
-                module_id=module_id,
-                optimizer_name=name,
-                optimizer=fused_adam(params, IQL_ADAM_EPS),
-                params=params,
-                lr_or_lr_schedule=getattr(config, lr_field),
-            )
+        register_fused_optimizers(self, module_id, config, IQL_OPTIMIZERS, IQL_ADAM_EPS)
 
     @override(IQLTorchLearner)
     def compute_gradients(

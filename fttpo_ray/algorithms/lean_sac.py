@@ -12,8 +12,8 @@
 - :class:`PerStepTargetUpdate`: ``target <- (1 - tau) target + tau online`` after every gradient
   step. RLlib's ``DQNLearner`` (which IQL's and CQL's learners extend) updates the targets once
   per ``update()`` call, i.e. once per ``dataset_num_iters_per_learner`` gradient steps offline.
-- :func:`fused_adam`: Adam with ``fused=True`` (one kernel per optimizer step instead of one per
-  tensor).
+- :func:`register_fused_optimizers`: RLlib's optimizers (names, parameters, learning rates) as
+  Adam with ``fused=True`` (one kernel per optimizer step instead of one per tensor).
 """
 
 from __future__ import annotations
@@ -97,6 +97,33 @@ class PerStepTargetUpdate:
                 torch._foreach_lerp_(target, online, tau)
 
 
-def fused_adam(params: list[torch.nn.Parameter], eps: float) -> torch.optim.Adam:
-    """Adam over ``params`` with one fused kernel per step (RLlib sets the learning rate)."""
-    return torch.optim.Adam(params, eps=eps, fused=True)
+#: Name of the twin critic's optimizer in RLlib's SAC-family learners (exists with ``twin_q``).
+TWIN_OPTIMIZER = "qf_twin"
+
+
+def register_fused_optimizers(
+    learner: TorchLearner,
+    module_id: str,
+    config: Any,
+    table: dict[str, tuple[tuple[str, ...], str]],
+    eps: float,
+    extra_params: dict[str, list[torch.Tensor]] | None = None,
+) -> None:
+    """Register one fused Adam per entry of ``table`` (name -> (module attributes whose
+    parameters it updates, the config field holding its learning rate)), under RLlib's optimizer
+    names; ``extra_params`` gives the parameters of entries with no module attribute (CQL's
+    ``log(alpha)``). The twin critic's optimizer is skipped without ``twin_q``."""
+    module = learner._module[module_id]
+    for name, (parts, lr_field) in table.items():
+        if name == TWIN_OPTIMIZER and not config.twin_q:
+            continue
+        params = [p for part in parts for p in learner.get_parameters(getattr(module, part))]
+        if not parts:
+            params = (extra_params or {})[name]
+        learner.register_optimizer(
+            module_id=module_id,
+            optimizer_name=name,
+            optimizer=torch.optim.Adam(params, eps=eps, fused=True),
+            params=params,
+            lr_or_lr_schedule=getattr(config, lr_field),
+        )
