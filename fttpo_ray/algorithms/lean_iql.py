@@ -103,9 +103,13 @@ class LeanIQLTorchRLModule(ConcatCriticModule, DefaultIQLTorchRLModule):
     what the IQL loss reads."""
 
     @override(DefaultIQLTorchRLModule)
-    def _forward_train(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+    def setup(self) -> None:
         if not isinstance(self.action_space, gym.spaces.Box):
             raise ConfigError(f"IQL needs a continuous (Box) action space; got {self.action_space}")
+        super().setup()
+
+    @override(DefaultIQLTorchRLModule)
+    def _forward_train(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         observations = {Columns.OBS: batch[Columns.OBS]}
         logged = {Columns.OBS: batch[Columns.OBS], Columns.ACTIONS: batch[Columns.ACTIONS]}
         output = {
