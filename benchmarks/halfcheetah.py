@@ -368,13 +368,18 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 
 def unfinished_runs(records: list[dict[str, Any]]) -> dict[tuple, list[dict[str, Any]]]:
-    """Progress points of (dataset, method, seed) runs that have no finished record."""
+    """Progress points of (dataset, method, seed) runs that have no finished record: those of
+    the latest attempt (a restarted run starts again from its first evaluation)."""
     done = {(r.get("dataset"), r["method"], r["seed"]) for r in records}
     runs: dict[tuple, list[dict[str, Any]]] = {}
     for point in c.read_records(PROGRESS_FILE):
         key = (point["dataset"], point["method"], point["seed"])
-        if key not in done:
-            runs.setdefault(key, []).append(point)
+        if key in done:
+            continue
+        points = runs.setdefault(key, [])
+        if points and point["steps"] <= points[-1]["steps"]:
+            points.clear()
+        points.append(point)
     return runs
 
 
