@@ -44,8 +44,10 @@ SWEEP_TIMEOUT_S = 420
 POLL_S = 0.5
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def cluster() -> Iterator[LocalCluster]:
+    """A fresh cluster (a head node) per test: a worker node another test added would otherwise
+    stay in the cluster and take trials (or a restarted trial) that a test expects elsewhere."""
     ray_cluster = LocalCluster()
     try:
         ray_cluster.start_head()
