@@ -116,7 +116,8 @@ def command_line() -> str:
     prefix = "" if root == BENCH_MINARI_ROOT else f"MINARI_DATASETS_PATH={portable(root)} "
     if INDUCTOR_CACHE_SET:
         prefix += f"{INDUCTOR_CACHE_VARIABLE}={portable(INDUCTOR_CACHE_SET)} "
-    return prefix + " ".join(shlex.quote(a) for a in [".venv/bin/python", *sys.argv])
+    script = portable(str(Path(sys.argv[0]).resolve()))
+    return prefix + " ".join(shlex.quote(a) for a in [".venv/bin/python", script, *sys.argv[1:]])
 
 
 def write_results(name: str, payload: dict[str, Any], markdown: str) -> None:
