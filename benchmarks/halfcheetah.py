@@ -295,7 +295,7 @@ def cmd_report(args: argparse.Namespace) -> None:
             "|---|---|---|---|---|---|---|---|",
         ]
         for method in cfg["methods"]:
-            mrecs = [r for r in recs if r["method"] == method]
+            mrecs = sorted((r for r in recs if r["method"] == method), key=lambda r: r["seed"])
             if not mrecs:
                 continue
             for policy in mrecs[0]["curve"][-1]["policies"]:
