@@ -21,6 +21,7 @@ import numpy as np
 from treatment import CONFIG_FILE, ENVS, RUNS_FILE, load_config
 
 from fttpo_ray.evaluation.reference import constant_dose_reference
+from fttpo_ray.rl_module.variants import VARIANTS
 
 
 def reference_rollouts(env_id: str, episodes: int, seed: int) -> dict[str, dict[str, float]]:
@@ -213,6 +214,8 @@ def report(config: Path, reuse_references: bool = False) -> None:
             (method, current) for method in cfg["methods"] for current in (True, False)
         ):
             method_config = {"common": cfg["common"], **cfg["methods"][method]}
+            # An FtTPO variant with a thin policy labels its rows by policy (thin, fat).
+            spec = VARIANTS.get(cfg["methods"][method].get("training", {}).get("variant"))
             recs = [
                 r
                 for r in records
@@ -229,7 +232,7 @@ def report(config: Path, reuse_references: bool = False) -> None:
                 if not with_policy:
                     continue
                 label = (
-                    f"{method} ({policy})" if method in ("fttpo", "rar", "reverse_kl") else method
+                    f"{method} ({policy})" if spec is not None and spec.has_thin else method
                 ) + ("" if current else " [earlier settings]")
                 row = _policy_row(
                     label,

@@ -65,6 +65,7 @@ from fttpo_ray.rl_module.certificate import (
     CertifiedThinDistribution,
     SafetyCertificate,
 )
+from fttpo_ray.rl_module.variants import DEFAULT_VARIANT, Policy, VariantSpec, variant_spec
 
 # Keys of the module's model config (set by FtTPOConfig; see its docstrings).
 HIDDENS = "fcnet_hiddens"
@@ -72,10 +73,10 @@ VARIANT = "variant"
 FAT_Q = "fat_q"
 THIN_Q = "thin_q"
 NUM_CRITICS = "num_critics"
-THIN_SCALE_BOUNDS = "thin_scale_bounds"
+THIN_HALFWIDTH_BOUNDS = "thin_halfwidth_bounds"
 FAT_SCALE_BOUNDS = "fat_scale_bounds"
 THIN_SUPPORT_IN_BOX = "thin_support_in_box"
-THIN_SCALE_TORSO = "thin_scale_torso"
+THIN_HALFWIDTH_TORSO = "thin_halfwidth_torso"
 OBS_MEAN = "obs_mean"
 OBS_STD = "obs_std"
 CRITIC_LAYER_NORM = "critic_layer_norm"
@@ -98,15 +99,6 @@ AGGREGATIONS = (AGGREGATION_MIN, AGGREGATION_MEAN_STD)
 OBS_SHIFT_BUFFER = "obs_shift"
 OBS_SCALE_BUFFER = "obs_scale"
 
-# Variants (docs/algorithm.md §2–§3).
-VARIANT_FTTPO = "fttpo"
-VARIANT_RAR = "rar"
-VARIANT_REVERSE_KL = "reverse_kl"
-VARIANT_FAT_ONLY = "fat_only"
-VARIANTS = (VARIANT_FTTPO, VARIANT_RAR, VARIANT_REVERSE_KL, VARIANT_FAT_ONLY)
-THIN_ACTING_VARIANTS = (VARIANT_FTTPO, VARIANT_RAR, VARIANT_REVERSE_KL)
-FAT_VARIANTS = (VARIANT_FTTPO, VARIANT_FAT_ONLY)
-
 # Outputs of forward_train (the policy parameters at the batch's observations).
 LOC = "loc"
 FAT_SCALE = "fat_scale"
@@ -126,14 +118,14 @@ VALUE = "value"
 #: The module's defaults: the one source of FtTPOConfig's model-config fields too.
 DEFAULT_MODEL_CONFIG: dict[str, Any] = {
     HIDDENS: [256, 256],
-    VARIANT: VARIANT_FTTPO,
+    VARIANT: DEFAULT_VARIANT,
     FAT_Q: 2.0,
     THIN_Q: 0.0,
     NUM_CRITICS: 2,
-    THIN_SCALE_BOUNDS: (1e-3, 1.0),
+    THIN_HALFWIDTH_BOUNDS: (1e-3, 1.0),
     FAT_SCALE_BOUNDS: (1e-3, 10.0),
     THIN_SUPPORT_IN_BOX: True,
-    THIN_SCALE_TORSO: TORSO_SHARED,
+    THIN_HALFWIDTH_TORSO: TORSO_SHARED,
     OBS_MEAN: None,
     OBS_STD: None,
     CRITIC_LAYER_NORM: False,
@@ -141,6 +133,26 @@ DEFAULT_MODEL_CONFIG: dict[str, Any] = {
     CRITIC_KAPPA: 1.0,
     SAFETY_CERTIFICATE: None,
 }
+
+# Model-config keys of checkpoints written before the thin width was called "halfwidth".
+LEGACY_THIN_SCALE_BOUNDS = "thin_scale_bounds"
+LEGACY_THIN_SCALE_TORSO = "thin_scale_torso"
+#: Old model-config key -> the key it is read as.
+RENAMED_MODEL_CONFIG_KEYS = {
+    LEGACY_THIN_SCALE_BOUNDS: THIN_HALFWIDTH_BOUNDS,
+    LEGACY_THIN_SCALE_TORSO: THIN_HALFWIDTH_TORSO,
+}
+
+
+def resolve_model_config(model_config: dict[str, Any] | None) -> dict[str, Any]:
+    """:data:`DEFAULT_MODEL_CONFIG` updated by ``model_config``, whose old keys
+    (:data:`RENAMED_MODEL_CONFIG_KEYS`, from older checkpoints) count under their current names;
+    where both are given, the current key wins."""
+    given = dict(model_config or {})
+    for old, new in RENAMED_MODEL_CONFIG_KEYS.items():
+        if old in given:
+            given.setdefault(new, given.pop(old))
+    return {**DEFAULT_MODEL_CONFIG, **given}
 
 
 def mlp(in_dim: int, hiddens: list[int], out_dim: int | None = None) -> nn.Sequential:
@@ -227,15 +239,16 @@ class FtTPOTorchRLModule(TorchRLModule, InferenceOnlyAPI):
 
     @override(TorchRLModule)
     def setup(self) -> None:
-        cfg = {**DEFAULT_MODEL_CONFIG, **(self.model_config or {})}
-        self.variant: str = cfg[VARIANT]
+        cfg = resolve_model_config(self.model_config)
+        self.spec: VariantSpec = variant_spec(cfg[VARIANT])
+        self.variant: str = self.spec.name
         self.fat_q = float(cfg[FAT_Q])
         self.thin_q = float(cfg[THIN_Q])
         self.num_critics = int(cfg[NUM_CRITICS])
-        self.thin_scale_bounds = tuple(float(x) for x in cfg[THIN_SCALE_BOUNDS])
+        self.thin_scale_bounds = tuple(float(x) for x in cfg[THIN_HALFWIDTH_BOUNDS])
         self.fat_scale_bounds = tuple(float(x) for x in cfg[FAT_SCALE_BOUNDS])
         self.thin_support_in_box = bool(cfg[THIN_SUPPORT_IN_BOX])
-        self.thin_scale_torso = cfg[THIN_SCALE_TORSO]
+        self.thin_scale_torso = cfg[THIN_HALFWIDTH_TORSO]
         self.critic_aggregation = cfg[CRITIC_AGGREGATION]
         self.critic_kappa = float(cfg[CRITIC_KAPPA])
         hiddens = list(cfg[HIDDENS])
@@ -258,9 +271,9 @@ class FtTPOTorchRLModule(TorchRLModule, InferenceOnlyAPI):
 
         self.policy_torso = mlp(obs_dim, hiddens)
         self.loc_head = nn.Linear(hiddens[-1], act_dim)
-        if self.variant in FAT_VARIANTS:
+        if self.spec.has_fat:
             self.fat_scale_head = nn.Linear(hiddens[-1], act_dim)
-        if self.variant in THIN_ACTING_VARIANTS:
+        if self.spec.has_thin:
             if self.thin_scale_torso == TORSO_OWN:
                 self.thin_torso = mlp(obs_dim, hiddens)
             self.thin_scale_head = nn.Linear(hiddens[-1], act_dim)
@@ -275,14 +288,13 @@ class FtTPOTorchRLModule(TorchRLModule, InferenceOnlyAPI):
             self.target_critics = copy.deepcopy(self.critics).requires_grad_(False)
             self.value = mlp(obs_dim, hiddens, 1)
 
+        thin_acts = self.spec.acting_policy is Policy.THIN
         self._acting_dist_cls = (
-            thin_dist_cls(self.thin_q)
-            if self.variant in THIN_ACTING_VARIANTS
-            else fat_dist_cls(self.fat_q)
+            thin_dist_cls(self.thin_q) if thin_acts else fat_dist_cls(self.fat_q)
         )
         shape = cfg[SAFETY_CERTIFICATE]
         if shape is not None:
-            if self.variant not in THIN_ACTING_VARIANTS or act_dim != 1:
+            if not thin_acts or act_dim != 1:
                 raise ValueError(
                     "`safety_certificate` needs a thin acting policy and a 1-D action space; got "
                     f"variant {self.variant!r} with {act_dim}-D actions"
@@ -301,7 +313,7 @@ class FtTPOTorchRLModule(TorchRLModule, InferenceOnlyAPI):
     @override(InferenceOnlyAPI)
     def get_non_inference_attributes(self) -> list[str]:
         attrs = [CRITICS, TARGET_CRITICS, VALUE]
-        if self.variant == VARIANT_FTTPO:
+        if self.spec.fat_on_learner_only:
             attrs.append(FAT_SCALE_HEAD)
         return attrs
 
@@ -326,7 +338,8 @@ class FtTPOTorchRLModule(TorchRLModule, InferenceOnlyAPI):
             support = self.certified_support(batch[Columns.OBS], params)
             inputs = [support.low, support.high, support.abstain.to(support.low.dtype)]
             return {Columns.ACTION_DIST_INPUTS: torch.stack(inputs, dim=-1)}
-        scale = params.thin_halfwidth if self.variant in THIN_ACTING_VARIANTS else params.fat_scale
+        thin_acts = self.spec.acting_policy is Policy.THIN
+        scale = params.thin_halfwidth if thin_acts else params.fat_scale
         return {Columns.ACTION_DIST_INPUTS: torch.cat([params.loc, scale], dim=-1)}
 
     @override(TorchRLModule)
@@ -345,8 +358,9 @@ class FtTPOTorchRLModule(TorchRLModule, InferenceOnlyAPI):
     def policy_params(self, obs: torch.Tensor) -> PolicyParams:
         """Location, fat scale and thin half-width at raw observations ``obs`` (one torso pass).
 
-        For FtTPO the thin head sees the location and torso features *detached*: the thin loss
-        never moves the shared location (docs/algorithm.md §2).
+        Where the variant's ``thin_detached`` (FtTPO), the thin head sees the location and torso
+        features *detached*: the thin loss never moves the shared location (docs/algorithm.md
+        §2).
         """
         obs = self.normalize_obs(obs)
         features = self.policy_torso(obs)
@@ -355,14 +369,15 @@ class FtTPOTorchRLModule(TorchRLModule, InferenceOnlyAPI):
         if FAT_SCALE_HEAD in self._modules:  # absent from FtTPO's inference-only module
             fat_scale = bounded_scale(self.fat_scale_head(features), *self.fat_scale_bounds)
         thin_halfwidth = None
-        if self.variant in THIN_ACTING_VARIANTS:
+        if self.spec.has_thin:
+            detached = self.spec.thin_detached
             if self.thin_scale_torso == TORSO_OWN:
                 thin_features = self.thin_torso(obs)
-            elif self.variant == VARIANT_FTTPO:
+            elif detached:
                 thin_features = features.detach()
             else:
                 thin_features = features
-            thin_loc = loc.detach() if self.variant == VARIANT_FTTPO else loc
+            thin_loc = loc.detach() if detached else loc
             thin_halfwidth = self._halfwidth(self.thin_scale_head(thin_features), thin_loc)
         return PolicyParams(loc=loc, fat_scale=fat_scale, thin_halfwidth=thin_halfwidth)
 
@@ -375,7 +390,8 @@ class FtTPOTorchRLModule(TorchRLModule, InferenceOnlyAPI):
         return halfwidth
 
     def thin_distribution(self, params: PolicyParams, *, detach_loc: bool) -> SparseQGaussian:
-        """The thin policy ``pi_theta(.|s)``; its location is detached for FtTPO's thin loss."""
+        """The thin policy ``pi_theta(.|s)``; its location is detached for FtTPO's thin loss
+        (the variant's ``thin_detached``)."""
         loc = params.loc.detach() if detach_loc else params.loc
         return SparseQGaussian(loc, params.thin_halfwidth, self.thin_q, validate_args=False)
 

@@ -37,17 +37,22 @@ from fttpo_ray.algorithms.fttpo.fttpo_learner import (
 )
 from fttpo_ray.rl_module.fttpo_rl_module import (
     FAT_SCALE,
-    FAT_VARIANTS,
     LOC,
-    THIN_ACTING_VARIANTS,
     THIN_HALFWIDTH,
-    VARIANT_FTTPO,
-    VARIANT_RAR,
-    VARIANT_REVERSE_KL,
     CriticEnsemble,
     FtTPOTorchRLModule,
     PolicyParams,
 )
+from fttpo_ray.rl_module.variants import (
+    VARIANT_FAT_ONLY,
+    VARIANT_FTTPO,
+    VARIANT_RAR,
+    VARIANT_REVERSE_KL,
+)
+
+# Written out here, not read from the variant table: the reference is independent of it.
+FAT_VARIANTS = (VARIANT_FTTPO, VARIANT_FAT_ONLY)
+THIN_ACTING_VARIANTS = (VARIANT_FTTPO, VARIANT_RAR, VARIANT_REVERSE_KL)
 
 
 def mlps_from_ensemble(ensemble: CriticEnsemble) -> nn.ModuleList:

@@ -27,7 +27,8 @@ from fttpo_ray.algorithms.fttpo.torch.fttpo_torch_learner import (
     polyak_update,
 )
 from fttpo_ray.errors import ConfigError
-from fttpo_ray.rl_module.fttpo_rl_module import VARIANTS, FtTPOTorchRLModule
+from fttpo_ray.rl_module.fttpo_rl_module import FtTPOTorchRLModule
+from fttpo_ray.rl_module.variants import VARIANTS
 from tests.algorithms.reference_step import ReferenceStep, stacked
 from tests.algorithms.test_fttpo_learner import make_batch
 

@@ -22,18 +22,13 @@ from fttpo_ray.algorithms.learner_module import learner_module
 from fttpo_ray.algorithms.rllib_evaluation import report_evaluation
 from fttpo_ray.evaluation import EvalPolicy, evaluate_policies, reference_scores
 from fttpo_ray.rl_module.certificate import CertifiedThinDistribution
-from fttpo_ray.rl_module.fttpo_rl_module import (
-    CERTIFICATE,
-    FAT_VARIANTS,
-    THIN_ACTING_VARIANTS,
-    FtTPOTorchRLModule,
-)
+from fttpo_ray.rl_module.fttpo_rl_module import CERTIFICATE, FtTPOTorchRLModule
 
 
 def fttpo_policies(module: FtTPOTorchRLModule) -> list[EvalPolicy]:
-    """The thin and/or fat policy of an FtTPO module, as the variant has them."""
+    """The thin and/or fat policy of an FtTPO module, as its variant's spec has them."""
     policies = []
-    if module.variant in THIN_ACTING_VARIANTS:
+    if module.spec.has_thin:
         policies.append(
             EvalPolicy(
                 name=m.THIN,
@@ -43,7 +38,7 @@ def fttpo_policies(module: FtTPOTorchRLModule) -> list[EvalPolicy]:
                 deterministic=lambda dist: dist.loc,
             )
         )
-    if module.variant in FAT_VARIANTS:
+    if module.spec.has_fat:
         policies.append(
             EvalPolicy(
                 name=m.FAT,

@@ -89,16 +89,15 @@ from fttpo_ray.rl_module.fttpo_rl_module import (
     SAFE_ACTION,
     SAFETY_CERTIFICATE,
     THIN_Q,
-    THIN_SCALE_BOUNDS,
-    THIN_SCALE_TORSO,
+    THIN_HALFWIDTH_BOUNDS,
+    THIN_HALFWIDTH_TORSO,
     THIN_SUPPORT_IN_BOX,
     TORSO_OWN,
     TORSO_SHARED,
     VARIANT,
-    VARIANT_FAT_ONLY,
-    VARIANTS,
     FtTPOTorchRLModule,
 )
+from fttpo_ray.rl_module.variants import Policy, variant_spec, variants_acting
 
 logger = logging.getLogger(__name__)
 
@@ -167,13 +166,13 @@ class FtTPOConfig(AlgorithmConfig):
         # RAR: thin-policy samples among which an out-of-support action's replacement is chosen.
         self.rar_num_samples = 100
         # Bounds of the thin half-width (action units, in the [-1, 1] box).
-        self.thin_scale_bounds = DEFAULT_MODEL_CONFIG[THIN_SCALE_BOUNDS]
+        self.thin_scale_bounds = DEFAULT_MODEL_CONFIG[THIN_HALFWIDTH_BOUNDS]
         # Bounds of the fat (Student-t) scale.
         self.fat_scale_bounds = DEFAULT_MODEL_CONFIG[FAT_SCALE_BOUNDS]
         # Cap the thin half-width at 1 - |loc| so that the support stays inside the box.
         self.thin_support_in_box = DEFAULT_MODEL_CONFIG[THIN_SUPPORT_IN_BOX]
         # Features of the thin half-width head: "shared" (fat torso, detached) or "own" torso.
-        self.thin_scale_torso = DEFAULT_MODEL_CONFIG[THIN_SCALE_TORSO]
+        self.thin_scale_torso = DEFAULT_MODEL_CONFIG[THIN_HALFWIDTH_TORSO]
         # Gradient steps per training iteration (one `train()` call).
         self.num_gradient_steps_per_iteration = 1000
         # Datasets up to this many transitions are held in memory (InMemoryOfflineData);
@@ -353,10 +352,10 @@ class FtTPOConfig(AlgorithmConfig):
             FAT_Q: self.fat_q,
             THIN_Q: self.thin_q,
             NUM_CRITICS: self.num_critics,
-            THIN_SCALE_BOUNDS: tuple(self.thin_scale_bounds),
+            THIN_HALFWIDTH_BOUNDS: tuple(self.thin_scale_bounds),
             FAT_SCALE_BOUNDS: tuple(self.fat_scale_bounds),
             THIN_SUPPORT_IN_BOX: self.thin_support_in_box,
-            THIN_SCALE_TORSO: self.thin_scale_torso,
+            THIN_HALFWIDTH_TORSO: self.thin_scale_torso,
             CRITIC_AGGREGATION: self.critic_aggregation,
             CRITIC_KAPPA: float(self.critic_kappa),
             CRITIC_LAYER_NORM: self.critic_layer_norm,
@@ -446,8 +445,7 @@ class FtTPOConfig(AlgorithmConfig):
             )
         if not isinstance(self.dataset_id, str):
             fail(f"`dataset_id` must be a Minari dataset id (a string); got {self.dataset_id!r}")
-        if self.variant not in VARIANTS:
-            fail(f"`variant` must be one of {', '.join(VARIANTS)}; got {self.variant!r}")
+        variant_spec(self.variant)  # a ConfigError naming the variants if there is no such one
         fat_q = number("fat_q")
         if not 1.0 <= fat_q < 3.0:
             fail(
@@ -516,10 +514,14 @@ class FtTPOConfig(AlgorithmConfig):
             fail(
                 f"`certificate_hiddens` must be a non-empty list of integers >= 1; got {hiddens!r}"
             )
-        if self.safety_certificate is True and self.variant == VARIANT_FAT_ONLY:
+        if (
+            self.safety_certificate is True
+            and variant_spec(self.variant).acting_policy is not Policy.THIN
+        ):
             fail(
-                "`safety_certificate` cuts the thin policy's support; variant 'fat_only' has "
-                "none: use a thin-acting variant (fttpo, rar, reverse_kl)"
+                "`safety_certificate` cuts the acting thin policy's support; in variant "
+                f"{self.variant!r} no thin policy acts: use one of "
+                f"{', '.join(variants_acting(Policy.THIN))}"
             )
         if self.safety_certificate is True and self.held_out_fraction == 0.0:
             fail(

@@ -48,19 +48,16 @@ from fttpo_ray.algorithms.fttpo.fttpo_learner import (
     WEIGHT_TRUNCATED_FRAC,
     FtTPOLearner,
 )
+from fttpo_ray.distributions import SparseQGaussian
 from fttpo_ray.errors import NonFiniteError
 from fttpo_ray.rl_module.fttpo_rl_module import (
     FAT_SCALE,
-    FAT_VARIANTS,
     LOC,
-    THIN_ACTING_VARIANTS,
     THIN_HALFWIDTH,
-    VARIANT_FTTPO,
-    VARIANT_RAR,
-    VARIANT_REVERSE_KL,
     FtTPOTorchRLModule,
     PolicyParams,
 )
+from fttpo_ray.rl_module.variants import Policy, ThinLoss
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +89,82 @@ StepResult = tuple[
 ]
 
 
+#: A thin loss: ``(module, batch, params, thin, weights, config) -> (loss, diagnostics)``, with
+#: ``params`` the policy parameters at the batch's observations, ``thin`` the thin policy built
+#: from them (its location detached where the variant's ``thin_detached``) and ``weights`` the
+#: advantage weights of the dataset actions.
+ThinLossFn = Callable[
+    [FtTPOTorchRLModule, dict[str, Any], PolicyParams, SparseQGaussian, torch.Tensor, Any],
+    tuple[torch.Tensor, dict[str, torch.Tensor]],
+]
+
+
+def fat_to_thin_kl_loss(
+    module: FtTPOTorchRLModule,
+    batch: dict[str, Any],
+    params: PolicyParams,
+    thin: SparseQGaussian,
+    weights: torch.Tensor,
+    config: Any,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """FtTPO's thin loss, ``KL(pi_theta || pi_phi)`` to the frozen fat proposal on
+    ``kl_num_samples`` reparameterised thin samples (docs/algorithm.md §2 step 4)."""
+    samples = thin.rsample((config.kl_num_samples,))
+    fat_frozen = module.fat_distribution(params, detach=True)
+    loss = losses.reverse_kl_estimate(
+        thin.log_prob(samples), fat_frozen.log_prob(samples), config.kl_ratio_clip
+    )
+    return loss, {}
+
+
+def random_action_replacement_loss(
+    module: FtTPOTorchRLModule,
+    batch: dict[str, Any],
+    params: PolicyParams,
+    thin: SparseQGaussian,
+    weights: torch.Tensor,
+    config: Any,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """RAR's thin loss, ``-E[w log pi_theta(a~|s)]`` with each dataset action outside the thin
+    support replaced by the nearest of ``rar_num_samples`` thin samples (docs/algorithm.md §3);
+    reports the share replaced."""
+    actions = batch[Columns.ACTIONS]
+    with torch.no_grad():
+        inside = torch.isfinite(thin.log_prob(actions))
+        candidates = thin.sample((config.rar_num_samples,))
+    replaced = losses.random_action_replacement(actions, inside, candidates)
+    loss = losses.weighted_log_likelihood_loss(thin.log_prob(replaced.actions), weights)
+    return loss, {RAR_REPLACED_FRAC: replaced.replaced.float().mean()}
+
+
+def boltzmann_reverse_kl_loss(
+    module: FtTPOTorchRLModule,
+    batch: dict[str, Any],
+    params: PolicyParams,
+    thin: SparseQGaussian,
+    weights: torch.Tensor,
+    config: Any,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The reverse-KL baseline's thin loss, ``E_{b~pi_theta}[log pi_theta(b|s) - Q(s, b)/tau]``
+    on one reparameterised sample, the critics frozen but passing gradient to ``b``
+    (docs/algorithm.md §3)."""
+    samples = thin.rsample()
+    q_at_samples = module.q_aggregate(batch[Columns.OBS], samples, frozen=True)
+    loss = losses.reverse_kl_to_boltzmann_loss(
+        thin.log_prob(samples), q_at_samples, config.kl_weight
+    )
+    return loss, {}
+
+
+#: The loss function of each way to train the thin policy (a variant's ``thin_loss``). A plain
+#: dict: the compiled step looks it up, and dynamo does not trace a ``MappingProxyType``.
+THIN_LOSSES: dict[ThinLoss, ThinLossFn] = {
+    ThinLoss.FAT_TO_THIN_KL: fat_to_thin_kl_loss,
+    ThinLoss.RANDOM_ACTION_REPLACEMENT: random_action_replacement_loss,
+    ThinLoss.BOLTZMANN_REVERSE_KL: boltzmann_reverse_kl_loss,
+}
+
+
 def fttpo_losses(
     module: FtTPOTorchRLModule,
     batch: dict[str, Any],
@@ -103,21 +176,20 @@ def fttpo_losses(
     ``config`` needs ``gamma, kl_weight, weight_q, w_max, kl_num_samples, kl_ratio_clip,
     rar_num_samples``. Pure with respect to the learner: tests call it on a bare module. No
     branch depends on a tensor's value, so it never waits for the device and compiles as one
-    graph.
+    graph. What each variant trains is read from its spec (``module.spec``).
     """
     obs = batch[Columns.OBS]
     actions = batch[Columns.ACTIONS]
     params = PolicyParams(
         loc=fwd_out[LOC], fat_scale=fwd_out[FAT_SCALE], thin_halfwidth=fwd_out[THIN_HALFWIDTH]
     )
-    variant = module.variant
-    thin_acts = variant in THIN_ACTING_VARIANTS
+    spec = module.spec
 
     # Targets, without gradient: TD target with a' ~ proposal (fat, or thin if there is
     # none), value target with b ~ the acting policy.
     with torch.no_grad():
         next_params = module.policy_params(batch[Columns.NEXT_OBS])
-        if variant in FAT_VARIANTS:
+        if spec.proposal is Policy.FAT:
             next_actions = module.fat_distribution(next_params, detach=True).sample()
             next_actions = next_actions.clamp(-1.0, 1.0)
         else:
@@ -126,7 +198,7 @@ def fttpo_losses(
         target = losses.td_target(
             batch[Columns.REWARDS], batch[Columns.TERMINATEDS], next_q, config.gamma
         )
-        if thin_acts:
+        if spec.acting_policy is Policy.THIN:
             policy_actions = module.thin_distribution(params, detach_loc=True).sample()
         else:
             policy_actions = module.fat_distribution(params, detach=True).sample()
@@ -153,36 +225,16 @@ def fttpo_losses(
         WEIGHT_TRUNCATED_FRAC: weights.truncated.float().mean(),
     }
 
-    if variant in FAT_VARIANTS:
+    if spec.has_fat:
         fat = module.fat_distribution(params, detach=False)
         named[FAT] = losses.weighted_log_likelihood_loss(fat.log_prob(actions), weights.weights)
         metrics[FAT_SCALE_MEAN] = params.fat_scale.detach().mean()
 
-    if variant == VARIANT_FTTPO:
-        thin = module.thin_distribution(params, detach_loc=True)
-        samples = thin.rsample((config.kl_num_samples,))
-        fat_frozen = module.fat_distribution(params, detach=True)
-        named[THIN] = losses.reverse_kl_estimate(
-            thin.log_prob(samples), fat_frozen.log_prob(samples), config.kl_ratio_clip
-        )
-    elif variant == VARIANT_RAR:
-        thin = module.thin_distribution(params, detach_loc=False)
-        with torch.no_grad():
-            inside = torch.isfinite(thin.log_prob(actions))
-            candidates = thin.sample((config.rar_num_samples,))
-        replaced = losses.random_action_replacement(actions, inside, candidates)
-        named[THIN] = losses.weighted_log_likelihood_loss(
-            thin.log_prob(replaced.actions), weights.weights
-        )
-        metrics[RAR_REPLACED_FRAC] = replaced.replaced.float().mean()
-    elif variant == VARIANT_REVERSE_KL:
-        thin = module.thin_distribution(params, detach_loc=False)
-        samples = thin.rsample()
-        q_at_samples = module.q_aggregate(obs, samples, frozen=True)
-        named[THIN] = losses.reverse_kl_to_boltzmann_loss(
-            thin.log_prob(samples), q_at_samples, config.kl_weight
-        )
-    if thin_acts:
+    if spec.has_thin:
+        thin = module.thin_distribution(params, detach_loc=spec.thin_detached)
+        thin_loss = THIN_LOSSES[spec.thin_loss]
+        named[THIN], thin_metrics = thin_loss(module, batch, params, thin, weights.weights, config)
+        metrics.update(thin_metrics)
         metrics[THIN_HALFWIDTH_MEAN] = params.thin_halfwidth.detach().mean()
 
     return named, metrics
@@ -257,13 +309,13 @@ def optimizer_groups(
         VALUE: (list(module.value.parameters()), config.value_lr),
     }
     shared = list(module.policy_torso.parameters()) + list(module.loc_head.parameters())
-    if module.variant in FAT_VARIANTS:
+    if module.spec.has_fat:
         groups[FAT] = (shared + list(module.fat_scale_head.parameters()), config.actor_lr)
-    if module.variant in THIN_ACTING_VARIANTS:
+    if module.spec.has_thin:
         thin = list(module.thin_scale_head.parameters())
         if hasattr(module, "thin_torso"):
             thin += list(module.thin_torso.parameters())
-        if module.variant != VARIANT_FTTPO:
+        if not module.spec.thin_detached:
             thin = shared + thin
         groups[THIN] = (thin, config.actor_lr)
     return groups
