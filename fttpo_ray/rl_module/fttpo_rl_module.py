@@ -235,7 +235,11 @@ class PolicyParams:
 
 
 class FtTPOTorchRLModule(TorchRLModule, InferenceOnlyAPI):
-    """Fat/thin q-Gaussian policy pair, a critic ensemble and a value net (see module docstring)."""
+    """Fat/thin q-Gaussian policy pair, a critic ensemble and a value net (see module docstring).
+
+    ``spec`` is the variant's row of the variant table (:mod:`fttpo_ray.rl_module.variants`):
+    every choice that depends on the variant, here and in the learner and evaluation, reads it.
+    """
 
     @override(TorchRLModule)
     def setup(self) -> None:
