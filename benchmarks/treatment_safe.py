@@ -268,7 +268,7 @@ def cmd_report(args: argparse.Namespace) -> None:
         NO_TREATMENT,
         UNIFORM_RANDOM,
     )
-    from fttpo_ray.tuning.frontier import (
+    from fttpo_ray.reporting.frontier import (
         CERTIFIED,
         CONSTANT,
         LEARNED,

@@ -152,7 +152,8 @@ def _cmd_download(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _cmd_sweep(args: argparse.Namespace, out: TextIO) -> int:
-    from fttpo_ray.tuning.results import markdown
+    from fttpo_ray.reporting.report import write_sweep_report
+    from fttpo_ray.reporting.results import markdown
     from fttpo_ray.tuning.sweep import run_sweep
 
     outcome = run_sweep(
@@ -172,21 +173,22 @@ def _cmd_sweep(args: argparse.Namespace, out: TextIO) -> int:
             file=sys.stderr,
         )
         return EXIT_INTERRUPTED
+    report = write_sweep_report(outcome)
     print(
         f"\nResults of '{outcome.experiment}' ({outcome.trials} trials, {outcome.errored} "
         f"failed, {outcome.wall_s:.0f} s): mean ± s.e. over seeds, last evaluation\n",
         file=out,
     )
     print(
-        markdown(outcome.table) if not outcome.table.empty else "(no evaluation results)", file=out
+        markdown(report.compact) if not report.compact.empty else "(no evaluation results)",
+        file=out,
     )
-    report = [("Report", str(outcome.report_dir))] if outcome.report_dir else []
     print(file=out)
     print(
         _where_to_look(
             outcome.tracking_uri,
             outcome.experiment,
-            [("Tune storage", str(outcome.sweep_dir)), *report],
+            [("Tune storage", str(outcome.sweep_dir)), ("Report", str(report.out))],
         ),
         file=out,
     )
@@ -194,7 +196,7 @@ def _cmd_sweep(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _cmd_train(args: argparse.Namespace, out: TextIO) -> int:
-    from fttpo_ray.tuning.train import train_once
+    from fttpo_ray.runs.train import train_once
 
     outcome = train_once(
         args.config,
@@ -219,7 +221,7 @@ def _cmd_train(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace, out: TextIO) -> int:
-    from fttpo_ray.tuning.train import evaluate
+    from fttpo_ray.runs.evaluate import evaluate
 
     results = evaluate(
         args.checkpoint, episodes=args.episodes, seed=args.seed, explore=not args.deterministic
@@ -229,8 +231,8 @@ def _cmd_eval(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _cmd_report(args: argparse.Namespace, out: TextIO) -> int:
-    from fttpo_ray.tuning.report import write_report
-    from fttpo_ray.tuning.results import markdown
+    from fttpo_ray.reporting.report import write_report
+    from fttpo_ray.reporting.results import markdown
 
     report = write_report(args.experiment, args.out, tracking_uri=args.mlflow_uri, sweep=args.sweep)
     print(markdown(report.compact), file=out)

@@ -1,10 +1,11 @@
-"""The package's layers import only downward, and no modules import each other in a loop.
+"""The package's layers import only downward, no modules import each other in a loop, and the
+tuning layer spells no FtTPO hyper-parameter.
 
 Every module of ``fttpo_ray/`` is parsed with :mod:`ast`; every ``import`` statement counts,
 wherever it stands (module level, inside a function or a class, under ``if TYPE_CHECKING``),
 relative forms (``from . import x``, ``from ..y import z``) included. An import names the most
-specific module it loads: ``from fttpo_ray.tuning import report`` imports
-``fttpo_ray.tuning.report``, ``from fttpo_ray.evaluation import evaluate_policies`` imports the
+specific module it loads: ``from fttpo_ray.reporting import report`` imports
+``fttpo_ray.reporting.report``, ``from fttpo_ray.evaluation import evaluate_policies`` imports the
 package ``fttpo_ray.evaluation`` (its ``__init__``). Parent packages that Python initialises on
 the way are not counted (every module would otherwise import ``fttpo_ray/__init__``).
 
@@ -12,18 +13,26 @@ Layers, bottom to top (a module belongs to the layer of its longest matching pre
 
 0. base leaf modules: ``errors``, ``metrics``, ``defaults``
 1. ``distributions`` 2. ``envs`` 3. ``data`` 4. ``evaluation`` (generic, no algorithm)
-5. ``rl_module`` 6. ``algorithms`` 7. ``tuning``
-8. ``registry`` and the package's ``__init__`` (registers FtTPO and the environments)
-9. ``cli``
+5. ``rl_module`` 6. ``algorithms`` 7. ``tuning`` (YAML schema, Tune sweeps, MLflow tracking)
+8. ``reporting`` (reports from MLflow) and ``runs`` (``fttpo train`` / ``fttpo eval``), both
+   built on tuning
+9. ``registry`` and the package's ``__init__`` (registers FtTPO and the environments)
+10. ``cli``
 
 A module may import its own layer and the layers below. Any import of a higher layer, and any
 import cycle between modules (strongly connected modules, within a layer too), fails the test,
 listing each offending import as ``file:line imports module``.
+
+The tuning layer is generic: it reads an algorithm's hyper-parameters through the algorithm's
+report vocabulary, so no line of ``fttpo_ray/tuning/`` (code, string or comment) names one of
+FtTPO's report parameters (``fttpo_ray/algorithms/fttpo/vocabulary.py``, read here with
+:mod:`ast`: importing it would import the whole package).
 """
 
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +52,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("fttpo_ray.rl_module",),
     ("fttpo_ray.algorithms",),
     ("fttpo_ray.tuning",),
+    ("fttpo_ray.reporting", "fttpo_ray.runs"),
     ("fttpo_ray.registry", "fttpo_ray"),
     ("fttpo_ray.cli",),
 )
@@ -248,12 +258,73 @@ def test_package_imports_only_downward_and_without_cycles() -> None:
 
 def test_the_scan_finds_the_package_and_its_imports() -> None:
     modules, found = all_imports(REPO, PACKAGE)
-    assert {"fttpo_ray", "fttpo_ray.cli", "fttpo_ray.tuning.report"} <= set(modules)
+    assert {"fttpo_ray", "fttpo_ray.cli", "fttpo_ray.reporting.report"} <= set(modules)
     # A module-level import and one inside a function body are both seen.
     assert any(e.source == "fttpo_ray" and e.target == "fttpo_ray.registry" for e in found)
     assert any(
-        e.source == "fttpo_ray.tuning.report" and e.target == "fttpo_ray.errors" for e in found
+        e.source == "fttpo_ray.reporting.report" and e.target == "fttpo_ray.errors" for e in found
     )
+
+
+#: Where FtTPO declares its report vocabulary, and the layer that must not spell it.
+VOCABULARY_FILE = REPO / PACKAGE / "algorithms" / "fttpo" / "vocabulary.py"
+GENERIC_LAYER = REPO / PACKAGE / "tuning"
+#: The class whose instances declare the report parameters in :data:`VOCABULARY_FILE`.
+REPORT_PARAMETER_CLASS = "ReportParameter"
+
+
+def declared_parameters(path: Path) -> set[str]:
+    """The keys of the ``ReportParameter(key, label)`` instances written in ``path`` (their first
+    argument, or ``key=``), read from the source."""
+    keys = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+        if not isinstance(node, ast.Call):
+            continue
+        name = node.func.id if isinstance(node.func, ast.Name) else None
+        if name != REPORT_PARAMETER_CLASS:
+            continue
+        arguments = [*node.args[:1], *(k.value for k in node.keywords if k.arg == "key")]
+        keys.update(a.value for a in arguments if isinstance(a, ast.Constant))
+    return keys
+
+
+def spelled_names(directory: Path, names: set[str], root: Path) -> list[str]:
+    """``file:line: name`` for every whole-word occurrence of one of ``names`` in a ``.py`` file
+    under ``directory`` (code, strings and comments alike)."""
+    if not names:
+        return []
+    pattern = re.compile(r"\b(" + "|".join(sorted(map(re.escape, names))) + r")\b")
+    found = []
+    for path in sorted(directory.rglob("*.py")):
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            found += [f"{path.relative_to(root)}:{number}: {m}" for m in pattern.findall(line)]
+    return found
+
+
+def test_fttpo_declares_its_report_parameters() -> None:
+    assert {"fat_q", "thin_q", "kl_weight"} <= declared_parameters(VOCABULARY_FILE)
+
+
+def test_the_tuning_layer_names_no_fttpo_report_parameter() -> None:
+    found = spelled_names(GENERIC_LAYER, declared_parameters(VOCABULARY_FILE), REPO)
+    assert not found, "\n".join(found)
+
+
+def test_spelled_names_finds_strings_comments_and_code(tmp_path: Path) -> None:
+    _write(
+        tmp_path,
+        {
+            "toy/vocabulary.py": 'A = ReportParameter("alpha", "α")\n'
+            'B = ReportParameter(key="beta", label="β")\nC = Other("gamma")\n',
+            "toy/generic/a.py": '"""Reads alpha."""\nalpha_max = 1  # beta\nX = "alphabet"\n',
+        },
+    )
+    names = declared_parameters(tmp_path / "toy" / "vocabulary.py")
+    assert names == {"alpha", "beta"}
+    assert spelled_names(tmp_path / "toy" / "generic", names, tmp_path) == [
+        "toy/generic/a.py:1: alpha",
+        "toy/generic/a.py:2: beta",
+    ]
 
 
 # ---- the checker itself fails where it must ---------------------------------------------------

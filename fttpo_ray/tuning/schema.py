@@ -22,7 +22,7 @@ One file describes one experiment — one MLflow experiment named after the file
         config: {...}        # every hyper-parameter: AlgorithmConfig field names and values
         name: fttpo          # unique; [A-Za-z0-9_.-]
         search:              # optional: config keys swept, in Tune's vocabulary
-          kl_weight: {grid_search: [0.01, 0.1, 1.0]}
+          lr: {grid_search: [0.0001, 0.0003, 0.001]}
     scheduler: {grace_period: 1, name: asha, reduction_factor: 2}  # optional: asha, hyperband,
                              # pbt (with hyperparam_mutations and checkpoint.frequency >= 1)
     search_alg: {name: optuna, seed: 0}    # optional: Optuna's TPE over the runs' search ranges
@@ -31,7 +31,7 @@ One file describes one experiment — one MLflow experiment named after the file
 
 Unknown keys, missing keys, duplicate keys and ill-typed values raise
 :class:`~fttpo_ray.errors.ConfigError` naming the key (as a path such as
-``runs[0].config.fat_q``) and the file. ``config`` keys are checked against the algorithm's own
+``runs[0].config.lr``) and the file. ``config`` keys are checked against the algorithm's own
 default config: the key must exist there and the value must have the default's type (an
 integer is accepted for a float). Numbers such as ``3e-4`` are read as floats (YAML 1.2), not
 as strings as PyYAML's YAML 1.1 resolver would.
@@ -360,7 +360,7 @@ def apply_overrides(
 ) -> dict[str, Any]:
     """Apply ``key=value`` overrides to a raw YAML dict (a copy is returned).
 
-    A plain key (``fat_q=1.5``) sets that key in the ``config`` of the run ``run`` (the first
+    A plain key (``lr=3e-4``) sets that key in the ``config`` of the run ``run`` (the first
     run by default); a dotted key (``stop.iterations=2``) sets a top-level section's key.
     Values are parsed as YAML (``1e-3`` is a float, ``true`` a bool, ``[1, 2]`` a list).
     """
@@ -369,7 +369,7 @@ def apply_overrides(
         key, sep, text = item.partition("=")
         key = key.strip()
         if not sep or not key:
-            raise ConfigError(f"--set expects key=value (e.g. --set fat_q=1.5); got '{item}'")
+            raise ConfigError(f"--set expects key=value (e.g. --set lr=3e-4); got '{item}'")
         value = parse_yaml_text(text, f"--set {key}")
         if "." in key:
             section, _, name = key.partition(".")

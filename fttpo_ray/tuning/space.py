@@ -31,7 +31,6 @@ same environment (returns of different environments are on different scales).
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,7 +72,6 @@ EVALUATION_SEED_KEY = "evaluation_seed"
 EVALUATION_EXPLORE_KEY = "evaluation_explore"
 #: Checkpoint every N iterations (a plain trainable saves its own checkpoints; 0: never).
 CHECKPOINT_FREQUENCY_KEY = "checkpoint_frequency"
-VARIANT_KEY = "variant"
 #: Tune's result key that schedulers count time in.
 TRAINING_ITERATION = "training_iteration"
 
@@ -341,11 +339,3 @@ class SeedRepeater(Repeater):
         if isinstance(config, dict) and TRIAL_INDEX in config:
             config[SEED_KEY] = self.seeds[config.pop(TRIAL_INDEX)]
         return config
-
-
-def trial_variant(algorithm: str, config: Mapping[str, Any]) -> str:
-    """The label that tables group by: FtTPO's ``variant``, else the algorithm name."""
-    variant = config.get(VARIANT_KEY)
-    if isinstance(variant, str) and variant:
-        return variant
-    return algorithm.lower()

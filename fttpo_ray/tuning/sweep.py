@@ -21,16 +21,13 @@ import json
 import logging
 import time
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from fttpo_ray.data.object_store import release_transitions, share_transitions
 from fttpo_ray.errors import ConfigError, FttpoError, first_line
-from fttpo_ray.tuning import report as rep
 from fttpo_ray.tuning.progress import ProgressCallback
 from fttpo_ray.tuning.runtime import check_address, located, start_ray, stop_ray, storage_root
 from fttpo_ray.tuning.schema import (
@@ -79,7 +76,6 @@ logger = logging.getLogger(__name__)
 
 SWEEP_STATE_FILE = "sweep.json"
 SWEEP_YAML_ARTIFACT = "experiment.yaml"
-REPORT_DIR = "report"
 TIME_FORMAT = "%Y%m%d-%H%M%S"
 
 # ---- keys of sweep.json ---------------------------------------------------------------------
@@ -110,9 +106,6 @@ class SweepOutcome:
     errored: int = 0
     interrupted: bool = False
     wall_s: float = 0.0
-    table: pd.DataFrame = field(default_factory=pd.DataFrame)
-    report_dir: Path | None = None
-    report_files: list[Path] = field(default_factory=list)
 
 
 def _new_sweep_path(root: Path, name: str) -> Path:
@@ -320,9 +313,11 @@ def run_sweep(
     iterations: int | None = None,
     resume: bool = False,
     max_concurrent: int | None = None,
-    report: bool = True,
 ) -> SweepOutcome:
-    """Run (or with ``resume`` continue) the sweep of an experiment YAML; see the module doc."""
+    """Run (or with ``resume`` continue) the sweep of an experiment YAML; see the module doc.
+
+    The sweep's report is not written here: ``fttpo sweep`` writes it afterwards
+    (:func:`fttpo_ray.reporting.report.write_sweep_report`)."""
     start = time.perf_counter()
     spec = load_experiment(config_path)
     root = storage_root(storage)
@@ -464,14 +459,5 @@ def run_sweep(
         release_transitions(shared)
         stop_ray(started_ray)
 
-    if report and not outcome.interrupted and parent_id:
-        report_dir = sweep_dir / REPORT_DIR
-        written = rep.write_report(
-            spec.name, report_dir, tracking_uri=uri, sweep=parent_id, densities=False
-        )
-        outcome.table = written.compact
-        outcome.report_dir = report_dir
-        outcome.report_files = written.files
-        client.log_artifacts(parent_id, str(report_dir), REPORT_DIR)
     outcome.wall_s = time.perf_counter() - start
     return outcome

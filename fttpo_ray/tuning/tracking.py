@@ -4,8 +4,9 @@ Layout in MLflow: one experiment per YAML (named after the file), one *parent* r
 one *nested* run per Tune trial (tag ``mlflow.parentRunId``). A trial run holds:
 
 * params: what the YAML sets (the run's ``config`` with the trial's sampled values) plus
-  ``algorithm``, ``run``, ``env``, ``dataset_id``, ``seed``, ``variant`` and, where the
-  algorithm has them, ``fat_q``, ``thin_q``, ``kl_weight`` — values shortened to
+  ``algorithm``, ``run``, ``env``, ``dataset_id``, ``seed``, ``variant`` and the
+  hyper-parameters of the algorithm's report vocabulary
+  (:func:`fttpo_ray.tuning.trainables.report_vocabulary`) — values shortened to
   :data:`MAX_PARAM_CHARS` characters;
 * metrics, per training iteration (``step``): only the names of :mod:`fttpo_ray.metrics`
   (see :func:`select_metrics`), not the few hundred keys of an RLlib result;
@@ -39,6 +40,7 @@ from ray.tune import Callback
 
 from fttpo_ray import metrics as m
 from fttpo_ray.errors import ConfigError, first_line
+from fttpo_ray.tuning.trainables import report_vocabulary
 
 logger = logging.getLogger(__name__)
 
@@ -98,12 +100,8 @@ RUN_PARAM = "run"
 ENV_PARAM = "env"
 DATASET_ID_PARAM = "dataset_id"
 SEED_PARAM = "seed"
+#: The trial's variant: the value of its algorithm's variant key, else the algorithm's name.
 VARIANT_PARAM = "variant"
-FAT_Q_PARAM = "fat_q"
-THIN_Q_PARAM = "thin_q"
-KL_WEIGHT_PARAM = "kl_weight"
-#: Config fields logged as params whenever the algorithm has them.
-ALWAYS_LOGGED_FIELDS = (FAT_Q_PARAM, THIN_Q_PARAM, KL_WEIGHT_PARAM, VARIANT_PARAM)
 
 # ---- artifacts ----------------------------------------------------------------------------------
 CONFIG_ARTIFACT = "config.json"
@@ -392,10 +390,19 @@ def trial_outcome(context: RunContext, status: str, last_result: Mapping[str, An
     return OUTCOME_STOPPED_EARLY
 
 
+def trial_variant(algorithm: str, config: Mapping[str, Any]) -> str:
+    """The label that tables group by: the value of the algorithm's variant key (FtTPO's
+    ``variant``), else the algorithm's name in lower case."""
+    key = report_vocabulary(algorithm).variant_key
+    variant = config.get(key) if key else None
+    if isinstance(variant, str) and variant:
+        return variant
+    return algorithm.lower()
+
+
 def trial_params(context: RunContext, config: Mapping[str, Any]) -> dict[str, str]:
     """Params of a trial run: the YAML's keys (trial values) plus the identifying fields."""
-    from fttpo_ray.tuning.space import trial_variant
-
+    vocabulary = report_vocabulary(context.algorithm)
     params: dict[str, Any] = {
         ALGORITHM_PARAM: context.algorithm,
         RUN_PARAM: context.run_name,
@@ -404,7 +411,7 @@ def trial_params(context: RunContext, config: Mapping[str, Any]) -> dict[str, st
         SEED_PARAM: config.get(SEED_PARAM),
         VARIANT_PARAM: trial_variant(context.algorithm, config),
     }
-    keys = {**{key: key for key in ALWAYS_LOGGED_FIELDS}, **context.yaml_keys}
+    keys = {**{key: key for key in vocabulary.keys}, **context.yaml_keys}
     for name, key in keys.items():
         if key in config and name not in params:
             params[name] = config[key]

@@ -1,4 +1,5 @@
-"""Trainables by their registered Tune name: the class, its kind and its default config.
+"""Trainables by their registered Tune name: the class, its kind, its default config and its
+report vocabulary.
 
 A leaf of the tuning modules (it imports no other tuning module): :mod:`.schema` checks a YAML's
 ``config`` keys against :func:`algorithm_defaults`, :mod:`.space` builds what Tune runs.
@@ -11,6 +12,7 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
+from fttpo_ray.algorithms.vocabulary import NO_VOCABULARY, ReportVocabulary
 from fttpo_ray.errors import ConfigError
 
 #: Kinds of trainables: FtTPO, another RLlib algorithm, or any other Tune trainable.
@@ -49,6 +51,37 @@ def trainable_kind(name: str) -> str:
     if isinstance(cls, type) and issubclass(cls, Algorithm):
         return KIND_RLLIB
     return KIND_TRAINABLE
+
+
+#: Report vocabularies declared for trainables by name (:func:`register_report_vocabulary`).
+_DECLARED_VOCABULARIES: dict[str, ReportVocabulary] = {}
+
+
+def register_report_vocabulary(name: str, vocabulary: ReportVocabulary) -> None:
+    """Declare the report vocabulary of the trainable registered as ``name`` (a trainable that
+    is not FtTPO but reports like it; FtTPO and its subclasses need no declaration)."""
+    _DECLARED_VOCABULARIES[name] = vocabulary
+
+
+def report_vocabulary(name: str) -> ReportVocabulary:
+    """The report vocabulary of the trainable registered as ``name``: the one declared for it
+    with :func:`register_report_vocabulary`, else FtTPO's
+    (:mod:`fttpo_ray.algorithms.fttpo.vocabulary`) for FtTPO and its subclasses, else
+    :data:`~fttpo_ray.algorithms.vocabulary.NO_VOCABULARY` (RLlib's algorithms, other
+    trainables, and a name not registered in this process: a trainable that only the sweep's
+    process registered, met again in a report).
+    """
+    if name in _DECLARED_VOCABULARIES:
+        return _DECLARED_VOCABULARIES[name]
+    try:
+        kind = trainable_kind(name)
+    except ConfigError:
+        return NO_VOCABULARY
+    if kind != KIND_FTTPO:
+        return NO_VOCABULARY
+    from fttpo_ray.algorithms.fttpo.vocabulary import VOCABULARY
+
+    return VOCABULARY
 
 
 @cache

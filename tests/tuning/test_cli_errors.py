@@ -37,7 +37,13 @@ UNWRITABLE_DIR = Path("/proc")
 @pytest.fixture(scope="module", autouse=True)
 def command_modules() -> None:
     """Import what the commands import, so that the timings measure the commands."""
-    for name in ("fttpo_ray.tuning.train", "fttpo_ray.tuning.sweep", "fttpo_ray.tuning.report"):
+    modules = (
+        "fttpo_ray.runs.train",
+        "fttpo_ray.runs.evaluate",
+        "fttpo_ray.tuning.sweep",
+        "fttpo_ray.reporting.report",
+    )
+    for name in modules:
         importlib.import_module(name)
 
 

@@ -21,7 +21,7 @@ from mlflow.tracking import MlflowClient
 
 from fttpo_ray.cli import main
 from fttpo_ray.tuning import tracking as tr
-from fttpo_ray.tuning.report import RESULTS_CSV, RESULTS_MD
+from fttpo_ray.reporting.report import RESULTS_CSV, RESULTS_MD
 from tests.tuning.toy_trainable import TOY_NAME
 
 pytestmark = pytest.mark.slow

@@ -8,9 +8,9 @@ import pytest
 
 from fttpo_ray import metrics as m
 from fttpo_ray.evaluation.safety import clopper_pearson_upper
-from fttpo_ray.tuning.columns import RUN_ID
-from fttpo_ray.tuning.frontier import CERTIFIED, CONSTANT, LEARNED, FrontierPoint, frontier_plot
-from fttpo_ray.tuning.references import _learned_points
+from fttpo_ray.reporting.columns import RUN_ID
+from fttpo_ray.reporting.frontier import CERTIFIED, CONSTANT, LEARNED, FrontierPoint, frontier_plot
+from fttpo_ray.reporting.references import _learned_points
 from fttpo_ray.tuning.tracking import ENV_PARAM, RUN_PARAM, SEED_PARAM
 
 

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from fttpo_ray.cli import main
-from fttpo_ray.tuning.report import RESULTS_CSV, RESULTS_MD
+from fttpo_ray.reporting.report import RESULTS_CSV, RESULTS_MD
 from tests.tuning.toy_trainable import thin_return, thin_violation_rate, toy_yaml
 
 KL_WEIGHTS = [0.1, 1.0]

@@ -26,7 +26,7 @@ from mlflow.tracking import MlflowClient
 
 from fttpo_ray.cli import main
 from fttpo_ray.tuning import tracking as tr
-from fttpo_ray.tuning.report import RESULTS_CSV
+from fttpo_ray.reporting.report import RESULTS_CSV
 from tests.tuning import pbt_trainable
 from tests.tuning.toy_trainable import TOY_NAME
 

@@ -18,7 +18,7 @@ from mlflow.tracking import MlflowClient
 
 from fttpo_ray.cli import main
 from fttpo_ray.tuning import tracking as tr
-from fttpo_ray.tuning.report import RESULTS_CSV, RESULTS_MD, TRIALS_CSV
+from fttpo_ray.reporting.report import RESULTS_CSV, RESULTS_MD, TRIALS_CSV
 
 REPO = Path(__file__).resolve().parents[2]
 EXPERIMENT = "tiny_quickstart"

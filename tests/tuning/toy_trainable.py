@@ -71,13 +71,17 @@ def toy_trainable(config: dict[str, Any]) -> None:
 
 
 def register() -> None:
-    """Register the toy trainable with Tune (idempotent), pickled by value for the workers."""
+    """Register the toy trainable with Tune (idempotent), pickled by value for the workers,
+    with FtTPO's report vocabulary (its results are shaped like FtTPO's)."""
     import cloudpickle
 
     import tests.tuning.toy_trainable as module
+    from fttpo_ray.algorithms.fttpo.vocabulary import VOCABULARY
+    from fttpo_ray.tuning.trainables import register_report_vocabulary
 
     cloudpickle.register_pickle_by_value(module)
     tune.register_trainable(TOY_NAME, toy_trainable)
+    register_report_vocabulary(TOY_NAME, VOCABULARY)
 
 
 def toy_yaml(

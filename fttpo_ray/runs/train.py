@@ -16,7 +16,6 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 
-from fttpo_ray.defaults import EVALUATION_EPISODES, EVALUATION_SEED
 from fttpo_ray.errors import ConfigError
 from fttpo_ray.tuning.progress import describe_result
 from fttpo_ray.tuning.runtime import start_ray, stop_ray, storage_root
@@ -45,8 +44,6 @@ logger = logging.getLogger(__name__)
 
 TRAIN_DIR_PREFIX = "train-"
 CHECKPOINT_DIR = "checkpoint"
-#: The file that marks an RLlib algorithm checkpoint directory.
-ALGORITHM_STATE_FILE = "rllib_checkpoint.json"
 
 
 @dataclass
@@ -162,34 +159,4 @@ def train_once(
             client.set_terminated(run_id, status=status)
         if algo is not None:
             algo.stop()
-        stop_ray(started_ray)
-
-
-def evaluate(
-    checkpoint: str | Path,
-    *,
-    episodes: int = EVALUATION_EPISODES,
-    seed: int = EVALUATION_SEED,
-    explore: bool = True,
-) -> dict[str, dict[str, float]]:
-    """Returns and safety metrics of an algorithm checkpoint (``fttpo eval``), per policy."""
-    from fttpo_ray.algorithms.checkpoint_evaluation import evaluate_checkpoint
-
-    path = Path(checkpoint).expanduser().resolve()
-    if not path.exists():
-        raise ConfigError(
-            f"checkpoint '{checkpoint}' does not exist; give the checkpoint directory that "
-            "`fttpo train` printed or a trial's checkpoint_NNNNNN"
-        )
-    if not (path / ALGORITHM_STATE_FILE).is_file():
-        raise ConfigError(
-            f"'{checkpoint}' is not an algorithm checkpoint (no {ALGORITHM_STATE_FILE}); give "
-            "the checkpoint directory that `fttpo train` printed or a trial's checkpoint_NNNNNN"
-        )
-    if episodes < 1:
-        raise ConfigError(f"--episodes must be >= 1; got {episodes}")
-    started_ray = start_ray(None)
-    try:
-        return evaluate_checkpoint(str(path), episodes=episodes, seed=seed, explore=explore)
-    finally:
         stop_ray(started_ray)

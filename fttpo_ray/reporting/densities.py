@@ -29,8 +29,8 @@ from fttpo_ray.data.envs import make_env  # noqa: E402
 from fttpo_ray.data.policies import find_module_checkpoint  # noqa: E402
 from fttpo_ray.defaults import EVALUATION_SEED  # noqa: E402
 from fttpo_ray.errors import ConfigError  # noqa: E402
-from fttpo_ray.tuning.columns import RUN_ID, ReportData  # noqa: E402
-from fttpo_ray.tuning.plots import DPI  # noqa: E402
+from fttpo_ray.reporting.columns import RUN_ID, ReportData  # noqa: E402
+from fttpo_ray.reporting.plots import DPI  # noqa: E402
 from fttpo_ray.tuning.tracking import (  # noqa: E402
     ALGORITHM_PARAM,
     CHECKPOINT_ARTIFACT_DIR,

@@ -1,5 +1,5 @@
-"""Plots of a report: learning curves with standard-error bands, (thin_q, kl_weight) heat-maps,
-and thin vs fat policy densities at a few treatment states (prohibited doses shaded)."""
+"""Plots of a report: learning curves with standard-error bands and the heat-maps that an
+algorithm's report vocabulary declares (:class:`~fttpo_ray.algorithms.vocabulary.Heatmap`)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ import pandas as pd  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from fttpo_ray import metrics as m  # noqa: E402
-from fttpo_ray.tuning.columns import (  # noqa: E402
+from fttpo_ray.algorithms.vocabulary import Heatmap  # noqa: E402
+from fttpo_ray.reporting.columns import (  # noqa: E402
     KEY,
     LABELS,
     POLICY,
@@ -29,13 +30,7 @@ from fttpo_ray.tuning.columns import (  # noqa: E402
     VIOLATION_LAST,
     ReportData,
 )
-from fttpo_ray.tuning.tracking import (  # noqa: E402
-    FAT_Q_PARAM,
-    KL_WEIGHT_PARAM,
-    RUN_PARAM,
-    THIN_Q_PARAM,
-    VARIANT_PARAM,
-)
+from fttpo_ray.tuning.tracking import RUN_PARAM, VARIANT_PARAM  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -44,9 +39,6 @@ MAX_LEGEND_ENTRIES = 14
 #: Legend columns per column of panels.
 LEGEND_COLUMNS = 2
 CURVE_METRICS = ((m.EPISODE_RETURN_MEAN, "return"), (m.VIOLATION_RATE, "violation rate"))
-HEATMAP_X = KL_WEIGHT_PARAM
-HEATMAP_Y = THIN_Q_PARAM
-HEATMAP_PANEL = FAT_Q_PARAM
 HEATMAP_PREFIX = "heatmap"
 
 
@@ -136,48 +128,49 @@ def learning_curves(data: ReportData, path: Path) -> Path | None:
     return path
 
 
-def heatmaps(outcomes: pd.DataFrame, group_columns: list[str], out: Path) -> list[Path]:
-    """Heat-maps of the last return and violation rate over (thin_q, kl_weight), one figure per
-    run and variant with a thin policy, one column per ``fat_q`` (means over seeds)."""
-    needed = {HEATMAP_X, HEATMAP_Y, POLICY}
+def heatmaps(outcomes: pd.DataFrame, heatmap: Heatmap, out: Path) -> list[Path]:
+    """Heat-maps of the last return and violation rate of ``heatmap.policy`` over
+    (``heatmap.rows``, ``heatmap.columns``), one figure per run and variant that has the
+    policy, one column of panels per value of ``heatmap.panels`` (means over seeds)."""
+    x, y = heatmap.columns.key, heatmap.rows.key
+    panel_key = heatmap.panels.key if heatmap.panels is not None else None
+    needed = {x, y, POLICY}
     if outcomes.empty or not needed.issubset(outcomes.columns):
         return []
-    thin = outcomes[outcomes[POLICY] == m.THIN].copy()
-    for column in (HEATMAP_X, HEATMAP_Y, HEATMAP_PANEL):
-        if column in thin:
-            thin[column] = pd.to_numeric(thin[column], errors="coerce")
-    thin = thin.dropna(subset=[HEATMAP_X, HEATMAP_Y])
-    outer = [c for c in (RUN_PARAM, VARIANT_PARAM) if c in thin]
+    drawn = outcomes[outcomes[POLICY] == heatmap.policy].copy()
+    for column in (x, y, panel_key):
+        if column in drawn:
+            drawn[column] = pd.to_numeric(drawn[column], errors="coerce")
+    drawn = drawn.dropna(subset=[x, y])
+    outer = [c for c in (RUN_PARAM, VARIANT_PARAM) if c in drawn]
     files = []
-    for key, part in thin.groupby(outer, sort=True) if outer else [((), thin)]:
-        if part[[HEATMAP_Y, HEATMAP_X]].drop_duplicates().shape[0] < 2:
+    for key, part in drawn.groupby(outer, sort=True) if outer else [((), drawn)]:
+        if part[[y, x]].drop_duplicates().shape[0] < 2:
             continue
         key = key if isinstance(key, tuple) else (key,)
-        panels = sorted(part[HEATMAP_PANEL].dropna().unique()) if HEATMAP_PANEL in part else []
+        panels = sorted(part[panel_key].dropna().unique()) if panel_key in part else []
         panels = panels or [None]
         fig, axes = plt.subplots(
             2, len(panels), figsize=(3.6 * len(panels) + 1.2, 6.4), squeeze=False
         )
         for col, panel in enumerate(panels):
-            sub = part if panel is None else part[part[HEATMAP_PANEL] == panel]
+            sub = part if panel is None else part[part[panel_key] == panel]
             for row, (value, title, cmap) in enumerate(
                 (
                     (RETURN_LAST, LABELS[RETURN_LAST], "viridis"),
                     (VIOLATION_LAST, LABELS[VIOLATION_LAST], "magma_r"),
                 )
             ):
-                grid = sub.pivot_table(
-                    index=HEATMAP_Y, columns=HEATMAP_X, values=value, aggfunc="mean"
-                )
+                grid = sub.pivot_table(index=y, columns=x, values=value, aggfunc="mean")
                 ax = axes[row][col]
                 image = ax.imshow(
                     grid.to_numpy(dtype=float), cmap=cmap, aspect="auto", origin="lower"
                 )
                 ax.set_xticks(range(grid.shape[1]), [f"{v:g}" for v in grid.columns])
                 ax.set_yticks(range(grid.shape[0]), [f"{v:g}" for v in grid.index])
-                ax.set_xlabel(f"{HEATMAP_X} (τ)")
-                ax.set_ylabel(HEATMAP_Y)
-                heading = title if panel is None else f"{title}, {HEATMAP_PANEL}={panel:g}"
+                ax.set_xlabel(heatmap.columns.label)
+                ax.set_ylabel(heatmap.rows.label)
+                heading = title if panel is None else f"{title}, {heatmap.panels.label}={panel:g}"
                 ax.set_title(heading, fontsize=9)
                 for (i, j), cell in np.ndenumerate(grid.to_numpy(dtype=float)):
                     if np.isfinite(cell):
@@ -193,7 +186,7 @@ def heatmaps(outcomes: pd.DataFrame, group_columns: list[str], out: Path) -> lis
                         )
                 fig.colorbar(image, ax=ax, shrink=0.8)
         name = " ".join(str(k) for k in key)
-        fig.suptitle(f"thin policy, mean over seeds: {name}", fontsize=10)
+        fig.suptitle(f"{heatmap.policy} policy, mean over seeds: {name}", fontsize=10)
         fig.tight_layout(rect=(0, 0, 1, 0.95))
         path = out / f"{HEATMAP_PREFIX}_{_safe('_'.join(str(k) for k in key) or 'all')}.png"
         fig.savefig(path, dpi=DPI)

@@ -6,7 +6,7 @@ no treatment, uniform random, the myopic oracle and the best constant dose
 episodes ``EVALUATION_SEED + i`` — as many as the trials' last evaluation had (the default
 evaluation seed; a sweep with another ``evaluation.seed`` is compared on other episodes; trials
 that log no episode count get no reference rows) — and
-the frontier PNG (:mod:`fttpo_ray.tuning.frontier`): every constant dose of the grid, the
+the frontier PNG (:mod:`fttpo_ray.reporting.frontier`): every constant dose of the grid, the
 references and each group's policies (return mean ± s.e. over seeds of the last evaluation,
 violations pooled over seeds with the 95 % Clopper–Pearson bound). The certified policy of runs
 with a safety certificate appears per ``certificate_alpha``.
@@ -32,9 +32,9 @@ from fttpo_ray.evaluation.reference import (
     reference_policies,
 )
 from fttpo_ray.evaluation.safety import clopper_pearson_upper
-from fttpo_ray.tuning import results as res
-from fttpo_ray.tuning.columns import RUN_ID, ReportData
-from fttpo_ray.tuning.frontier import (
+from fttpo_ray.reporting import results as res
+from fttpo_ray.reporting.columns import RUN_ID, ReportData
+from fttpo_ray.reporting.frontier import (
     CERTIFIED,
     CONSTANT,
     LEARNED,

@@ -5,7 +5,8 @@ the experiment). For each trial and each evaluated policy (``thin``, ``fat``) th
 evaluation and the *best* one (highest return; its violation rate and score are reported with
 it) are taken from the metric histories; the table then gives their mean ± standard error over
 the trials of a group (= over seeds). Groups are the environment, the dataset, the run, the
-variant and every swept key (``fat_q``, ``thin_q``, ``kl_weight`` where the algorithm has them).
+variant, the hyper-parameters of the algorithms' report vocabularies
+(:func:`fttpo_ray.tuning.trainables.report_vocabulary`) and every swept key.
 
 Trials that did not finish (stopped early by a scheduler, failed, interrupted: the
 ``fttpo.outcome`` tag) are never averaged with finished ones: the outcome is part of a row's key,
@@ -20,14 +21,14 @@ import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from fttpo_ray import metrics as m
 from fttpo_ray.errors import ConfigError
-from fttpo_ray.tuning import results as res
-from fttpo_ray.tuning.columns import (
+from fttpo_ray.reporting import results as res
+from fttpo_ray.reporting.columns import (
     CHECKPOINT_URI,
     FINISHED_COUNT,
     KEY,
@@ -52,7 +53,7 @@ from fttpo_ray.tuning.columns import (
     ReportData,
 )
 from fttpo_ray.tuning.tracking import (
-    ALWAYS_LOGGED_FIELDS,
+    ALGORITHM_PARAM,
     DATASET_ID_PARAM,
     ENV_PARAM,
     FAILED,
@@ -74,9 +75,17 @@ from fttpo_ray.tuning.tracking import (
     open_tracking_store,
     resolve_tracking_uri,
 )
+from fttpo_ray.tuning.trainables import report_vocabulary
+
+if TYPE_CHECKING:
+    from fttpo_ray.algorithms.vocabulary import ReportVocabulary
+    from fttpo_ray.tuning.sweep import SweepOutcome
 
 logger = logging.getLogger(__name__)
 
+#: Where ``fttpo sweep`` writes the report of a sweep: ``<sweep dir>/report``, also the artifact
+#: directory of the sweep's parent run.
+SWEEP_REPORT_DIR = "report"
 LATEST_SWEEP = "latest"
 ALL_SWEEPS = "all"
 
@@ -108,7 +117,7 @@ class Report:
     compact: pd.DataFrame = field(default_factory=pd.DataFrame)
     files: list[Path] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    #: Markdown of the reference rows (``fttpo_ray.tuning.references``), where there are any.
+    #: Markdown of the reference rows (``fttpo_ray.reporting.references``), where there are any.
     sections: list[str] = field(default_factory=list)
 
 
@@ -173,10 +182,26 @@ def load_report_data(
     history = pd.DataFrame(history_rows, columns=[RUN_ID, KEY, STEP, VALUE])
     history = history.drop_duplicates([RUN_ID, KEY, STEP], keep="last")
     groups = [c for c in BASE_GROUP_COLUMNS if c in trials]
-    for column in (*ALWAYS_LOGGED_FIELDS, *sorted(searched)):
+    for column in (*vocabulary_keys(trials), *sorted(searched)):
         if column in trials and column not in groups and column != SEED_PARAM:
             groups.append(column)
     return ReportData(experiment, uri, trials, history, groups, chosen)
+
+
+def vocabularies(trials: pd.DataFrame) -> list[ReportVocabulary]:
+    """The report vocabularies of the trials' algorithms (their ``algorithm`` param), each once,
+    in the order the algorithms first appear."""
+    if ALGORITHM_PARAM not in trials:
+        return []
+    found = [report_vocabulary(str(a)) for a in trials[ALGORITHM_PARAM].dropna().unique()]
+    return list(dict.fromkeys(found))
+
+
+def vocabulary_keys(trials: pd.DataFrame) -> list[str]:
+    """The report parameters of the trials' algorithms, each once, in their vocabularies'
+    order."""
+    keys = [key for vocabulary in vocabularies(trials) for key in vocabulary.keys]
+    return list(dict.fromkeys(keys))
 
 
 def _status_outcome(status: str) -> str:
@@ -328,9 +353,9 @@ def write_report(
     densities: bool = True,
 ) -> Report:
     """Write ``results.md``, ``results.csv``, ``trials.csv`` and the PNG plots into ``out``."""
-    from fttpo_ray.tuning import plots
-    from fttpo_ray.tuning.densities import plot_policy_densities
-    from fttpo_ray.tuning.references import reference_section
+    from fttpo_ray.reporting import plots
+    from fttpo_ray.reporting.densities import plot_policy_densities
+    from fttpo_ray.reporting.references import reference_section
 
     out = Path(out).expanduser().resolve()
     data = load_report_data(experiment, tracking_uri=tracking_uri, sweep=sweep)
@@ -356,7 +381,9 @@ def write_report(
     if curves:
         report.files.append(curves)
     finished = outcomes[outcomes[OUTCOME] == OUTCOME_FINISHED] if not outcomes.empty else outcomes
-    report.files += plots.heatmaps(finished, data.group_columns, out)
+    for vocabulary in vocabularies(data.trials):
+        if vocabulary.heatmap is not None:
+            report.files += plots.heatmaps(finished, vocabulary.heatmap, out)
     if densities:
         try:
             report.files += plot_policy_densities(data, out)
@@ -417,3 +444,20 @@ def _markdown(data: ReportData, display: pd.DataFrame, report: Report) -> str:
     if report.notes:
         lines += ["## Notes", ""] + [f"- {n}" for n in report.notes] + [""]
     return "\n".join(lines)
+
+
+def write_sweep_report(outcome: SweepOutcome) -> Report:
+    """The report of the sweep that ended with ``outcome`` (its trials only, no densities),
+    written to ``<sweep dir>/report`` and logged as artifacts of the sweep's parent run; what
+    ``fttpo sweep`` prints at its end is the report's :attr:`Report.compact` table."""
+    out = outcome.sweep_dir / SWEEP_REPORT_DIR
+    report = write_report(
+        outcome.experiment,
+        out,
+        tracking_uri=outcome.tracking_uri,
+        sweep=outcome.parent_run_id,
+        densities=False,
+    )
+    client = open_tracking_store(outcome.tracking_uri, must_exist=True)
+    client.log_artifacts(outcome.parent_run_id, str(report.out), SWEEP_REPORT_DIR)
+    return report
