@@ -72,10 +72,10 @@ VARIANT = "variant"
 FAT_Q = "fat_q"
 THIN_Q = "thin_q"
 NUM_CRITICS = "num_critics"
-THIN_SCALE_BOUNDS = "thin_scale_bounds"
+THIN_HALFWIDTH_BOUNDS = "thin_halfwidth_bounds"
 FAT_SCALE_BOUNDS = "fat_scale_bounds"
 THIN_SUPPORT_IN_BOX = "thin_support_in_box"
-THIN_SCALE_TORSO = "thin_scale_torso"
+THIN_HALFWIDTH_TORSO = "thin_halfwidth_torso"
 OBS_MEAN = "obs_mean"
 OBS_STD = "obs_std"
 CRITIC_LAYER_NORM = "critic_layer_norm"
@@ -130,10 +130,10 @@ DEFAULT_MODEL_CONFIG: dict[str, Any] = {
     FAT_Q: 2.0,
     THIN_Q: 0.0,
     NUM_CRITICS: 2,
-    THIN_SCALE_BOUNDS: (1e-3, 1.0),
+    THIN_HALFWIDTH_BOUNDS: (1e-3, 1.0),
     FAT_SCALE_BOUNDS: (1e-3, 10.0),
     THIN_SUPPORT_IN_BOX: True,
-    THIN_SCALE_TORSO: TORSO_SHARED,
+    THIN_HALFWIDTH_TORSO: TORSO_SHARED,
     OBS_MEAN: None,
     OBS_STD: None,
     CRITIC_LAYER_NORM: False,
@@ -232,10 +232,10 @@ class FtTPOTorchRLModule(TorchRLModule, InferenceOnlyAPI):
         self.fat_q = float(cfg[FAT_Q])
         self.thin_q = float(cfg[THIN_Q])
         self.num_critics = int(cfg[NUM_CRITICS])
-        self.thin_scale_bounds = tuple(float(x) for x in cfg[THIN_SCALE_BOUNDS])
+        self.thin_scale_bounds = tuple(float(x) for x in cfg[THIN_HALFWIDTH_BOUNDS])
         self.fat_scale_bounds = tuple(float(x) for x in cfg[FAT_SCALE_BOUNDS])
         self.thin_support_in_box = bool(cfg[THIN_SUPPORT_IN_BOX])
-        self.thin_scale_torso = cfg[THIN_SCALE_TORSO]
+        self.thin_scale_torso = cfg[THIN_HALFWIDTH_TORSO]
         self.critic_aggregation = cfg[CRITIC_AGGREGATION]
         self.critic_kappa = float(cfg[CRITIC_KAPPA])
         hiddens = list(cfg[HIDDENS])
