@@ -18,6 +18,10 @@ whose mean gain is below its bound has its logged reward below the bound with pr
 least 1/2, so the rate of falsely certified doses, ``P(LCB >= 0 and E[y | s, a] < 0)``, is at
 most ``alpha``. The assumptions, and what that rate is *not*, are spelled out in
 docs/algorithm.md §5.1.
+
+The settings group ``FtTPOConfig.certificate(...)`` owns :func:`check_certificate` (every
+precondition, in one place) and :func:`certificate_shape` (the module's certificate shape);
+:func:`fit_certificate` fits and calibrates on the prepared split (``FtTPO.prepared``).
 """
 
 from __future__ import annotations
