@@ -252,7 +252,8 @@ def _read_kwargs(config: Any) -> tuple[str, float, int]:
             f"`input_read_method_kwargs.{DATASET_ID_KWARG}` must name the Minari dataset to "
             f"hold in memory; got {dataset_id!r}"
         )
-    fraction = kwargs.get(HELD_OUT_FRACTION_KWARG, HELD_OUT_FRACTION)
+    # A config written before the split belonged to the data (a checkpoint's) held nothing out.
+    fraction = kwargs.get(HELD_OUT_FRACTION_KWARG, 0.0)
     split_seed = kwargs.get(SPLIT_SEED_KWARG, SPLIT_SEED)
     return dataset_id, float(fraction), int(split_seed)
 
@@ -279,7 +280,7 @@ class UniformSampler:
         seed: int,
         value_targets_gamma: float | None,
         *,
-        held_out_fraction: float = HELD_OUT_FRACTION,
+        held_out_fraction: float,
         split_seed: int = SPLIT_SEED,
     ) -> None:
         self.dataset_id = dataset_id

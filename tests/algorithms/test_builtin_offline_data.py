@@ -182,6 +182,11 @@ def test_fttpo_and_the_builtins_train_on_the_same_episodes(
         )
     )
     assert not np.array_equal(other.train_episode_ids, expected)
+    # A config of before the split (a checkpoint's: the dataset id alone) held nothing out.
+    before = InMemoryOfflineData(
+        BCConfig().offline_data(input_read_method_kwargs={DATASET_ID_KWARG: TREATMENT_ID})
+    )
+    assert before.num_rows == 1200 and len(before.train_episode_ids) == 50
 
 
 def test_a_streamed_dataset_cannot_hold_episodes_out(treatment_dataset: DatasetInfo) -> None:
