@@ -98,7 +98,7 @@ def build_algo(cfg: dict[str, Any], method: str, dataset_key: str, dataset_id: s
     else:
         from ray.tune.registry import get_trainable_cls
 
-        from fttpo_ray.algorithms.builtin_offline_data import configure_builtin_offline
+        from fttpo_ray.algorithms.baselines.builtin_offline import configure_builtin_offline
 
         model_config = training.pop("model_config", None)
         config = get_trainable_cls(spec["algorithm"]).get_default_config().training(**training)

@@ -5,10 +5,10 @@ dataset and a HalfCheetah stand-in.
 Each (dataset, algorithm, path) builds the algorithm (local learner, no env runners, batch 256,
 2x256 ReLU MLPs, the algorithm's defaults otherwise), runs one warm-up ``train()`` and times a
 second one of ``steps`` gradient steps (``dataset_num_iters_per_learner``). In memory:
-:func:`fttpo_ray.algorithms.builtin_offline_data.configure_builtin_offline`; Ray Data:
+:func:`fttpo_ray.algorithms.baselines.builtin_offline.configure_builtin_offline`; Ray Data:
 :func:`fttpo_ray.data.configure_rllib_offline` (the settings RLlib needs on 2 CPUs); both with
 RLlib's own module and learner. "in memory, lean": IQL and CQL with
-:func:`~fttpo_ray.algorithms.builtin_offline_data.use_lean_learner` (the default of
+:func:`~fttpo_ray.algorithms.baselines.builtin_offline.use_lean_learner` (the default of
 ``configure_builtin_offline``). FtTPO uses its own in-memory path (eager, as its default). The
 machine is shared: compare rows of one run only::
 
@@ -47,7 +47,7 @@ def build(algorithm: str, dataset_id: str, path: str, steps: int) -> Any:
         return config.debugging(seed=0).build_algo()
     from ray.tune.registry import get_trainable_cls
 
-    from fttpo_ray.algorithms.builtin_offline_data import configure_builtin_offline
+    from fttpo_ray.algorithms.baselines.builtin_offline import configure_builtin_offline
 
     config = (
         get_trainable_cls(algorithm)

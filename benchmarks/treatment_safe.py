@@ -82,7 +82,7 @@ def run_one(cfg: dict[str, Any], tcfg: dict[str, Any], env_key: str, seed: int) 
             thin = evaluate_policies([policies[m.THIN]], env_id, **episodes)[m.THIN]
             certified = {}
             for alpha in cfg["alphas"][env_key]:
-                calibration = recalibrate(module.certificate, algo.config, alpha)
+                calibration = recalibrate(module.certificate, algo.prepared.split, alpha)
                 result = evaluate_policies([policies[m.CERTIFIED]], env_id, **episodes)
                 certified[str(alpha)] = {
                     **_floats(result[m.CERTIFIED]),

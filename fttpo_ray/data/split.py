@@ -17,6 +17,16 @@ import numpy as np
 from fttpo_ray.errors import ConfigError
 
 
+def check_split(fraction: float, seed: int) -> None:
+    """Raise :class:`ConfigError` unless ``fraction`` is in [0, 1) and ``seed`` an integer >= 0."""
+    if isinstance(fraction, bool) or not (
+        isinstance(fraction, numbers.Real) and 0.0 <= fraction < 1.0
+    ):
+        raise ConfigError(f"`held_out_fraction` must be in [0, 1); got {fraction!r}")
+    if isinstance(seed, bool) or not (isinstance(seed, numbers.Integral) and seed >= 0):
+        raise ConfigError(f"`split_seed` must be an integer >= 0; got {seed!r}")
+
+
 def held_out_episodes(num_episodes: int, fraction: float, seed: int) -> np.ndarray:
     """Sorted ids of the held-out episodes: ``ceil(fraction * num_episodes)`` of ``0..n-1``.
 
@@ -24,8 +34,7 @@ def held_out_episodes(num_episodes: int, fraction: float, seed: int) -> np.ndarr
     least one is left for training. Drawn without replacement by ``numpy``'s PCG64 seeded
     with ``seed``.
     """
-    if not (isinstance(fraction, numbers.Real) and 0.0 <= fraction < 1.0):
-        raise ConfigError(f"`held_out_fraction` must be in [0, 1); got {fraction!r}")
+    check_split(fraction, seed)
     if not (isinstance(num_episodes, numbers.Integral) and num_episodes >= 0):
         raise ConfigError(f"the number of episodes must be an integer >= 0; got {num_episodes!r}")
     if fraction == 0.0 or num_episodes == 0:

@@ -5,10 +5,10 @@ Three kinds of trainables are supported, by their registered Tune name:
 * ``FtTPO`` — :class:`fttpo_ray.FtTPOConfig`; the dataset is set with ``.dataset(id)`` and
   resolved lazily in each trial.
 * any other RLlib algorithm (``IQL``, ``CQL``, ``BC``, ``MARWIL``, ...) — learns from the
-  dataset held in memory (uniform minibatches,
-  :func:`fttpo_ray.algorithms.builtin_offline_data.configure_builtin_offline`), or from its flat
-  Parquet export through Ray Data when it is larger than memory, and is evaluated with the
-  same episodes and safety metrics as FtTPO
+  training episodes of the dataset held in memory (uniform minibatches,
+  :func:`fttpo_ray.algorithms.baselines.builtin_offline.configure_builtin_offline`; the split is
+  the dataset block's, as FtTPO's), or from its flat Parquet export through Ray Data when it is
+  larger than memory, and is evaluated with the same episodes and safety metrics as FtTPO
   (:func:`fttpo_ray.algorithms.rllib_evaluation.configure_evaluation`).
 * any other Tune trainable (a function or class registered with
   :func:`ray.tune.register_trainable`) — receives the YAML's ``config`` plus ``seed``,
@@ -164,6 +164,18 @@ def tune_domain(domain: SearchDomain) -> Any:
     raise ConfigError(f"unknown search domain '{domain.kind}'")
 
 
+def dataset_split(spec: ExperimentSpec, dataset: DatasetRef) -> dict[str, Any]:
+    """The split of ``dataset`` (its YAML block's ``held_out_fraction`` and ``split_seed``, else
+    the defaults), passed to every run so that all of them train on the same episodes."""
+    from fttpo_ray.algorithms.offline_data import HELD_OUT_FRACTION, SPLIT_SEED
+
+    block = next((ds for ds in spec.datasets if ds.id == dataset.id), spec.dataset)
+    return {
+        "held_out_fraction": getattr(block, "held_out_fraction", HELD_OUT_FRACTION),
+        "split_seed": getattr(block, "split_seed", SPLIT_SEED),
+    }
+
+
 def algorithm_config(
     spec: ExperimentSpec,
     run: RunSpec,
@@ -187,15 +199,16 @@ def algorithm_config(
         config.learners(num_cpus_per_learner=spec.cpus_per_trial)
     config.resources(num_cpus_for_main_process=spec.cpus_per_trial)
     config.debugging(seed=seed)
+    split = dataset_split(spec, dataset)
     if kind == KIND_FTTPO:
-        config.dataset(dataset.id)
+        config.dataset(dataset.id, **split)
         if dataset.env_id:
             config.environment(env=dataset.env_id)
     else:
-        from fttpo_ray.algorithms.builtin_offline_data import configure_builtin_offline
+        from fttpo_ray.algorithms.baselines.builtin_offline import configure_builtin_offline
 
         chosen = {key: value for key, value in run.config.items() if key in OFFLINE_DATA_KEYS}
-        configure_builtin_offline(config, dataset.id, **chosen)
+        configure_builtin_offline(config, dataset.id, **split, **chosen)
     ev = spec.evaluation
     return configure_evaluation(
         config,

@@ -1,4 +1,5 @@
-"""RLlib's BC/MARWIL/IQL/CQL on in-memory data: the sampler, MARWIL's targets, real training."""
+"""RLlib's BC/MARWIL/IQL/CQL on in-memory data: the sampler, MARWIL's targets, the split shared
+with FtTPO, real training."""
 
 from __future__ import annotations
 
@@ -9,16 +10,19 @@ import pytest
 import torch
 from ray.rllib.core.columns import Columns
 
-from fttpo_ray.algorithms.builtin_offline_data import (
+from fttpo_ray.algorithms.baselines.builtin_offline import configure_builtin_offline
+from fttpo_ray.algorithms.baselines.lean_iql import LeanIQLTorchLearner
+from fttpo_ray.algorithms.offline_data import (
     DATASET_ID_KWARG,
     VALUE_TARGETS,
-    BuiltinInMemoryOfflineData,
+    InMemoryOfflineData,
     UniformSampler,
-    configure_builtin_offline,
     discounted_returns_to_go,
+    in_memory_input_kwargs,
 )
-from fttpo_ray.algorithms.lean_iql import LeanIQLTorchLearner
 from fttpo_ray.data import DatasetInfo, ensure_dataset, load_transitions
+from fttpo_ray.data.split import held_out_mask
+from fttpo_ray.errors import ConfigError
 
 TREATMENT_ID = "fttpo/treatment/random-v0"
 REWARDS = f"default_policy/{Columns.REWARDS}"
@@ -40,12 +44,13 @@ def test_discounted_returns_to_go_by_hand() -> None:
 def test_sampler_draws_uniform_seeded_batches_and_pickles_without_its_table(
     treatment_dataset: DatasetInfo,
 ) -> None:
-    sampler = UniformSampler(TREATMENT_ID, seed=3, value_targets_gamma=None)
+    sampler = UniformSampler(TREATMENT_ID, seed=3, value_targets_gamma=None, held_out_fraction=0.0)
     batches = sampler.iter_torch_batches(batch_size=64, device=None, prefetch_batches=1)
     first = next(batches)
     assert first[f"default_policy/{Columns.OBS}"].shape == (64, 8)
     assert first[f"default_policy/{Columns.TERMINATEDS}"].dtype == torch.bool
-    again = next(UniformSampler(TREATMENT_ID, 3, None).iter_torch_batches(batch_size=64))
+    again = UniformSampler(TREATMENT_ID, 3, None, held_out_fraction=0.0)
+    again = next(again.iter_torch_batches(batch_size=64))
     assert torch.equal(first[REWARDS], again[REWARDS])
     assert pickle.loads(pickle.dumps(sampler))._table is None
     # Uniform: over 200 batches of 64 every one of the 1 200 rows has p = 1/1200 per draw, so
@@ -73,12 +78,12 @@ def test_builtins_train_in_memory(
     if algorithm == "CQL":
         config.training(lr=None)
     configure_builtin_offline(config, TREATMENT_ID, dataset_num_iters_per_learner=3)
-    assert config.offline_data_class is BuiltinInMemoryOfflineData
-    assert config.input_read_method_kwargs == {DATASET_ID_KWARG: TREATMENT_ID}
+    assert config.offline_data_class is InMemoryOfflineData
+    assert config.input_read_method_kwargs == in_memory_input_kwargs(TREATMENT_ID, 0.2, 0)
     algo = config.build_algo()
     try:
         data = algo.offline_data
-        assert data.num_rows == 1200
+        assert data.num_rows == 960  # 40 of the 50 episodes of 24 steps: 10 held out
         assert (VALUE_TARGETS in data._table) == (algorithm == "MARWIL")
         before = {
             k: v.clone()
@@ -92,7 +97,9 @@ def test_builtins_train_in_memory(
         algo.stop()
 
 
-def test_yaml_runs_of_builtins_use_the_in_memory_sampler_and_lean_iql(treatment_dataset: DatasetInfo) -> None:
+def test_yaml_runs_of_builtins_use_the_in_memory_sampler_and_lean_iql(
+    treatment_dataset: DatasetInfo,
+) -> None:
     from pathlib import Path
 
     from fttpo_ray.tuning.schema import load_experiment
@@ -102,8 +109,14 @@ def test_yaml_runs_of_builtins_use_the_in_memory_sampler_and_lean_iql(treatment_
     config = algorithm_config(
         spec, spec.run("iql"), DatasetRef(TREATMENT_ID, "fttpo/TreatmentSim-v0"), seed=0
     )
-    assert config.offline_data_class is BuiltinInMemoryOfflineData
+    assert config.offline_data_class is InMemoryOfflineData
     assert config.input_read_method_kwargs[DATASET_ID_KWARG] == TREATMENT_ID
+    fttpo = algorithm_config(
+        spec, spec.run("fttpo"), DatasetRef(TREATMENT_ID, "fttpo/TreatmentSim-v0"), seed=3
+    )
+    assert config.input_read_method_kwargs == in_memory_input_kwargs(
+        TREATMENT_ID, fttpo.held_out_fraction, fttpo.split_seed
+    )
     # The same gradient steps per iteration as FtTPO's runs, with the lean IQL learner.
     assert (
         config.dataset_num_iters_per_learner
@@ -111,3 +124,75 @@ def test_yaml_runs_of_builtins_use_the_in_memory_sampler_and_lean_iql(treatment_
         == spec.run("fttpo").config["num_gradient_steps_per_iteration"]
     )
     assert config.learner_class is LeanIQLTorchLearner
+
+
+def test_fttpo_and_the_builtins_train_on_the_same_episodes(
+    treatment_dataset: DatasetInfo, ray_local: None
+) -> None:
+    """FtTPO (seed 1) and RLlib's BC and IQL (seed 2), built for real on the same dataset and
+    split: their samplers draw from the same training episodes, the held-out ones excluded,
+    and a per-learner sampler (what IQL's learner pulls from) holds the same rows."""
+    from ray.rllib.algorithms.bc import BCConfig
+    from ray.rllib.algorithms.iql import IQLConfig
+
+    from fttpo_ray import FtTPOConfig
+
+    transitions = load_transitions(TREATMENT_ID)
+    held = held_out_mask(transitions.episode_ids, 0.2, 0)
+    expected = np.unique(transitions.episode_ids[~held])
+    assert len(expected) == 40
+
+    fttpo = (
+        FtTPOConfig()
+        .dataset(TREATMENT_ID)
+        .training(num_gradient_steps_per_iteration=1, train_batch_size_per_learner=8)
+        .rl_module(model_config={"fcnet_hiddens": [8]})
+        .evaluation(evaluation_interval=None)
+        .debugging(seed=1)
+        .build_algo()
+    )
+    try:
+        ids = {"FtTPO": fttpo.offline_data.train_episode_ids}
+        np.testing.assert_array_equal(fttpo.prepared.train_episode_ids, expected)
+    finally:
+        fttpo.stop()
+    for name, config_class in (("BC", BCConfig), ("IQL", IQLConfig)):
+        config = (
+            config_class()
+            .training(train_batch_size_per_learner=8)
+            .rl_module(model_config={"fcnet_hiddens": [8]})
+            .learners(num_learners=0)
+            .env_runners(num_env_runners=0)
+            .debugging(seed=2)
+        )
+        algo = configure_builtin_offline(config, TREATMENT_ID).build_algo()
+        try:
+            data = algo.offline_data
+            ids[name] = data.train_episode_ids
+            (sampler,) = data.sample(num_samples=8, num_shards=1, return_iterator=True)
+            assert len(sampler.table[Columns.REWARDS]) == data.num_rows == int((~held).sum())
+        finally:
+            algo.stop()
+    for name, episode_ids in ids.items():
+        np.testing.assert_array_equal(episode_ids, expected, err_msg=name)
+    # Another split seed holds out other episodes.
+    other = InMemoryOfflineData(
+        BCConfig().offline_data(
+            input_read_method_kwargs=in_memory_input_kwargs(TREATMENT_ID, 0.2, 1)
+        )
+    )
+    assert not np.array_equal(other.train_episode_ids, expected)
+    # A config of before the split (a checkpoint's: the dataset id alone) held nothing out.
+    before = InMemoryOfflineData(
+        BCConfig().offline_data(input_read_method_kwargs={DATASET_ID_KWARG: TREATMENT_ID})
+    )
+    assert before.num_rows == 1200 and len(before.train_episode_ids) == 50
+
+
+def test_a_streamed_dataset_cannot_hold_episodes_out(treatment_dataset: DatasetInfo) -> None:
+    from ray.rllib.algorithms.bc import BCConfig
+
+    with pytest.raises(ConfigError, match="`held_out_fraction`=0.2 needs the dataset in memory"):
+        configure_builtin_offline(BCConfig(), TREATMENT_ID, in_memory=False)
+    with pytest.raises(ConfigError, match="`split_seed` must be an integer >= 0; got -1"):
+        configure_builtin_offline(BCConfig(), TREATMENT_ID, split_seed=-1)

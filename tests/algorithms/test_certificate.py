@@ -280,7 +280,7 @@ def test_checkpoint_and_fttpo_eval_carry_the_certificate(ray_local, tmp_path) ->
         ({"safety_certificate": "yes"}, "`safety_certificate` must be true or false"),
         (
             {"safety_certificate": True, "variant": "fat_only"},
-            "variant 'fat_only' has none",
+            "in variant 'fat_only' no thin policy acts",
         ),
         (
             {"safety_certificate": True, "held_out_fraction": 0.0},

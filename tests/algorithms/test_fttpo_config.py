@@ -38,9 +38,13 @@ MISSING_DATASET = "fttpo/no-such/dataset-v0"
         ({"rar_num_samples": 2.5}, "`rar_num_samples` must be an integer >= 1"),
         ({"num_gradient_steps_per_iteration": 0}, "`num_gradient_steps_per_iteration` must be"),
         ({"kl_ratio_clip": 1.0}, "`kl_ratio_clip` must be > 1"),
-        ({"thin_scale_bounds": (0.5, 0.1)}, "`thin_scale_bounds` must be a pair (low, high)"),
+        (
+            {"thin_halfwidth_bounds": (0.5, 0.1)},
+            "`thin_halfwidth_bounds` must be a pair (low, high) with 0 < low < high; "
+            "got (0.5, 0.1)",
+        ),
         ({"fat_scale_bounds": (0.0, 1.0)}, "`fat_scale_bounds` must be a pair (low, high)"),
-        ({"thin_scale_torso": "other"}, "`thin_scale_torso` must be 'shared' or 'own'"),
+        ({"thin_halfwidth_torso": "other"}, "`thin_halfwidth_torso` must be 'shared' or 'own'"),
         ({"fat_q": "2"}, "`fat_q` must be a number; got '2'"),
         ({"thin_q": float("nan")}, "`thin_q` must be finite"),
         ({"thin_support_in_box": "yes"}, "`thin_support_in_box` must be true or false; got 'yes'"),
@@ -52,6 +56,88 @@ def test_validate_names_the_field_the_value_and_the_range(settings, message):
         config.validate()
     assert message in str(info.value)
     assert isinstance(info.value, ValueError)  # RLlib and Tune treat it as a config error
+
+
+def test_the_split_belongs_to_the_dataset_and_is_checked():
+    config = FtTPOConfig().dataset("x").debugging(seed=7)
+    assert (config.held_out_fraction, config.split_seed) == (0.2, 0)  # not derived from seed
+    config.dataset("x", held_out_fraction=0.3, split_seed=4)
+    assert (config.held_out_fraction, config.split_seed) == (0.3, 4)
+    config.dataset("x", split_seed=-1)
+    with pytest.raises(ConfigError, match="`split_seed` must be an integer >= 0; got -1"):
+        config.validate()
+    with pytest.warns(DeprecationWarning, match=r"\.dataset\(\.\.\., held_out_fraction"):
+        config = FtTPOConfig().training(held_out_fraction=0.1)
+    assert config.held_out_fraction == 0.1
+
+
+def test_old_halfwidth_names_still_work_with_a_deprecation_warning():
+    with pytest.warns(DeprecationWarning, match="`thin_scale_bounds` is deprecated"):
+        config = FtTPOConfig().training(thin_scale_bounds=(0.01, 0.5))
+    assert config.thin_halfwidth_bounds == (0.01, 0.5)
+    assert config.model_config["thin_halfwidth_bounds"] == (0.01, 0.5)
+    with pytest.warns(DeprecationWarning, match="`thin_scale_torso` is deprecated"):
+        config = FtTPOConfig().update_from_dict({"thin_scale_torso": "own"})
+    assert config.thin_halfwidth_torso == "own" and not hasattr(config, "thin_scale_torso")
+    # The new name wins where both are given.
+    with pytest.warns(DeprecationWarning):
+        config = FtTPOConfig().training(thin_halfwidth_torso="own", thin_scale_torso="shared")
+    assert config.thin_halfwidth_torso == "own"
+
+
+def test_a_checkpointed_config_of_before_the_renames_restores_under_the_new_names():
+    """A config state written before the halfwidth rename and before the split belonged to the
+    data: the old fields come back under their names, and the split seed is the one it was
+    then derived from (the training seed), so a restored run holds out the same episodes."""
+    state = FtTPOConfig().dataset("x").debugging(seed=5).get_state()
+    state["thin_scale_bounds"] = state.pop("thin_halfwidth_bounds")
+    state["thin_scale_bounds"] = (0.02, 0.4)
+    state["thin_scale_torso"] = "own"
+    del state["thin_halfwidth_torso"], state["split_seed"]
+    config = FtTPOConfig.from_state(state)
+    assert (config.thin_halfwidth_bounds, config.thin_halfwidth_torso) == ((0.02, 0.4), "own")
+    assert config.split_seed == 5
+    assert not hasattr(config, "thin_scale_bounds")
+    again = FtTPOConfig.from_state(config.get_state())
+    assert (again.split_seed, again.thin_halfwidth_torso) == (5, "own")
+
+
+def test_grouped_settings_set_the_attributes_and_check_their_preconditions():
+    config = (
+        FtTPOConfig()
+        .dataset("x")
+        .selection(criterion="policy_q")
+        .certificate(
+            enabled=True, safe_action=1.0, alpha=0.1, members=3, hiddens=[8], grid_points=5
+        )
+    )
+    assert config.selection_criterion == "policy_q"
+    assert (
+        config.safety_certificate,
+        config.safe_action,
+        config.certificate_alpha,
+        config.certificate_members,
+        config.certificate_hiddens,
+        config.certificate_grid_points,
+    ) == (True, 1.0, 0.1, 3, [8], 5)
+    config.validate()
+    with pytest.raises(ConfigError, match="`selection_criterion` must be 'td_error' or"):
+        FtTPOConfig().dataset("x").selection(criterion="return").validate()
+    # The certificate's action-space precondition runs once the spaces are known.
+    import gymnasium as gym
+    import numpy as np
+
+    config.environment(action_space=gym.spaces.Box(-1.0, 1.0, (2,), np.float32))
+    with pytest.raises(ConfigError, match="needs a 1-D action space; 'x' has actions of shape"):
+        config.validate()
+
+
+def test_every_field_of_the_table_is_a_config_attribute_with_a_valid_default():
+    from fttpo_ray.algorithms.fttpo.fields import FIELDS, check_field
+
+    config = FtTPOConfig()
+    for name, field in FIELDS.items():
+        check_field(name, field, getattr(config, name))
 
 
 def test_validate_requires_a_dataset():

@@ -24,12 +24,11 @@ DATASET = "fttpo/treatment/random-v0"
 def tiny_config(**evaluation) -> FtTPOConfig:
     return (
         FtTPOConfig()
-        .dataset(DATASET)
+        .dataset(DATASET, held_out_fraction=0.2, split_seed=3)
         .training(
             gamma=0.9,
             num_gradient_steps_per_iteration=15,
             train_batch_size_per_learner=32,
-            held_out_fraction=0.2,
         )
         .rl_module(model_config={"fcnet_hiddens": [16, 16]})
         .evaluation(**{"evaluation_duration": 3, **evaluation})
@@ -94,6 +93,8 @@ def test_learner_samples_only_training_episodes_and_scores_the_held_out_ones(tra
     assert data.num_rows == int((~held).sum())
     np.testing.assert_array_equal(data.held_out[Columns.OBS].numpy(), transitions.obs[held])
     np.testing.assert_array_equal(data._table[Columns.OBS].numpy(), transitions.obs[~held])
+    np.testing.assert_array_equal(data.train_episode_ids, np.unique(transitions.episode_ids[~held]))
+    assert algo.prepared.in_memory and algo.prepared.held_out.sum() == held.sum()
     criteria = held_out_criteria(learner_module(algo), data.held_out, 0.9)
     last = results[-1]
     assert last["selection"]["td_error"] == pytest.approx(criteria["td_error"], rel=1e-6)
@@ -141,7 +142,8 @@ def test_selection_does_not_depend_on_the_evaluation(ray_local):
     ],
 )
 def test_small_data_fields_are_validated(field, value):
-    config = FtTPOConfig().dataset(DATASET).training(**{field: value})
+    config = FtTPOConfig().dataset(DATASET)
+    setattr(config, field, value)
     with pytest.raises(ConfigError, match=f"`{field}`") as info:
         config.validate()
     assert "\n" not in str(info.value)

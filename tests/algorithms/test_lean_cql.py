@@ -1,4 +1,5 @@
-"""The lean CQL (fttpo_ray.algorithms.lean_cql) against RLlib's own CQL module and learner.
+"""The lean CQL (fttpo_ray.algorithms.baselines.lean_cql) against RLlib's own CQL module and
+learner.
 
 Both learners are built from the same ``CQLConfig`` on the same tiny spaces with the same critic
 architecture (RLlib's multi-stream critic, or the concatenated critic with RLlib's CQL module
@@ -27,14 +28,14 @@ from ray.rllib.core import DEFAULT_MODULE_ID
 from ray.rllib.core.columns import Columns
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
-from fttpo_ray.algorithms.builtin_offline_data import use_lean_learner
-from fttpo_ray.algorithms.lean_cql import (
+from fttpo_ray.algorithms.baselines.builtin_offline import use_lean_learner
+from fttpo_ray.algorithms.baselines.lean_cql import (
     LeanConcatCQLTorchRLModule,
     LeanCQLTorchLearner,
     LeanCQLTorchRLModule,
     use_lean_cql,
 )
-from fttpo_ray.algorithms.lean_sac import ConcatCriticCatalog, ConcatCriticModule
+from fttpo_ray.algorithms.baselines.lean_parts import ConcatCriticCatalog, ConcatCriticModule
 from fttpo_ray.errors import ConfigError
 
 OBS_DIM, ACT_DIM, BATCH, NUM_ACTIONS = 5, 3, 16, 4

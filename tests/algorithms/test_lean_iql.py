@@ -1,4 +1,5 @@
-"""The lean IQL (fttpo_ray.algorithms.lean_iql) against RLlib's own IQL module and learner.
+"""The lean IQL (fttpo_ray.algorithms.baselines.lean_iql) against RLlib's own IQL module and
+learner.
 
 Both learners are built from the same ``IQLConfig`` on the same tiny spaces with the same
 networks and policy distribution (the IQL paper's: concatenated critic, tanh-mean Gaussian);
@@ -20,15 +21,15 @@ from ray.rllib.core import DEFAULT_MODULE_ID
 from ray.rllib.core.columns import Columns
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
-from fttpo_ray.algorithms.builtin_offline_data import use_lean_learner
-from fttpo_ray.algorithms.lean_iql import (
+from fttpo_ray.algorithms.baselines.builtin_offline import use_lean_learner
+from fttpo_ray.algorithms.baselines.lean_iql import (
     IQLPaperCatalog,
     LeanIQLTorchLearner,
     LeanIQLTorchRLModule,
     TanhMeanGaussian,
     use_lean_iql,
 )
-from fttpo_ray.algorithms.lean_sac import ConcatCriticModule
+from fttpo_ray.algorithms.baselines.lean_parts import ConcatCriticModule
 from fttpo_ray.errors import ConfigError
 
 OBS_DIM, ACT_DIM, BATCH = 5, 2, 32

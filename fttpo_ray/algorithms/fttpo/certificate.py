@@ -18,6 +18,10 @@ whose mean gain is below its bound has its logged reward below the bound with pr
 least 1/2, so the rate of falsely certified doses, ``P(LCB >= 0 and E[y | s, a] < 0)``, is at
 most ``alpha``. The assumptions, and what that rate is *not*, are spelled out in
 docs/algorithm.md §5.1.
+
+The settings group ``FtTPOConfig.certificate(...)`` owns :func:`check_certificate` (every
+precondition, in one place) and :func:`certificate_shape` (the module's certificate shape);
+:func:`fit_certificate` fits and calibrates on the prepared split (``FtTPO.prepared``).
 """
 
 from __future__ import annotations
@@ -27,9 +31,11 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch
 
+from fttpo_ray.algorithms.offline_data import SplitTransitions
 from fttpo_ray.errors import ConfigError
 from fttpo_ray.rl_module.certificate import SafetyCertificate
 from fttpo_ray.rl_module.fttpo_rl_module import (
@@ -38,6 +44,7 @@ from fttpo_ray.rl_module.fttpo_rl_module import (
     CERTIFICATE_MEMBERS,
     SAFE_ACTION,
 )
+from fttpo_ray.rl_module.variants import Policy, variant_spec, variants_acting
 
 logger = logging.getLogger(__name__)
 
@@ -184,25 +191,61 @@ def calibrate_multiplier(
     )
 
 
-def _split(config: Any) -> tuple[Any, np.ndarray]:
-    """The dataset of a resolved config and its held-out mask (``held_out_fraction``,
-    ``split_seed``)."""
-    from fttpo_ray.data import load_transitions
-    from fttpo_ray.data.object_store import shared_transitions
-    from fttpo_ray.data.split import held_out_mask
+def check_certificate(config: Any) -> None:
+    """The certificate's preconditions (``.certificate(enabled=True)``), all checked here.
 
-    transitions = shared_transitions(config.dataset_id) or load_transitions(config.dataset_id)
-    held_out = held_out_mask(transitions.episode_ids, config.held_out_fraction, config.split_seed)
-    return transitions, held_out
+    It cuts the thin policy's support (a thin-acting variant), is calibrated on held-out
+    episodes (``held_out_fraction > 0``) and scans a dose grid (a 1-D action space: checked
+    once the spaces are known, i.e. when the algorithm is set up).
+    """
+    if config.safety_certificate is not True:
+        return
+    if variant_spec(config.variant).acting_policy is not Policy.THIN:
+        raise ConfigError(
+            "`safety_certificate` cuts the acting thin policy's support; in variant "
+            f"{config.variant!r} no thin policy acts: use one of "
+            f"{', '.join(variants_acting(Policy.THIN))}"
+        )
+    if config.held_out_fraction == 0.0:
+        raise ConfigError(
+            "`safety_certificate` is calibrated on held-out episodes; got "
+            "held_out_fraction=0: set it in (0, 1), e.g. 0.2"
+        )
+    space = config.action_space
+    if space is not None and getattr(space, "shape", None) != (1,):
+        raise ConfigError(
+            "`safety_certificate` scans a dose grid and needs a 1-D action space; "
+            f"'{config.dataset_id}' has actions of shape {getattr(space, 'shape', None)}: "
+            "set safety_certificate=False"
+        )
 
 
-def fit_certificate(config: Any) -> tuple[dict[str, torch.Tensor], Calibration]:
-    """The fitted and calibrated certificate of a resolved :class:`FtTPOConfig`: its state
-    (for ``SafetyCertificate.load_state_dict``) and the calibration. Trains on the training
-    episodes and calibrates on the held-out ones of
-    :func:`fttpo_ray.data.split.held_out_mask` (``held_out_fraction``, ``split_seed``)."""
-    transitions, held_out = _split(config)
-    shape = config._certificate_shape()
+def certificate_shape(config: Any) -> dict[str, Any] | None:
+    """The module's certificate shape (``None`` without one); the safe action normalised to the
+    module's [-1, 1] actions with the action space's bounds, where they are known."""
+    if not config.safety_certificate:
+        return None
+    safe = float(config.safe_action)
+    space = config.action_space
+    if isinstance(space, gym.spaces.Box) and np.all(np.isfinite(space.low)):
+        low, high = float(space.low.reshape(-1)[0]), float(space.high.reshape(-1)[0])
+        safe = 2.0 * (safe - low) / (high - low) - 1.0
+    return {
+        CERTIFICATE_MEMBERS: int(config.certificate_members),
+        CERTIFICATE_HIDDENS: [int(w) for w in config.certificate_hiddens],
+        CERTIFICATE_GRID_POINTS: int(config.certificate_grid_points),
+        SAFE_ACTION: safe,
+    }
+
+
+def fit_certificate(
+    config: Any, split: SplitTransitions
+) -> tuple[dict[str, torch.Tensor], Calibration]:
+    """The fitted and calibrated certificate of a set-up :class:`FtTPOConfig`: its state (for
+    ``SafetyCertificate.load_state_dict``) and the calibration. Trains on the training episodes
+    of ``split`` and calibrates on its held-out ones; seeded by ``config.split_seed``."""
+    transitions, held_out = split.transitions, split.held_out
+    shape = certificate_shape(config)
     generator = torch.Generator().manual_seed(config.split_seed)
     certificate = SafetyCertificate(
         transitions.obs_dim,
@@ -212,7 +255,7 @@ def fit_certificate(config: Any) -> tuple[dict[str, torch.Tensor], Calibration]:
         safe_action=shape[SAFE_ACTION],
         generator=generator,
     )
-    train = ~held_out
+    train = split.train
     fit_reward_ensemble(
         certificate,
         transitions.obs[train],
@@ -231,10 +274,13 @@ def fit_certificate(config: Any) -> tuple[dict[str, torch.Tensor], Calibration]:
     return certificate.state_dict(), calibration
 
 
-def recalibrate(certificate: SafetyCertificate, config: Any, alpha: float) -> Calibration:
+def recalibrate(
+    certificate: SafetyCertificate, split: SplitTransitions, alpha: float
+) -> Calibration:
     """Calibrate a fitted certificate again at another ``alpha`` on the held-out episodes of
-    ``config`` (the ensemble is unchanged): one trained module, several alphas."""
-    transitions, held_out = _split(config)
+    ``split`` (``FtTPO.prepared.split``; the ensemble is unchanged): one trained module, several
+    alphas."""
+    transitions, held_out = split.transitions, split.held_out
     return calibrate_multiplier(
         certificate,
         transitions.obs[held_out],

@@ -20,12 +20,11 @@ as ``variant``), §5 (safety metrics, reported at every evaluation).
 from __future__ import annotations
 
 import logging
-import math
 import time
+import warnings
+from collections.abc import Mapping
 from typing import Any
 
-import gymnasium as gym
-import numpy as np
 from ray.rllib.algorithms.algorithm import Algorithm
 from ray.rllib.algorithms.algorithm_config import (
     DEPRECATED_VALUE,
@@ -47,21 +46,26 @@ from ray.rllib.utils.metrics import (
     TIMERS,
 )
 
+from fttpo_ray.algorithms.fttpo.certificate import certificate_shape, check_certificate
 from fttpo_ray.algorithms.fttpo.evaluation import evaluation_function
-from fttpo_ray.algorithms.fttpo.offline_data import InMemoryOfflineData
+from fttpo_ray.algorithms.fttpo.fields import check_fields
+from fttpo_ray.algorithms.fttpo.prepare import PreparedData, prepare
 from fttpo_ray.algorithms.fttpo.selection import (
-    CRITERIA,
     HELD_OUT_TRANSITIONS,
     SELECTED,
     SELECTED_CRITERION,
     SELECTED_ITERATION,
     SELECTION,
     TD_ERROR,
-    better,
-    copy_state,
-    held_out_criteria,
+    select,
 )
 from fttpo_ray.algorithms.learner_module import learner_module
+from fttpo_ray.algorithms.offline_data import (
+    HELD_OUT_FRACTION,
+    IN_MEMORY_MAX_TRANSITIONS,
+    SPLIT_SEED,
+    handing_over,
+)
 from fttpo_ray.defaults import EVALUATION_SEED
 from fttpo_ray.errors import ConfigError
 from fttpo_ray.metrics import (
@@ -73,10 +77,6 @@ from fttpo_ray.metrics import (
     VALUE_LOSS,
 )
 from fttpo_ray.rl_module.fttpo_rl_module import (
-    AGGREGATIONS,
-    CERTIFICATE_GRID_POINTS,
-    CERTIFICATE_HIDDENS,
-    CERTIFICATE_MEMBERS,
     CRITIC_AGGREGATION,
     CRITIC_KAPPA,
     CRITIC_LAYER_NORM,
@@ -86,45 +86,76 @@ from fttpo_ray.rl_module.fttpo_rl_module import (
     NUM_CRITICS,
     OBS_MEAN,
     OBS_STD,
-    SAFE_ACTION,
     SAFETY_CERTIFICATE,
-    THIN_Q,
     THIN_HALFWIDTH_BOUNDS,
     THIN_HALFWIDTH_TORSO,
+    THIN_Q,
     THIN_SUPPORT_IN_BOX,
-    TORSO_OWN,
-    TORSO_SHARED,
     VARIANT,
     FtTPOTorchRLModule,
 )
-from fttpo_ray.rl_module.variants import Policy, variant_spec, variants_acting
 
 logger = logging.getLogger(__name__)
 
 #: Learner metrics copied to the top-level ``learner/...`` keys of each result.
 LEARNER_SUMMARY_KEYS = (CRITIC_LOSS, VALUE_LOSS, FAT_LOSS, THIN_LOSS)
 
+#: Settings renamed (old name -> name); the old names still work, with a DeprecationWarning.
+RENAMED_SETTINGS: Mapping[str, str] = {
+    "thin_scale_bounds": "thin_halfwidth_bounds",
+    "thin_scale_torso": "thin_halfwidth_torso",
+}
+
+
+def _deprecated(old: str, new: str, stacklevel: int = 3) -> None:
+    warnings.warn(f"`{old}` is deprecated: use {new}", DeprecationWarning, stacklevel=stacklevel)
+
+
+def renamed_settings(settings: Mapping[str, Any], *, log: bool = False) -> dict[str, Any]:
+    """``settings`` with the old names of :data:`RENAMED_SETTINGS` under their current names (a
+    DeprecationWarning for each, and with ``log`` a logged warning, which a YAML user sees;
+    where both are given, the current name wins)."""
+    settings = dict(settings)
+    for old, new in RENAMED_SETTINGS.items():
+        if old in settings:
+            _deprecated(old, f"`{new}`", stacklevel=4)
+            if log:
+                logger.warning("Setting `%s` is deprecated: it is now `%s`", old, new)
+            value = settings.pop(old)
+            settings.setdefault(new, value)
+    return settings
+
 
 class FtTPOConfig(AlgorithmConfig):
     """Configuration of :class:`FtTPO` (and of its baselines, selected by ``variant``).
 
-    Set the data with :meth:`dataset` (a Minari dataset id): it is resolved where the algorithm
-    is built (:meth:`resolve_dataset`, called by :meth:`FtTPO.setup`), so Tune can sweep over it.
-    Hyper-parameters are set with :meth:`training`; every value is checked by :meth:`validate`,
-    which reads no file and starts nothing (safe before ``ray.init``).
+    Set the data and its split with :meth:`dataset` (a Minari dataset id): it is prepared where
+    the algorithm is built (:func:`~fttpo_ray.algorithms.fttpo.prepare.prepare`, called by
+    :meth:`FtTPO.setup`), so Tune can sweep over it. Hyper-parameters are set with
+    :meth:`training`, model selection with :meth:`selection`, the safety certificate with
+    :meth:`certificate`; every value is checked by :meth:`validate` (the table of
+    :mod:`~fttpo_ray.algorithms.fttpo.fields`), which reads no file and starts nothing (safe
+    before ``ray.init``).
     """
 
     @override(AlgorithmConfig)
     def __init__(self, algo_class: type | None = None) -> None:
         super().__init__(algo_class=algo_class or FtTPO)
-        # Minari dataset id to learn from; resolved (collected if missing and collectable,
-        # loaded, env and spaces set) by resolve_dataset() when the algorithm is set up.
+        # Minari dataset id to learn from; prepared (collected if missing and collectable,
+        # loaded, env and spaces set) when the algorithm is set up.
         self.dataset_id: str | None = None
+        # The dataset's split (.dataset()): a share of its episodes held out from training (by
+        # episode, drawn with `split_seed`, independent of the training `seed`), shared by every
+        # algorithm of an experiment. Model selection and certificate calibration read them
+        # (docs/algorithm.md §2.2); 0 trains on everything and selects nothing. In [0, 1).
+        self.held_out_fraction = HELD_OUT_FRACTION
+        self.split_seed = SPLIT_SEED
         # Entropic index of the fat (proposal) policy: 1 = Gaussian, 2 = Cauchy; 1 <= q < 3.
         self.fat_q = DEFAULT_MODEL_CONFIG[FAT_Q]
         # Entropic index of the thin (acting) policy: q < 1 gives finite support; 0 = paper.
         self.thin_q = DEFAULT_MODEL_CONFIG[THIN_Q]
-        # tau > 0: KL-regularisation weight = temperature of the advantage weights.
+        # tau > 0: the weight of the KL term in the policy-improvement objective, hence also
+        # the temperature of the advantage weights (docs/algorithm.md §2).
         self.kl_weight = 0.1
         # q of the q-exponential advantage weighting (0: [1 + A/tau]_+, 1: exp(A/tau)); <= 1.
         self.weight_q = 0.0
@@ -149,7 +180,7 @@ class FtTPOConfig(AlgorithmConfig):
         self.critic_layer_norm = DEFAULT_MODEL_CONFIG[CRITIC_LAYER_NORM]
         self.critic_weight_decay = 0.0
         # Standardise observations with the training episodes' mean and std, stored in the
-        # module (docs/algorithm.md §2.1); set from the dataset by resolve_dataset().
+        # module (docs/algorithm.md §2.1); set from the prepared data at setup.
         self.normalize_observations = True
         self._obs_statistics: tuple[list[float], list[float]] | None = None
         # Compile forward, losses and backward of each gradient step with torch.compile (one
@@ -166,32 +197,22 @@ class FtTPOConfig(AlgorithmConfig):
         # RAR: thin-policy samples among which an out-of-support action's replacement is chosen.
         self.rar_num_samples = 100
         # Bounds of the thin half-width (action units, in the [-1, 1] box).
-        self.thin_scale_bounds = DEFAULT_MODEL_CONFIG[THIN_HALFWIDTH_BOUNDS]
+        self.thin_halfwidth_bounds = DEFAULT_MODEL_CONFIG[THIN_HALFWIDTH_BOUNDS]
         # Bounds of the fat (Student-t) scale.
         self.fat_scale_bounds = DEFAULT_MODEL_CONFIG[FAT_SCALE_BOUNDS]
         # Cap the thin half-width at 1 - |loc| so that the support stays inside the box.
         self.thin_support_in_box = DEFAULT_MODEL_CONFIG[THIN_SUPPORT_IN_BOX]
         # Features of the thin half-width head: "shared" (fat torso, detached) or "own" torso.
-        self.thin_scale_torso = DEFAULT_MODEL_CONFIG[THIN_HALFWIDTH_TORSO]
+        self.thin_halfwidth_torso = DEFAULT_MODEL_CONFIG[THIN_HALFWIDTH_TORSO]
         # Gradient steps per training iteration (one `train()` call).
         self.num_gradient_steps_per_iteration = 1000
-        # Datasets up to this many transitions are held in memory (InMemoryOfflineData);
-        # larger ones stream through Ray Data (RLlib's OfflineData).
-        self.in_memory_max_transitions = 20_000_000
-        # Fraction of the dataset's episodes held out from training (by episode, seeded by
-        # `seed`, 0 when unset): offline model selection and certificate calibration read them
-        # (docs/algorithm.md §2.2); 0 trains on everything and selects nothing. In [0, 1).
-        self.held_out_fraction = 0.2
-        # Offline criterion on the held-out transitions that picks the "selected" iteration:
-        # "td_error" (lowest held-out TD error) or "policy_q" (docs/algorithm.md §2.2).
+        # Datasets up to this many transitions are held in memory; larger ones stream through
+        # Ray Data (RLlib's OfflineData), which needs held_out_fraction=0.
+        self.in_memory_max_transitions = IN_MEMORY_MAX_TRANSITIONS
+        # Model selection (.selection()): the offline criterion on the held-out transitions that
+        # picks the "selected" iteration (docs/algorithm.md §2.2).
         self.selection_criterion = TD_ERROR
-        # Certified thin support (docs/algorithm.md §5.1): act with the thin support cut to the
-        # doses whose lower confidence bound of the expected immediate-reward gain over
-        # `safe_action` (environment units; default the zero dose) is >= 0, else with the safe
-        # action. The bound comes from a reward ensemble of `certificate_members` MLPs
-        # (`certificate_hiddens`) fitted at setup on the training episodes, its multiplier
-        # calibrated on the held-out episodes so that at most a share `certificate_alpha` of
-        # doses is falsely certified; `certificate_grid_points` doses are scanned per support.
+        # The certified thin support (.certificate(); docs/algorithm.md §5.1).
         self.safety_certificate = False
         self.safe_action = 0.0
         self.certificate_alpha = 0.05
@@ -216,16 +237,97 @@ class FtTPOConfig(AlgorithmConfig):
 
     # ---- builder setters -----------------------------------------------------------------------
 
-    def dataset(self, dataset_id: str, *, env: str | None = NotProvided) -> FtTPOConfig:
+    def dataset(
+        self,
+        dataset_id: str,
+        *,
+        env: str | None = NotProvided,
+        held_out_fraction: float = NotProvided,
+        split_seed: int = NotProvided,
+    ) -> FtTPOConfig:
         """Learn from the Minari dataset ``dataset_id`` and evaluate on its environment.
 
-        Treatment-simulator datasets that do not exist yet are collected on first use (see
-        :func:`fttpo_ray.data.ensure_dataset`). ``env`` overrides the evaluation environment;
-        its spaces must match the dataset's.
+        Args:
+            dataset_id: The dataset. Treatment-simulator datasets that do not exist yet are
+                collected on first use (see :func:`fttpo_ray.data.ensure_dataset`).
+            env: The evaluation environment, if not the dataset's; its spaces must match the
+                dataset's.
+            held_out_fraction: Share of the dataset's episodes held out from training, in
+                [0, 1) (default 0.2): never sampled, they score model selection
+                (:meth:`selection`) and calibrate the certificate (:meth:`certificate`); the
+                observation statistics are the training episodes'. 0 trains on everything
+                and selects nothing; a dataset streamed from Parquet (above
+                ``in_memory_max_transitions``) needs 0.
+            split_seed: Seed of the split (an integer >= 0, default 0), independent of the
+                training ``seed``: every run of an experiment, whatever its algorithm and seed,
+                holds out the same episodes (:func:`fttpo_ray.data.split.held_out_mask`).
         """
         self.dataset_id = dataset_id
         if env is not NotProvided:
             self.env = env
+        if held_out_fraction is not NotProvided:
+            self.held_out_fraction = held_out_fraction
+        if split_seed is not NotProvided:
+            self.split_seed = split_seed
+        return self
+
+    def selection(self, *, criterion: str = NotProvided) -> FtTPOConfig:
+        """Offline model selection on the held-out episodes (docs/algorithm.md §2.2).
+
+        After every iteration the module is scored on the held-out transitions of the
+        dataset's split (:meth:`dataset`'s ``held_out_fraction``; none held out: nothing is
+        selected) and the best iteration's weights are kept as "selected".
+
+        Args:
+            criterion: ``"td_error"`` (default: the lowest held-out TD error) or ``"policy_q"``
+                (the highest critic value of the acting policy's location at held-out states).
+                Attribute ``selection_criterion``.
+        """
+        if criterion is not NotProvided:
+            self.selection_criterion = criterion
+        return self
+
+    def certificate(
+        self,
+        *,
+        enabled: bool = NotProvided,
+        safe_action: float = NotProvided,
+        alpha: float = NotProvided,
+        members: int = NotProvided,
+        hiddens: list[int] = NotProvided,
+        grid_points: int = NotProvided,
+    ) -> FtTPOConfig:
+        """The certified thin support (docs/algorithm.md §5.1).
+
+        The acting policy's support is cut to the doses whose lower confidence bound of the
+        expected immediate-reward gain over ``safe_action`` is >= 0, else it gives the safe
+        action. The bound comes from a reward ensemble fitted at setup on the training
+        episodes, its multiplier calibrated on the held-out episodes. Preconditions (checked
+        in one place, :func:`~fttpo_ray.algorithms.fttpo.certificate.check_certificate`): a
+        thin-acting variant, ``held_out_fraction > 0`` and a 1-D action space.
+
+        Args:
+            enabled: Act with the certified support (attribute ``safety_certificate``, default
+                False).
+            safe_action: The safe dose, in environment units (default 0: the zero dose).
+            alpha: At most this share of doses is falsely certified, in (0, 1) (default 0.05;
+                attribute ``certificate_alpha``).
+            members: MLPs in the reward ensemble, >= 2 (default 5; ``certificate_members``).
+            hiddens: Hidden-layer widths of each member (default [64, 64];
+                ``certificate_hiddens``).
+            grid_points: Doses scanned per support, >= 2 (default 41;
+                ``certificate_grid_points``).
+        """
+        for name, value in (
+            ("safety_certificate", enabled),
+            ("safe_action", safe_action),
+            ("certificate_alpha", alpha),
+            ("certificate_members", members),
+            ("certificate_hiddens", hiddens),
+            ("certificate_grid_points", grid_points),
+        ):
+            if value is not NotProvided:
+                setattr(self, name, value)
         return self
 
     @override(AlgorithmConfig)
@@ -252,10 +354,10 @@ class FtTPOConfig(AlgorithmConfig):
         kl_num_samples: int = NotProvided,
         kl_ratio_clip: float = NotProvided,
         rar_num_samples: int = NotProvided,
-        thin_scale_bounds: tuple[float, float] = NotProvided,
+        thin_halfwidth_bounds: tuple[float, float] = NotProvided,
         fat_scale_bounds: tuple[float, float] = NotProvided,
         thin_support_in_box: bool = NotProvided,
-        thin_scale_torso: str = NotProvided,
+        thin_halfwidth_torso: str = NotProvided,
         num_gradient_steps_per_iteration: int = NotProvided,
         in_memory_max_transitions: int = NotProvided,
         held_out_fraction: float = NotProvided,
@@ -270,49 +372,64 @@ class FtTPOConfig(AlgorithmConfig):
     ) -> FtTPOConfig:
         """Sets FtTPO's hyper-parameters (see the attribute comments in ``__init__``).
 
-        Also takes every argument of :meth:`AlgorithmConfig.training` (``gamma``,
-        ``train_batch_size_per_learner``, ...).
+        ``kl_weight`` is tau: the weight of the KL term in the policy-improvement objective,
+        and so the temperature of the advantage weights. ``selection_criterion`` and the
+        certificate's settings (``safety_certificate``, ``safe_action``, ``certificate_*``) are
+        accepted here too; their group setters, :meth:`selection` and :meth:`certificate`,
+        document them. Deprecated: ``held_out_fraction`` (use :meth:`dataset`, the split
+        belongs to the data) and ``thin_scale_bounds``/``thin_scale_torso`` (now
+        ``thin_halfwidth_bounds``/``thin_halfwidth_torso``). Also takes every argument of
+        :meth:`AlgorithmConfig.training` (``gamma``, ``train_batch_size_per_learner``, ...).
         """
+        old = {key: kwargs.pop(key) for key in RENAMED_SETTINGS if key in kwargs}
+        renamed = renamed_settings(old)
         super().training(**kwargs)
-        for name, value in (
-            ("fat_q", fat_q),
-            ("thin_q", thin_q),
-            ("kl_weight", kl_weight),
-            ("weight_q", weight_q),
-            ("w_max", w_max),
-            ("actor_lr", actor_lr),
-            ("critic_lr", critic_lr),
-            ("value_lr", value_lr),
-            ("polyak", polyak),
-            ("num_critics", num_critics),
-            ("critic_aggregation", critic_aggregation),
-            ("critic_kappa", critic_kappa),
-            ("critic_layer_norm", critic_layer_norm),
-            ("critic_weight_decay", critic_weight_decay),
-            ("normalize_observations", normalize_observations),
-            ("compile_update", compile_update),
-            ("variant", variant),
-            ("kl_num_samples", kl_num_samples),
-            ("kl_ratio_clip", kl_ratio_clip),
-            ("rar_num_samples", rar_num_samples),
-            ("thin_scale_bounds", thin_scale_bounds),
-            ("fat_scale_bounds", fat_scale_bounds),
-            ("thin_support_in_box", thin_support_in_box),
-            ("thin_scale_torso", thin_scale_torso),
-            ("num_gradient_steps_per_iteration", num_gradient_steps_per_iteration),
-            ("in_memory_max_transitions", in_memory_max_transitions),
-            ("held_out_fraction", held_out_fraction),
-            ("selection_criterion", selection_criterion),
-            ("safety_certificate", safety_certificate),
-            ("safe_action", safe_action),
-            ("certificate_alpha", certificate_alpha),
-            ("certificate_members", certificate_members),
-            ("certificate_hiddens", certificate_hiddens),
-            ("certificate_grid_points", certificate_grid_points),
-        ):
+        if held_out_fraction is not NotProvided:
+            _deprecated("training(held_out_fraction=...)", "`.dataset(..., held_out_fraction=...)`")
+            self.held_out_fraction = held_out_fraction
+        given = {
+            "fat_q": fat_q,
+            "thin_q": thin_q,
+            "kl_weight": kl_weight,
+            "weight_q": weight_q,
+            "w_max": w_max,
+            "actor_lr": actor_lr,
+            "critic_lr": critic_lr,
+            "value_lr": value_lr,
+            "polyak": polyak,
+            "num_critics": num_critics,
+            "critic_aggregation": critic_aggregation,
+            "critic_kappa": critic_kappa,
+            "critic_layer_norm": critic_layer_norm,
+            "critic_weight_decay": critic_weight_decay,
+            "normalize_observations": normalize_observations,
+            "compile_update": compile_update,
+            "variant": variant,
+            "kl_num_samples": kl_num_samples,
+            "kl_ratio_clip": kl_ratio_clip,
+            "rar_num_samples": rar_num_samples,
+            "thin_halfwidth_bounds": thin_halfwidth_bounds,
+            "fat_scale_bounds": fat_scale_bounds,
+            "thin_support_in_box": thin_support_in_box,
+            "thin_halfwidth_torso": thin_halfwidth_torso,
+            "num_gradient_steps_per_iteration": num_gradient_steps_per_iteration,
+            "in_memory_max_transitions": in_memory_max_transitions,
+        }
+        for name, value in renamed.items():
+            if given[name] is NotProvided:
+                given[name] = value
+        for name, value in given.items():
             if value is not NotProvided:
                 setattr(self, name, value)
-        return self
+        self.selection(criterion=selection_criterion)
+        return self.certificate(
+            enabled=safety_certificate,
+            safe_action=safe_action,
+            alpha=certificate_alpha,
+            members=certificate_members,
+            hiddens=certificate_hiddens,
+            grid_points=certificate_grid_points,
+        )
 
     @override(AlgorithmConfig)
     def evaluation(
@@ -352,34 +469,23 @@ class FtTPOConfig(AlgorithmConfig):
             FAT_Q: self.fat_q,
             THIN_Q: self.thin_q,
             NUM_CRITICS: self.num_critics,
-            THIN_HALFWIDTH_BOUNDS: tuple(self.thin_scale_bounds),
+            THIN_HALFWIDTH_BOUNDS: tuple(self.thin_halfwidth_bounds),
             FAT_SCALE_BOUNDS: tuple(self.fat_scale_bounds),
             THIN_SUPPORT_IN_BOX: self.thin_support_in_box,
-            THIN_HALFWIDTH_TORSO: self.thin_scale_torso,
+            THIN_HALFWIDTH_TORSO: self.thin_halfwidth_torso,
             CRITIC_AGGREGATION: self.critic_aggregation,
             CRITIC_KAPPA: float(self.critic_kappa),
             CRITIC_LAYER_NORM: self.critic_layer_norm,
             OBS_MEAN: self._obs_statistics[0] if self._obs_statistics else None,
             OBS_STD: self._obs_statistics[1] if self._obs_statistics else None,
-            SAFETY_CERTIFICATE: self._certificate_shape(),
+            SAFETY_CERTIFICATE: certificate_shape(self),
         }
 
-    def _certificate_shape(self) -> dict[str, Any] | None:
-        """The module's certificate shape (``None`` without one); the safe action normalised
-        to the module's [-1, 1] actions with the action space's bounds, where they are known."""
-        if not self.safety_certificate:
-            return None
-        safe = float(self.safe_action)
-        space = self.action_space
-        if isinstance(space, gym.spaces.Box) and np.all(np.isfinite(space.low)):
-            low, high = float(space.low.reshape(-1)[0]), float(space.high.reshape(-1)[0])
-            safe = 2.0 * (safe - low) / (high - low) - 1.0
-        return {
-            CERTIFICATE_MEMBERS: int(self.certificate_members),
-            CERTIFICATE_HIDDENS: [int(w) for w in self.certificate_hiddens],
-            CERTIFICATE_GRID_POINTS: int(self.certificate_grid_points),
-            SAFE_ACTION: safe,
-        }
+    @override(AlgorithmConfig)
+    def update_from_dict(self, config_dict: dict[str, Any]) -> FtTPOConfig:
+        """RLlib's ``update_from_dict`` (Tune trials, YAML runs), old setting names accepted
+        (:data:`RENAMED_SETTINGS`, with a DeprecationWarning)."""
+        return super().update_from_dict(renamed_settings(config_dict, log=True))
 
     @override(AlgorithmConfig)
     def get_state(self) -> dict[str, Any]:
@@ -398,267 +504,71 @@ class FtTPOConfig(AlgorithmConfig):
             if type(value) in (int, float) and value == DEPRECATED_VALUE
         }
 
+    @classmethod
+    @override(AlgorithmConfig)
+    def from_state(cls, state: dict[str, Any]) -> Any:
+        """RLlib's ``from_state`` (checkpoint restore), reading older checkpoints too: renamed
+        settings under their new names, and ``split_seed`` (absent before the split belonged to
+        the data) as it was then derived: ``seed``, or 0 when unset, so the restored run holds
+        out the episodes it was trained without."""
+        state = dict(state)
+        for old, new in RENAMED_SETTINGS.items():
+            if old in state:
+                value = state.pop(old)
+                state.setdefault(new, value)
+        if "split_seed" not in state:
+            seed = state.get("seed")
+            state["split_seed"] = int(seed) if seed is not None else SPLIT_SEED
+        return super().from_state(state)
+
     # ---- validation ----------------------------------------------------------------------------
 
     @override(AlgorithmConfig)
     def validate(self) -> None:
         """Checks every field (errors name the field, the value and the valid range).
 
-        Cheap and free of side effects: it reads no dataset, makes no environment and starts
-        no Ray, so it can run before ``ray.init``; the dataset only has to be named here (it is
-        resolved in :meth:`FtTPO.setup`).
+        The fields' types and ranges are the table of :mod:`~fttpo_ray.algorithms.fttpo.
+        fields`; the rules that relate fields are :meth:`_cross_field_checks`. Cheap and free of
+        side effects: it reads no dataset, makes no environment and starts no Ray, so it can run
+        before ``ray.init``; the dataset only has to be named here (it is prepared in
+        :meth:`FtTPO.setup`, which validates again with the spaces known).
         """
-        self._validate_fields()
-        super().validate()
-
-    def _validate_fields(self) -> None:
-        def fail(message: str) -> None:
-            raise ConfigError(message)
-
-        def number(name: str) -> float:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                fail(f"`{name}` must be a number; got {value!r}")
-            if not math.isfinite(value):
-                fail(f"`{name}` must be finite; got {value}")
-            return float(value)
-
-        def positive_int(name: str) -> None:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                fail(f"`{name}` must be an integer >= 1; got {value!r}")
-
-        def non_negative_int(name: str) -> None:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                fail(f"`{name}` must be an integer >= 0; got {value!r}")
-
-        def flag(name: str) -> None:
-            value = getattr(self, name)
-            if not isinstance(value, bool):
-                fail(f"`{name}` must be true or false; got {value!r}")
-
         if not self.dataset_id:
-            fail(
+            raise ConfigError(
                 "no dataset: call FtTPOConfig().dataset('<minari dataset id>'), e.g. "
                 "'fttpo/treatment/random-v0'"
             )
         if not isinstance(self.dataset_id, str):
-            fail(f"`dataset_id` must be a Minari dataset id (a string); got {self.dataset_id!r}")
-        variant_spec(self.variant)  # a ConfigError naming the variants if there is no such one
-        fat_q = number("fat_q")
-        if not 1.0 <= fat_q < 3.0:
-            fail(
-                f"`fat_q` must be in [1, 3) for a heavy-tailed (fat) q-Gaussian (1 = Gaussian, "
-                f"2 = Cauchy; q >= 3 is not normalisable); got {fat_q}"
-            )
-        thin_q = number("thin_q")
-        if thin_q >= 1.0:
-            fail(f"`thin_q` must be < 1 for a sparse (thin) policy; got {thin_q}")
-        if number("kl_weight") <= 0.0:
-            fail(f"`kl_weight` (tau) must be > 0; got {self.kl_weight}")
-        if number("weight_q") > 1.0:
-            fail(
-                f"`weight_q` must be <= 1 (0: linear weights [1 + A/tau]_+, 1: exp(A/tau)); "
-                f"got {self.weight_q}"
-            )
-        if number("w_max") <= 1e-8:
-            fail(f"`w_max` must be > 1e-8; got {self.w_max}")
-        for name in ("actor_lr", "critic_lr", "value_lr"):
-            if number(name) <= 0.0:
-                fail(f"`{name}` must be > 0; got {getattr(self, name)}")
-        if not 0.0 < number("polyak") <= 1.0:
-            fail(f"`polyak` must be in (0, 1]; got {self.polyak}")
-        if not 0.0 <= number("gamma") <= 1.0:
-            fail(f"`gamma` must be in [0, 1]; got {self.gamma}")
-        if self.critic_aggregation not in AGGREGATIONS:
-            fail(
-                f"`critic_aggregation` must be one of {', '.join(AGGREGATIONS)}; "
-                f"got {self.critic_aggregation!r}"
-            )
-        if self.selection_criterion not in CRITERIA:
-            fail(
-                f"`selection_criterion` must be one of {', '.join(CRITERIA)}; "
-                f"got {self.selection_criterion!r}"
-            )
-        if number("critic_kappa") < 0.0:
-            fail(f"`critic_kappa` must be >= 0; got {self.critic_kappa}")
-        if number("critic_weight_decay") < 0.0:
-            fail(f"`critic_weight_decay` must be >= 0; got {self.critic_weight_decay}")
-        if not 0.0 <= number("held_out_fraction") < 1.0:
-            fail(f"`held_out_fraction` must be in [0, 1); got {self.held_out_fraction}")
-        if not 0.0 < number("certificate_alpha") < 1.0:
-            fail(f"`certificate_alpha` must be in (0, 1); got {self.certificate_alpha}")
-        number("safe_action")
-        if (
-            isinstance(self.certificate_members, bool)
-            or not isinstance(self.certificate_members, int)
-            or self.certificate_members < 2
-        ):
-            fail(f"`certificate_members` must be an integer >= 2; got {self.certificate_members!r}")
-        if (
-            isinstance(self.certificate_grid_points, bool)
-            or not isinstance(self.certificate_grid_points, int)
-            or self.certificate_grid_points < 2
-        ):
-            fail(
-                "`certificate_grid_points` must be an integer >= 2; got "
-                f"{self.certificate_grid_points!r}"
-            )
-        hiddens = self.certificate_hiddens
-        if (
-            not isinstance(hiddens, (list, tuple))
-            or not hiddens
-            or not all(isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in hiddens)
-        ):
-            fail(
-                f"`certificate_hiddens` must be a non-empty list of integers >= 1; got {hiddens!r}"
-            )
-        if (
-            self.safety_certificate is True
-            and variant_spec(self.variant).acting_policy is not Policy.THIN
-        ):
-            fail(
-                "`safety_certificate` cuts the acting thin policy's support; in variant "
-                f"{self.variant!r} no thin policy acts: use one of "
-                f"{', '.join(variants_acting(Policy.THIN))}"
-            )
-        if self.safety_certificate is True and self.held_out_fraction == 0.0:
-            fail(
-                "`safety_certificate` is calibrated on held-out episodes; got "
-                "held_out_fraction=0: set it in (0, 1), e.g. 0.2"
-            )
-        if number("kl_ratio_clip") <= 1.0:
-            fail(f"`kl_ratio_clip` must be > 1; got {self.kl_ratio_clip}")
-        for name in (
-            "kl_num_samples",
-            "num_critics",
-            "rar_num_samples",
-            "num_gradient_steps_per_iteration",
-            "train_batch_size_per_learner",
-            "in_memory_max_transitions",
-        ):
-            positive_int(name)
-        for name in ("thin_scale_bounds", "fat_scale_bounds"):
-            bounds = getattr(self, name)
-            if (
-                not isinstance(bounds, (tuple, list))
-                or len(bounds) != 2
-                or not all(isinstance(b, (int, float)) for b in bounds)
-                or not 0.0 < bounds[0] < bounds[1]
-            ):
-                fail(f"`{name}` must be a pair (low, high) with 0 < low < high; got {bounds!r}")
-        if self.thin_scale_torso not in (TORSO_SHARED, TORSO_OWN):
-            fail(
-                f"`thin_scale_torso` must be '{TORSO_SHARED}' or '{TORSO_OWN}'; "
-                f"got {self.thin_scale_torso!r}"
-            )
-        for name in (
-            "compile_update",
-            "thin_support_in_box",
-            "evaluation_explore",
-            "critic_layer_norm",
-            "normalize_observations",
-            "safety_certificate",
-        ):
-            flag(name)
-        # RLlib 2.60's TorchLearner keeps one torch LR scheduler per module (the last
-        # optimizer's) and steps one shared grad scaler per optimizer: with FtTPO's four
-        # optimizers both would silently do something else than asked.
-        if self._torch_lr_scheduler_classes:
-            fail(
-                "`_torch_lr_scheduler_classes` is not supported by FtTPO (four optimizers per "
-                "module; RLlib would schedule only one of them); got "
-                f"{self._torch_lr_scheduler_classes!r}: set actor_lr, critic_lr and value_lr"
-            )
-        if self._torch_grad_scaler_class is not None:
-            fail(
-                "`_torch_grad_scaler_class` is not supported by FtTPO (a float32 learner with "
-                "four optimizers per module); got "
-                f"{self._torch_grad_scaler_class!r}: leave it None"
-            )
-        non_negative_int("evaluation_seed")
-        if self.seed is not None:
-            non_negative_int("seed")
-        if not isinstance(self.evaluation_duration, int) or self.evaluation_duration < 1:
-            fail(f"`evaluation_duration` must be an integer >= 1; got {self.evaluation_duration!r}")
-        if self.evaluation_duration_unit != "episodes":
-            fail(
-                "`evaluation_duration_unit` must be 'episodes' for FtTPO's evaluation; "
-                f"got {self.evaluation_duration_unit!r}"
-            )
-
-    # ---- the dataset ---------------------------------------------------------------------------
-
-    @property
-    def split_seed(self) -> int:
-        """Seed of the held-out split (:func:`fttpo_ray.data.split.held_out_mask`): ``seed``,
-        or 0 when it is unset, so that the split never depends on the clock."""
-        return int(self.seed) if self.seed is not None else 0
-
-    def resolve_dataset(self) -> None:
-        """Makes the dataset ready and points the config at it (called by :meth:`FtTPO.setup`).
-
-        Collects the dataset if it is missing and collectable (a missing one that is not raises
-        :class:`~fttpo_ray.errors.DatasetError` naming it and how to create it), sets ``env``
-        (the dataset's, or checks a given one against it), the spaces and the offline input:
-        in memory up to ``in_memory_max_transitions`` transitions, else streamed from Parquet.
-        In a sweep trial the table comes from Ray's object store when the driver shared it
-        (:mod:`fttpo_ray.data.object_store`; the driver checked it against the env), so the
-        node needs no copy of the dataset; otherwise from the local disk.
-        """
-        from fttpo_ray.data import check_compatible, ensure_dataset, load_transitions
-        from fttpo_ray.data.object_store import shared_transitions
-
-        transitions = shared_transitions(self.dataset_id)
-        if transitions is None:
-            ensure_dataset(self.dataset_id)
-            transitions = load_transitions(self.dataset_id)
-            if self.env and isinstance(self.env, str):
-                check_compatible(self.dataset_id, self.env)
-        if not self.env:
-            self.env = transitions.env_id
-        if isinstance(self.env, str) and self.observation_space is None:
-            env = gym.make(self.env, **(self.env_config or {}))
-            self.observation_space, self.action_space = env.observation_space, env.action_space
-            env.close()
-        in_memory = len(transitions) <= self.in_memory_max_transitions
-        if not in_memory and self.held_out_fraction > 0.0:
             raise ConfigError(
-                f"`held_out_fraction`={self.held_out_fraction} needs the dataset in memory; "
-                f"'{self.dataset_id}' has {len(transitions)} transitions, above "
-                f"`in_memory_max_transitions`={self.in_memory_max_transitions}: raise that "
-                "or set held_out_fraction=0"
+                f"`dataset_id` must be a Minari dataset id (a string); got {self.dataset_id!r}"
             )
-        if self.normalize_observations:
-            from fttpo_ray.data.split import held_out_mask
-            from fttpo_ray.data.transitions import OBS_STD_FLOOR
+        check_fields(self)
+        for check in self._cross_field_checks():
+            check(self)
+        super().validate()
 
-            train = ~held_out_mask(transitions.episode_ids, self.held_out_fraction, self.split_seed)
-            obs = transitions.obs[train].astype(np.float64)
-            std = np.maximum(obs.std(axis=0), OBS_STD_FLOOR)
-            self._obs_statistics = (obs.mean(axis=0).tolist(), std.tolist())
-        else:
-            self._obs_statistics = None
-        if in_memory:
-            self.input_ = [transitions.path]
-            self.offline_data_class = InMemoryOfflineData
-        else:
-            from fttpo_ray.algorithms.fttpo.prelearner import FlatTransitionPreLearner
-            from fttpo_ray.data import to_parquet
+    @staticmethod
+    def _cross_field_checks() -> tuple[Any, ...]:
+        """The rules that relate several fields, each owned by the group it belongs to."""
+        return (check_certificate, check_one_optimizer_settings)
 
-            # Larger than memory: stream the flat parquet rows through Ray Data (RLlib's
-            # OfflineData) with a pre-learner that only casts columns; a local shuffle buffer
-            # stands in for uniform sampling.
-            self.input_ = [to_parquet(self.dataset_id)]
-            self.input_read_method = "read_parquet"
-            self.offline_data_class = None
-            self.prelearner_class = FlatTransitionPreLearner
-            self.map_batches_kwargs = {"concurrency": 1, **(self.map_batches_kwargs or {})}
-            self.iter_batches_kwargs = {
-                "local_shuffle_buffer_size": 64 * self.train_batch_size_per_learner,
-                **(self.iter_batches_kwargs or {}),
-            }
+
+def check_one_optimizer_settings(config: FtTPOConfig) -> None:
+    """RLlib 2.60's TorchLearner keeps one torch LR scheduler per module (the last optimizer's)
+    and steps one shared grad scaler per optimizer: with FtTPO's four optimizers both would
+    silently do something else than asked."""
+    if config._torch_lr_scheduler_classes:
+        raise ConfigError(
+            "`_torch_lr_scheduler_classes` is not supported by FtTPO (four optimizers per "
+            "module; RLlib would schedule only one of them); got "
+            f"{config._torch_lr_scheduler_classes!r}: set actor_lr, critic_lr and value_lr"
+        )
+    if config._torch_grad_scaler_class is not None:
+        raise ConfigError(
+            "`_torch_grad_scaler_class` is not supported by FtTPO (a float32 learner with "
+            "four optimizers per module); got "
+            f"{config._torch_grad_scaler_class!r}: leave it None"
+        )
 
 
 class FtTPO(Algorithm):
@@ -676,38 +586,38 @@ class FtTPO(Algorithm):
 
     @override(Algorithm)
     def setup(self, config: AlgorithmConfig) -> None:
-        """Resolves the dataset (:meth:`FtTPOConfig.resolve_dataset`), then RLlib's setup.
+        """Prepares the data once (:func:`~fttpo_ray.algorithms.fttpo.prepare.prepare`), then
+        RLlib's setup.
 
         ``Algorithm.__init__`` has validated and frozen the config (whether it came from
-        ``build_algo()``, a Tune trial's dict or a checkpoint); the dataset is resolved on an
-        unfrozen copy, which is validated again, frozen and becomes ``self.config``. The env
-        creator is derived again, since the env may have come from the dataset.
+        ``build_algo()``, a Tune trial's dict or a checkpoint); an unfrozen copy is pointed at
+        the prepared data, validated again (now with the spaces known), frozen and becomes
+        ``self.config``. The prepared data is handed to the sampler and the certificate and
+        kept as :attr:`prepared`. The env creator is derived again, since the env may have
+        come from the dataset.
         """
         resolved = self.config.copy(copy_frozen=False)
-        resolved.resolve_dataset()
-        space = resolved.action_space
-        if resolved.safety_certificate and getattr(space, "shape", None) != (1,):
-            raise ConfigError(
-                "`safety_certificate` scans a dose grid and needs a 1-D action space; "
-                f"'{resolved.dataset_id}' has actions of shape {getattr(space, 'shape', None)}: "
-                "set safety_certificate=False"
-            )
+        prepared = prepare(resolved)
+        prepared.configure(resolved)
         resolved.validate()
         resolved.freeze()
         self.config = resolved
+        #: The dataset, its split, spaces and statistics (computed once, here).
+        self.prepared: PreparedData = prepared
         self._env_id, self.env_creator = self._get_env_id_and_creator(resolved.env, resolved)
-        super().setup(resolved)
+        with handing_over(prepared.split):
+            super().setup(resolved)
         if resolved.safety_certificate:
             self._fit_certificate()
 
     def _fit_certificate(self) -> None:
         """Fit the certificate's reward ensemble on the training episodes, calibrate it on the
         held-out ones (docs/algorithm.md §5.1) and load it into every learner's module; the
-        evaluation env runners receive it with the weights. Deterministic given ``seed``, so a
-        restored checkpoint (which carries the fitted certificate) holds the same one."""
+        evaluation env runners receive it with the weights. Deterministic given ``split_seed``,
+        so a restored checkpoint (which carries the fitted certificate) holds the same one."""
         from fttpo_ray.algorithms.fttpo.certificate import fit_certificate
 
-        state, calibration = fit_certificate(self.config)
+        state, calibration = fit_certificate(self.config, self.prepared.split)
 
         def load(learner: Any) -> None:
             learner.module[DEFAULT_MODULE_ID].certificate.load_state_dict(state)
@@ -762,7 +672,7 @@ class FtTPO(Algorithm):
         config = self.config
         steps = config.num_gradient_steps_per_iteration
         num_samples = config.train_batch_size_per_learner * steps * max(1, config.num_learners)
-        in_memory = isinstance(self.offline_data, InMemoryOfflineData)
+        in_memory = self.prepared.in_memory
         with self.metrics.log_time((TIMERS, OFFLINE_SAMPLING_TIMER)):
             if in_memory:
                 training_data = TrainingData(
@@ -816,27 +726,20 @@ class FtTPO(Algorithm):
         count = len(held_out[Columns.REWARDS])
         if count == 0:
             return
-        module = learner_module(self)
-        criteria = held_out_criteria(module, held_out, self.config.gamma)
+        criteria, selected = select(
+            learner_module(self),
+            held_out,
+            gamma=self.config.gamma,
+            criterion=self.config.selection_criterion,
+            iteration=self.iteration + 1,
+            selected=getattr(self, "_selected", None),
+        )
+        self._selected = selected
         for name, value in criteria.items():
             self.metrics.log_value((SELECTION, name), value, window=1)
         self.metrics.log_value((SELECTION, HELD_OUT_TRANSITIONS), count, window=1)
-        criterion = self.config.selection_criterion
-        selected = getattr(self, "_selected", None)
-        iteration = self.iteration + 1
-        if better(criterion, criteria[criterion], selected and selected[SELECTED_CRITERION]):
-            selected = {
-                SELECTED_ITERATION: iteration,
-                SELECTED_CRITERION: criteria[criterion],
-                COMPONENT_RL_MODULE: copy_state(module.get_state()),
-            }
-            self._selected = selected
-        self.metrics.log_value(
-            (SELECTED, SELECTED_ITERATION), selected[SELECTED_ITERATION], window=1
-        )
-        self.metrics.log_value(
-            (SELECTED, SELECTED_CRITERION), selected[SELECTED_CRITERION], window=1
-        )
+        for key in (SELECTED_ITERATION, SELECTED_CRITERION):
+            self.metrics.log_value((SELECTED, key), selected[key], window=1)
 
     def selected_module_state(self) -> dict[str, Any] | None:
         """The module state (numpy arrays) of the iteration selected on the held-out episodes,

@@ -1,9 +1,10 @@
 """Offline model selection on held-out episodes (docs/algorithm.md §2.2).
 
 After every training iteration FtTPO scores its current module on the dataset's held-out
-transitions (:attr:`InMemoryOfflineData.held_out`, episodes the learner never samples) and keeps
-the weights of the best-scoring iteration as "selected" beside the last ones. Nothing here reads
-an environment: the criteria are functions of the module and the held-out transitions only.
+transitions (:attr:`fttpo_ray.algorithms.offline_data.InMemoryOfflineData.held_out`, episodes
+the learner never samples; :func:`select`) and keeps the weights of the best-scoring iteration
+as "selected" beside the last ones. Nothing here reads an environment: the criteria are
+functions of the module and the held-out transitions only.
 
 Criteria (both computed every iteration; ``selection_criterion`` picks the one that selects):
 
@@ -70,3 +71,30 @@ def copy_state(state: Any) -> Any:
     if isinstance(state, dict):
         return {key: copy_state(value) for key, value in state.items()}
     return np.array(state, copy=True)
+
+
+def select(
+    module: Any,
+    held_out: dict[str, torch.Tensor],
+    *,
+    gamma: float,
+    criterion: str,
+    iteration: int,
+    selected: dict[str, Any] | None,
+) -> tuple[dict[str, float], dict[str, Any]]:
+    """Score ``module`` on the held-out transitions and keep the better of it (at
+    ``iteration``) and ``selected`` (the best so far, or ``None``).
+
+    Returns every criterion's value and the selected entry: ``{SELECTED_ITERATION: i,
+    SELECTED_CRITERION: value, COMPONENT_RL_MODULE: module state (numpy arrays)}``.
+    """
+    from ray.rllib.core import COMPONENT_RL_MODULE
+
+    criteria = held_out_criteria(module, held_out, gamma)
+    if better(criterion, criteria[criterion], selected and selected[SELECTED_CRITERION]):
+        selected = {
+            SELECTED_ITERATION: iteration,
+            SELECTED_CRITERION: criteria[criterion],
+            COMPONENT_RL_MODULE: copy_state(module.get_state()),
+        }
+    return criteria, selected

@@ -27,7 +27,7 @@ gradient steps offline). Here:
   * the target critics under ``torch.no_grad``, through RLlib's own ``forward_target``.
 
 - :class:`LeanConcatCQLTorchRLModule`: the same with the critic of the CQL paper (one MLP on the
-  concatenated observation and action, :class:`~fttpo_ray.algorithms.lean_sac.
+  concatenated observation and action, :class:`~fttpo_ray.algorithms.baselines.lean_parts.
   ConcatCriticCatalog`; RLlib's multi-stream critic has about 9 times its multiply-adds).
 
 - :class:`LeanCQLTorchLearner` keeps RLlib's ``compute_loss_for_module`` unchanged (the loss IS
@@ -36,7 +36,8 @@ gradient steps offline). Here:
   ``policy_loss`` the policy, ``alpha_loss`` ``log(alpha)``; the tests check the gradients
   against RLlib's per-optimizer backward passes), uses fused Adam with RLlib's ``eps = 1e-7`` and
   learning rates, and moves the targets by ``tau`` after every gradient step
-  (:class:`~fttpo_ray.algorithms.lean_sac.PerStepTargetUpdate`), as the CQL paper does.
+  (:class:`~fttpo_ray.algorithms.baselines.lean_parts.PerStepTargetUpdate`), as the CQL paper
+  does.
 
 :func:`use_lean_cql` switches a :class:`~ray.rllib.algorithms.cql.CQLConfig` to them.
 """
@@ -67,7 +68,7 @@ from ray.rllib.utils.annotations import override
 from ray.rllib.utils.metrics import ALL_MODULES
 from ray.rllib.utils.typing import ModuleID, ParamDict, TensorType
 
-from fttpo_ray.algorithms.lean_sac import (
+from fttpo_ray.algorithms.baselines.lean_parts import (
     ConcatCriticCatalog,
     ConcatCriticModule,
     PerStepTargetUpdate,
@@ -347,7 +348,7 @@ class LeanCQLTorchRLModule(DefaultCQLTorchRLModule):
 
 class LeanConcatCQLTorchRLModule(ConcatCriticModule, LeanCQLTorchRLModule):
     """:class:`LeanCQLTorchRLModule` on the CQL paper's critic (one MLP of the concatenated
-    observation and action; build it with :class:`~fttpo_ray.algorithms.lean_sac.
+    observation and action; build it with :class:`~fttpo_ray.algorithms.baselines.lean_parts.
     ConcatCriticCatalog`)."""
 
 

@@ -8,22 +8,22 @@ moves the target critics towards the critics once per ``update()`` call, that is
 ``dataset_num_iters_per_learner`` gradient steps (with ``tau = 0.005`` and 5 000 steps per
 call, the targets stay near their initial weights for a whole run).
 
-:class:`LeanIQLTorchRLModule` has the IQL paper's MuJoCo policy (a Gaussian with ``tanh``
-mean, :class:`TanhMeanGaussian`, instead of SAC's tanh-squashed Gaussian) and critics (one MLP
-on the concatenated observation and action,
-:class:`~fttpo_ray.algorithms.lean_sac.ConcatCriticCatalog`, instead of RLlib's multi-stream
-critic with about 9 times its multiply-adds) and computes exactly what RLlib's IQL loss reads
-(the policy's distribution inputs at the observations, both critics at the logged actions, the
-minimum of the target critics under ``no_grad``, the value function at the observations, and at
-the next observations under ``no_grad``). :class:`LeanIQLTorchLearner` keeps RLlib's loss
-(``IQLTorchLearner.compute_loss_for_module``, unchanged), backpropagates the sum of the four
-losses once (each loss reaches only its own optimizer's parameters, so the gradients are the
-same), uses fused Adam with RLlib's settings, and moves the targets by ``tau`` after every
-gradient step (:class:`PerStepTargetUpdate`), as the IQL paper does. ``tests/algorithms/
-test_lean_iql.py`` checks losses, gradients and a whole step against RLlib's own classes.
+:class:`LeanIQLTorchRLModule` has the IQL paper's MuJoCo policy (a Gaussian with ``tanh`` mean,
+:class:`TanhMeanGaussian`, instead of SAC's tanh-squashed Gaussian) and critics (one MLP on the
+concatenated observation and action,
+:class:`~fttpo_ray.algorithms.baselines.lean_parts.ConcatCriticCatalog`, instead of RLlib's
+multi-stream critic with about 9 times its multiply-adds) and computes exactly what RLlib's IQL loss
+reads (the policy's distribution inputs at the observations, both critics at the logged actions, the
+minimum of the target critics under ``no_grad``, the value function at the observations, and at the
+next observations under ``no_grad``). :class:`LeanIQLTorchLearner` keeps RLlib's loss
+(``IQLTorchLearner.compute_loss_for_module``, unchanged), backpropagates the sum of the four losses
+once (each loss reaches only its own optimizer's parameters, so the gradients are the same), uses
+fused Adam with RLlib's settings, and moves the targets by ``tau`` after every gradient step
+(:class:`PerStepTargetUpdate`), as the IQL paper does. ``tests/algorithms/test_lean_iql.py`` checks
+losses, gradients and a whole step against RLlib's own classes.
 
-:func:`use_lean_iql` plugs both into an ``IQLConfig``; :func:`fttpo_ray.algorithms.
-builtin_offline_data.configure_builtin_offline` does it on the in-memory path.
+:func:`use_lean_iql` plugs both into an ``IQLConfig``; :func:`fttpo_ray.algorithms.baselines.
+builtin_offline.configure_builtin_offline` does it on the in-memory path.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ from ray.rllib.utils.annotations import override
 from ray.rllib.utils.numpy import MAX_LOG_NN_OUTPUT, MIN_LOG_NN_OUTPUT
 from ray.rllib.utils.typing import ModuleID, ParamDict, TensorType
 
-from fttpo_ray.algorithms.lean_sac import (
+from fttpo_ray.algorithms.baselines.lean_parts import (
     ConcatCriticCatalog,
     ConcatCriticModule,
     PerStepTargetUpdate,
@@ -88,8 +88,8 @@ class TanhMeanGaussian(TorchDiagGaussian):
 
 
 class IQLPaperCatalog(ConcatCriticCatalog):
-    """:class:`~fttpo_ray.algorithms.lean_sac.ConcatCriticCatalog` with the IQL paper's policy
-    distribution (:class:`TanhMeanGaussian`) for Box action spaces."""
+    """:class:`~fttpo_ray.algorithms.baselines.lean_parts.ConcatCriticCatalog` with the IQL
+    paper's policy distribution (:class:`TanhMeanGaussian`) for Box action spaces."""
 
     @override(ConcatCriticCatalog)
     def get_action_dist_cls(self, framework: str) -> type:
