@@ -6,6 +6,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?= -m "not learning and not slow"
+# The glucose environment's simulator; its own pins (old gym, gymnasium 0.29) clash with ours, so
+# it is installed without dependencies (its run-time needs are in requirements.txt).
+SIMGLUCOSE := simglucose==0.2.11
 
 .PHONY: setup run test test-slow test-all test-learning clean
 
@@ -13,6 +16,7 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps $(SIMGLUCOSE)
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 

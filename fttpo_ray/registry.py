@@ -32,8 +32,10 @@ def register_all() -> None:
 
     from fttpo_ray.algorithms.fttpo.fttpo import FtTPO
     from fttpo_ray.envs import (
+        GLUCOSE_ENV_ID,
         TREATMENT_ENV_ID,
         TREATMENT_LETHAL_ENV_ID,
+        make_glucose_env,
         make_treatment_env,
         make_treatment_lethal_env,
         register_envs,
@@ -43,6 +45,7 @@ def register_all() -> None:
     for env_id, creator in (
         (TREATMENT_ENV_ID, make_treatment_env),
         (TREATMENT_LETHAL_ENV_ID, make_treatment_lethal_env),
+        (GLUCOSE_ENV_ID, make_glucose_env),
     ):
         if not _global_registry.contains(ENV_CREATOR, env_id):
             register_env(env_id, creator)
