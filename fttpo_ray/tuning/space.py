@@ -2,17 +2,16 @@
 
 Three kinds of trainables are supported, by their registered Tune name:
 
-* ``FtTPO`` — :class:`fttpo_ray.FtTPOConfig`; the dataset is set with ``.dataset(id)`` and
-  resolved lazily in each trial.
+* ``FtTPO`` — :class:`fttpo_ray.FtTPOConfig`; the dataset and its split are set with
+  ``.dataset(id, held_out_fraction=..., split_seed=...)`` and resolved lazily in each trial.
 * any other RLlib algorithm (``IQL``, ``CQL``, ``BC``, ``MARWIL``, ...) — learns from the
-  dataset held in memory (uniform minibatches,
-  :func:`fttpo_ray.algorithms.builtin_offline_data.configure_builtin_offline`), or from its flat
-  Parquet export through Ray Data when it is larger than memory, and is evaluated with the
-  same episodes and safety metrics as FtTPO
-  (:func:`fttpo_ray.algorithms.rllib_evaluation.configure_evaluation`).
+  training episodes of the same split held in memory (uniform minibatches, :func:`fttpo_ray.
+  algorithms.baselines.builtin_offline_data.configure_builtin_offline`), or from its flat Parquet
+  export through Ray Data when it is larger than memory, and is evaluated with the same episodes
+  and safety metrics as FtTPO (:func:`fttpo_ray.algorithms.rllib_evaluation.configure_evaluation`).
 * any other Tune trainable (a function or class registered with
   :func:`ray.tune.register_trainable`) — receives the YAML's ``config`` plus ``seed``,
-  ``dataset_id``, ``env`` and the evaluation settings as a plain dict.
+  ``dataset_id``, ``env``, the split and the evaluation settings as a plain dict.
 
 An RLlib config is built in the driver (all YAML ``config`` keys applied with
 ``update_from_dict``, one CPU per trial: ``num_env_runners=0``, local learner), turned into a
@@ -42,12 +41,16 @@ from fttpo_ray.errors import ConfigError
 from fttpo_ray.tuning.schema import (
     ASHA,
     CHOICE,
+    DEFAULT_HELD_OUT_FRACTION,
+    DEFAULT_SPLIT_SEED,
     GRID_SEARCH,
+    HELD_OUT_FRACTION,
     HYPERBAND,
     LOGUNIFORM,
     OPTUNA,
     PBT,
     RANDINT,
+    SPLIT_SEED,
     UNIFORM,
     DatasetSpec,
     ExperimentSpec,
@@ -97,10 +100,13 @@ RAY_DATA_RESERVED_CPUS = 1
 
 @dataclass(frozen=True)
 class DatasetRef:
-    """A resolved dataset: its id and the id of the environment it was collected on."""
+    """A resolved dataset: its id, the id of the environment it was collected on, and the split
+    every run of the experiment trains on (the YAML's ``dataset`` block)."""
 
     id: str
     env_id: str | None
+    held_out_fraction: float = DEFAULT_HELD_OUT_FRACTION
+    split_seed: int = DEFAULT_SPLIT_SEED
 
 
 @dataclass(frozen=True)
@@ -126,6 +132,17 @@ def dataset_label(dataset_id: str) -> str:
     return "".join(c if c.isalnum() or c in "_.-" else "_" for c in dataset_id)
 
 
+def dataset_ref(ds: DatasetSpec, env_id: str | None = None) -> DatasetRef:
+    """The dataset block ``ds`` as runs see it (``env_id``: the environment read from the
+    data, default the block's ``env``)."""
+    return DatasetRef(
+        id=ds.id,
+        env_id=env_id or ds.env,
+        held_out_fraction=ds.held_out_fraction,
+        split_seed=ds.split_seed,
+    )
+
+
 def prepare_dataset(spec: ExperimentSpec, ds: DatasetSpec | None = None) -> DatasetRef:
     """Make sure a dataset of the YAML (the first by default) exists (created on demand where
     possible) and read its env."""
@@ -137,7 +154,7 @@ def prepare_dataset(spec: ExperimentSpec, ds: DatasetSpec | None = None) -> Data
     ensure_dataset(ds.id, env_id=ds.env, episodes=ds.episodes, seed=ds.seed)
     env_id = ds.env or load_transitions(ds.id).env_id
     logger.info("Dataset '%s' ready (environment %s)", ds.id, env_id)
-    return DatasetRef(id=ds.id, env_id=env_id)
+    return dataset_ref(ds, env_id)
 
 
 def needs_dataset(spec: ExperimentSpec) -> bool:
@@ -189,15 +206,16 @@ def algorithm_config(
         config.learners(num_cpus_per_learner=spec.cpus_per_trial)
     config.resources(num_cpus_for_main_process=spec.cpus_per_trial)
     config.debugging(seed=seed)
+    split = {HELD_OUT_FRACTION: dataset.held_out_fraction, SPLIT_SEED: dataset.split_seed}
     if kind == KIND_FTTPO:
-        config.dataset(dataset.id)
+        config.dataset(dataset.id, **split)
         if dataset.env_id:
             config.environment(env=dataset.env_id)
     else:
-        from fttpo_ray.algorithms.builtin_offline_data import configure_builtin_offline
+        from fttpo_ray.algorithms.baselines import builtin_offline_data
 
         chosen = {key: value for key, value in run.config.items() if key in OFFLINE_DATA_KEYS}
-        configure_builtin_offline(config, dataset.id, **chosen)
+        builtin_offline_data.configure_builtin_offline(config, dataset.id, **split, **chosen)
     ev = spec.evaluation
     return configure_evaluation(
         config,
@@ -219,6 +237,8 @@ def plain_config(
         SEED_KEY: seed,
         DATASET_ID_KEY: dataset.id,
         ENV_KEY: dataset.env_id,
+        HELD_OUT_FRACTION: dataset.held_out_fraction,
+        SPLIT_SEED: dataset.split_seed,
         EVALUATION_EPISODES_KEY: ev.episodes,
         EVALUATION_INTERVAL_KEY: ev.interval,
         EVALUATION_SEED_KEY: ev.seed,
