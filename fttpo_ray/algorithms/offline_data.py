@@ -56,8 +56,8 @@ logger = logging.getLogger(__name__)
 #: Datasets up to this many transitions are held in memory; larger ones stream through Ray Data.
 IN_MEMORY_MAX_TRANSITIONS = 20_000_000
 #: Default share of the episodes held out from training, and default seed of the split.
-HELD_OUT_FRACTION = 0.2
-SPLIT_SEED = 0
+DEFAULT_HELD_OUT_FRACTION = 0.2
+DEFAULT_SPLIT_SEED = 0
 
 #: Keys of ``config.input_read_method_kwargs`` that name the dataset and its split.
 DATASET_ID_KWARG = "fttpo_dataset_id"
@@ -254,7 +254,7 @@ def _read_kwargs(config: Any) -> tuple[str, float, int]:
         )
     # A config written before the split belonged to the data (a checkpoint's) held nothing out.
     fraction = kwargs.get(HELD_OUT_FRACTION_KWARG, 0.0)
-    split_seed = kwargs.get(SPLIT_SEED_KWARG, SPLIT_SEED)
+    split_seed = kwargs.get(SPLIT_SEED_KWARG, DEFAULT_SPLIT_SEED)
     return dataset_id, float(fraction), int(split_seed)
 
 
@@ -281,7 +281,7 @@ class UniformSampler:
         value_targets_gamma: float | None,
         *,
         held_out_fraction: float,
-        split_seed: int = SPLIT_SEED,
+        split_seed: int = DEFAULT_SPLIT_SEED,
     ) -> None:
         self.dataset_id = dataset_id
         self.seed = int(seed) % (2**63)

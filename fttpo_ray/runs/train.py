@@ -20,7 +20,7 @@ from fttpo_ray.errors import ConfigError
 from fttpo_ray.tuning.progress import describe_result
 from fttpo_ray.tuning.runtime import start_ray, stop_ray, storage_root
 from fttpo_ray.tuning.schema import load_experiment
-from fttpo_ray.tuning.space import DatasetRef, algorithm_config, prepare_dataset
+from fttpo_ray.tuning.space import algorithm_config, dataset_ref, prepare_dataset
 from fttpo_ray.tuning.sweep import TIME_FORMAT, check_run_configs
 from fttpo_ray.tuning.tracking import (
     CHECKPOINT_ARTIFACT_DIR,
@@ -90,7 +90,7 @@ def train_once(
     # Every setting is checked before anything starts or is created (the search block is not
     # used here). RLlib's own algorithms are checked once their dataset export exists.
     fixed = replace(run_spec, search={})
-    declared = DatasetRef(spec.dataset.id, spec.dataset.env)
+    declared = dataset_ref(spec.dataset)
     fttpo = trainable_kind(run_spec.algorithm) == KIND_FTTPO
     if fttpo:
         check_run_configs(spec, [fixed], declared, seed=seed)

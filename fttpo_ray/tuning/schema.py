@@ -4,52 +4,66 @@ One file describes one experiment — one MLflow experiment named after the file
 (version 1; documented with examples in ``docs/tuning.md``)::
 
     checkpoint: {at_end: true, frequency: 1, num_to_keep: 2}       # optional
-    dataset: {episodes: 50, env: fttpo/TreatmentSim-v0, id: fttpo/treatment/random-v0, seed: 0}
+    dataset: {episodes: 50, env: fttpo/TreatmentSim-v0, id: fttpo/treatment/random-v0, seed: 0,
+              held_out_fraction: 0.2, split_seed: 0}   # the split: every run trains on the same
     # or a list of such blocks: an environment axis (one Tune experiment per run and dataset)
     # `id` may list several ids (medium + expert): their mixture, combined once (docs/datasets.md)
+    defaults:                # optional: config keys shared by every run of an algorithm
+      FtTPO: {gamma: 0.9}
     evaluation: {episodes: 20, explore: true, interval: 1, seed: 1000000}
     max_concurrent: 0        # optional: trials at once (0 = as many as the CPUs allow)
-    max_failures: 2          # optional: restarts of a failed trial (from its last checkpoint;
-                             # -1: without limit), e.g. when its node dies
+    max_failures: 2          # optional: restarts of a failed trial (-1: without limit)
     metric: evaluation/thin/episode_return_mean   # what a scheduler / search_alg optimises
     mlflow: {log_checkpoint: true}                                  # optional
     mode: max                # with metric: max or min
-    num_samples: 1           # optional: Tune's repeats of the search (random domains); with a
-                             # search_alg: the configurations it proposes (each run per seed)
+    num_samples: 1           # optional: Tune's repeats of the search / configurations proposed
     resources: {cpus_per_trial: 1}                                   # optional
     runs:                    # one Tune experiment per run, all in the same MLflow experiment
       - algorithm: FtTPO     # a Tune/RLlib trainable name: FtTPO, IQL, CQL, BC, MARWIL, ...
-        config: {...}        # every hyper-parameter: AlgorithmConfig field names and values
+        config: {...}        # optional: what differs from `defaults` and the algorithm's config
         name: fttpo          # unique; [A-Za-z0-9_.-]
         search:              # optional: config keys swept, in Tune's vocabulary
           lr: {grid_search: [0.0001, 0.0003, 0.001]}
-    scheduler: {grace_period: 1, name: asha, reduction_factor: 2}  # optional: asha, hyperband,
-                             # pbt (with hyperparam_mutations and checkpoint.frequency >= 1)
+    scheduler: {grace_period: 1, name: asha, reduction_factor: 2}  # optional: asha, hyperband, pbt
     search_alg: {name: optuna, seed: 0}    # optional: Optuna's TPE over the runs' search ranges
     seeds: [0, 1]            # every search point runs once per seed
     stop: {iterations: 5}
 
-Unknown keys, missing keys, duplicate keys and ill-typed values raise
-:class:`~fttpo_ray.errors.ConfigError` naming the key (as a path such as
-``runs[0].config.lr``) and the file. ``config`` keys are checked against the algorithm's own
-default config: the key must exist there and the value must have the default's type (an
-integer is accepted for a float). Numbers such as ``3e-4`` are read as floats (YAML 1.2), not
-as strings as PyYAML's YAML 1.1 resolver would.
+The sections are pydantic models (strict: no coercion, unknown keys rejected); a run's config is
+validated by a model built from its algorithm's default config (the key must be a field there
+and the value must have the default's type; an integer is accepted for a float). Every error is
+one :class:`~fttpo_ray.errors.ConfigError` line naming the file, the key path (such as
+``runs[0].config.lr``), the bad value and what is valid. Numbers such as ``3e-4`` are read as
+floats (YAML 1.2), not as strings as PyYAML's YAML 1.1 resolver would.
 """
 
 from __future__ import annotations
 
 import copy
-import math
+import difflib
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, ClassVar
 
 import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    create_model,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from fttpo_ray import metrics as m
+from fttpo_ray.algorithms.offline_data import DEFAULT_HELD_OUT_FRACTION, DEFAULT_SPLIT_SEED
 from fttpo_ray.defaults import EVALUATION_SEED
 from fttpo_ray.errors import ConfigError, DatasetError
 from fttpo_ray.tuning.trainables import KIND_RLLIB, algorithm_defaults, trainable_kind
@@ -57,34 +71,25 @@ from fttpo_ray.tuning.trainables import KIND_RLLIB, algorithm_defaults, trainabl
 # ---- top-level keys ------------------------------------------------------------------------
 CHECKPOINT = "checkpoint"
 DATASET = "dataset"
+DEFAULTS = "defaults"
 EVALUATION = "evaluation"
-MAX_CONCURRENT = "max_concurrent"
-MAX_FAILURES = "max_failures"
 METRIC = "metric"
-MLFLOW = "mlflow"
 MODE = "mode"
-NUM_SAMPLES = "num_samples"
-RESOURCES = "resources"
 RUNS = "runs"
 SCHEDULER = "scheduler"
 SEARCH_ALG = "search_alg"
 SEEDS = "seeds"
-STOP = "stop"
 
 # ---- keys of the sections ------------------------------------------------------------------
-AT_END = "at_end"
 FREQUENCY = "frequency"
-NUM_TO_KEEP = "num_to_keep"
 ID = "id"
-ENV = "env"
-EPISODES = "episodes"
 SEED = "seed"
+EPISODES = "episodes"
 EXPLORE = "explore"
 INTERVAL = "interval"
-LOG_CHECKPOINT = "log_checkpoint"
-CPUS_PER_TRIAL = "cpus_per_trial"
-ITERATIONS = "iterations"
-TIME_S = "time_s"
+HELD_OUT_FRACTION = "held_out_fraction"
+SPLIT_SEED = "split_seed"
+PARTS = "parts"
 
 # ---- schedulers and search algorithms (Tune's names: tune.create_scheduler / create_searcher) --
 ASHA = "asha"
@@ -141,6 +146,8 @@ RESERVED_CONFIG_KEYS = {
     "env": f"{DATASET}.{ID}",
     "dataset_id": f"{DATASET}.{ID}",
     "input": f"{DATASET}.{ID}",
+    HELD_OUT_FRACTION: f"{DATASET}.{HELD_OUT_FRACTION}",
+    SPLIT_SEED: f"{DATASET}.{SPLIT_SEED}",
     "evaluation_interval": f"{EVALUATION}.{INTERVAL}",
     "evaluation_duration": f"{EVALUATION}.{EPISODES}",
     "evaluation_duration_unit": f"{EVALUATION}.{EPISODES}",
@@ -158,9 +165,169 @@ DEFAULT_MAX_FAILURES = 2
 DEFAULT_CPUS_PER_TRIAL = 1
 
 _SCALAR_TYPES = (bool, int, float, str)
+#: pydantic's error type of the errors raised here (their message is the ``message`` context).
+_OWN_ERROR = "fttpo_config"
 
 
-# ---- data classes -----------------------------------------------------------------------------
+# ---- one-line errors ---------------------------------------------------------------------------
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    kind = type(value).__name__
+    return f"{text[:80]} ({kind})" if len(text) <= 80 else f"{text[:77]}... ({kind})"
+
+
+def _error(message: str, key: str | None = None) -> PydanticCustomError:
+    """An error of a validator: ``message`` about the value, or about its key ``key``."""
+    context = {"message": message} if key is None else {"message": message, "key": key}
+    return PydanticCustomError(_OWN_ERROR, "{message}", context)
+
+
+def _path(loc: Sequence[Any], prefix: str = "") -> str:
+    """``runs[0].config.lr`` from pydantic's location ``('runs', 0, 'config', 'lr')``."""
+    text = prefix
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text = f"{text}.{part}" if text else str(part)
+    return text
+
+
+#: pydantic's error types -> our message about the value (``got`` appended).
+_TYPE_MESSAGES = {
+    "int_type": "must be an integer",
+    "float_type": "must be a number",
+    "bool_type": "must be true or false",
+    "string_type": "must be a string",
+    "list_type": "must be a list",
+    "dict_type": "must be a mapping",
+    "model_type": "must be a mapping",
+    "finite_number": "must be finite",
+}
+
+
+def _message(error: Mapping[str, Any]) -> str:
+    kind, ctx, value = error["type"], error.get("ctx") or {}, error.get("input")
+    if kind == _OWN_ERROR:
+        return ctx["message"]
+    if kind == "missing":
+        return "is missing (required)"
+    if kind in _TYPE_MESSAGES:
+        return f"{_TYPE_MESSAGES[kind]}; got {_show(value)}"
+    for bound, sign in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
+        if bound in ctx:
+            return f"must be {sign} {ctx[bound]}; got {value}"
+    return f"{error['msg'][0].lower()}{error['msg'][1:]}; got {_show(value)}"
+
+
+def _config_error(
+    err: ValidationError, source: str, prefix: str = "", *, single: str = "", skip: int = 0
+) -> ConfigError:
+    """The first error of ``err`` as one line: the file, the key path and the message
+    (``single``: a top-level key that holds one block where a list is accepted, as
+    ``dataset``: its errors name ``dataset.id``, not ``dataset[0].id``; ``skip``: leading
+    parts of pydantic's location that ``prefix`` already names)."""
+    first = err.errors()[0]
+    loc = list(first["loc"])[skip:]
+    if single and loc[:2] == [single, 0]:
+        del loc[1]
+    if first["type"] == _OWN_ERROR and "key" in (first.get("ctx") or {}):
+        loc.append(first["ctx"]["key"])
+    return ConfigError(f"{source}: `{_path(loc, prefix)}` {_message(first)}")
+
+
+def _did_you_mean(name: str, candidates: Collection[str]) -> str:
+    close = difflib.get_close_matches(name, list(candidates), n=2)
+    return f" (did you mean {', '.join(f'`{c}`' for c in close)}?)" if close else ""
+
+
+# ---- value types -------------------------------------------------------------------------------
+
+
+def _non_empty_string(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise _error(f"must be a non-empty string; got {_show(value)}")
+    return value
+
+
+def _one_of(names: Sequence[str]) -> Callable[[Any], str]:
+    def check(value: Any) -> str:
+        if value not in names:
+            raise _error(f"must be one of {', '.join(names)}; got {_show(value)}")
+        return value
+
+    return check
+
+
+def _interval(low: float, high: float, *, low_open: bool, high_open: bool) -> AfterValidator:
+    """``low < / <= value < / <= high``, reported as ``must be in [low, high)``."""
+
+    def check(value: float) -> float:
+        if (value <= low if low_open else value < low) or (
+            value >= high if high_open else value > high
+        ):
+            brackets = ("(" if low_open else "[", ")" if high_open else "]")
+            raise _error(f"must be in {brackets[0]}{low:g}, {high:g}{brackets[1]}; got {value}")
+        return value
+
+    return AfterValidator(check)
+
+
+def _non_empty_list(what: str) -> BeforeValidator:
+    def check(value: Any) -> Any:
+        if not isinstance(value, list) or not value:
+            raise _error(f"must be a non-empty list of {what}; got {_show(value)}")
+        return value
+
+    return BeforeValidator(check)
+
+
+NonEmptyStr = Annotated[str, BeforeValidator(_non_empty_string)]
+Number = Annotated[float, Field(allow_inf_nan=False)]
+PositiveNumber = Annotated[float, Field(allow_inf_nan=False, gt=0)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
+PositiveInt = Annotated[int, Field(ge=1)]
+Mode = Annotated[str, BeforeValidator(_one_of(MODES))]
+
+
+class Section(BaseModel):
+    """A YAML mapping: string keys, each a known key (the error lists them and suggests the
+    closest), values of exactly the annotated types (no coercion)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    @classmethod
+    def allowed_keys(cls, data: Mapping[str, Any]) -> Collection[str]:
+        """The keys this mapping may hold (all its fields unless a subclass says otherwise)."""
+        return cls.model_fields
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_keys(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            raise _error(f"must be a mapping; got {_show(data)}")
+        for key in data:
+            if not isinstance(key, str):
+                raise _error(f"has a non-string key {_show(key)}")
+        allowed = sorted(cls.allowed_keys(data))
+        for key in data:
+            if key not in allowed:
+                raise _error(
+                    f"is not a known key; allowed here: {', '.join(allowed)}"
+                    f"{_did_you_mean(key, allowed)}",
+                    key,
+                )
+        return cls.prepare(data)
+
+    @classmethod
+    def prepare(cls, data: dict[str, Any]) -> dict[str, Any]:
+        """The mapping as the fields read it (a subclass may derive fields); its keys are known."""
+        return data
+
+
+# ---- the sections (also the validated spec the tuning modules read) ---------------------------
 
 
 @dataclass(frozen=True)
@@ -172,9 +339,196 @@ class SearchDomain:
     values: tuple[Any, ...]
 
 
+class DatasetSpec(Section):
+    """The dataset every run learns from (created on demand where the data layer can) and its
+    split: the share of episodes held out from training and its seed, the same for every run."""
+
+    id: str
+    env: NonEmptyStr | None = None
+    episodes: PositiveInt | None = None
+    seed: NonNegativeInt = 0
+    held_out_fraction: Annotated[
+        float, _interval(0.0, 1.0, low_open=False, high_open=True)
+    ] = DEFAULT_HELD_OUT_FRACTION
+    split_seed: NonNegativeInt = DEFAULT_SPLIT_SEED
+    #: The ids combined into ``id`` when the YAML lists several (a mixture such as
+    #: medium + expert; ``id`` is then :func:`fttpo_ray.data.remote.mixture_id` of them).
+    parts: tuple[str, ...] = ()
+
+    @classmethod
+    def allowed_keys(cls, data: Mapping[str, Any]) -> Collection[str]:
+        return [key for key in cls.model_fields if key != PARTS]
+
+    @classmethod
+    def prepare(cls, data: dict[str, Any]) -> dict[str, Any]:
+        """Several ids: their mixture (Minari's combine_datasets), under a derived local id."""
+        if not isinstance(data.get(ID), list):
+            if ID in data:
+                try:
+                    _non_empty_string(data[ID])
+                except PydanticCustomError as err:
+                    raise _error(err.context["message"], ID) from None
+            return data
+        from fttpo_ray.data.remote import mixture_id
+
+        parts = tuple(data[ID])
+        for index, item in enumerate(parts):
+            if not isinstance(item, str) or not item.strip():
+                raise _error(f"must be a non-empty string; got {_show(item)}", f"{ID}[{index}]")
+        if len(parts) < 2 or len(set(parts)) != len(parts):
+            raise _error(f"must list at least two different ids; got {list(parts)}", ID)
+        try:
+            return {**data, ID: mixture_id(parts), PARTS: parts}
+        except DatasetError as err:
+            raise _error(str(err), ID) from None
+
+
+class EvaluationSpec(Section):
+    """Evaluation every ``interval`` iterations on ``episodes`` episodes seeded from ``seed``."""
+
+    episodes: PositiveInt
+    interval: PositiveInt = 1
+    seed: NonNegativeInt = EVALUATION_SEED
+    explore: bool = True
+
+
+class CheckpointSpec(Section):
+    """Checkpoint every ``frequency`` iterations (0: never in between) and/or at the end."""
+
+    frequency: NonNegativeInt = DEFAULT_CHECKPOINT_FREQUENCY
+    at_end: bool = True
+    num_to_keep: PositiveInt = DEFAULT_NUM_TO_KEEP
+
+
+class _Named(Section):
+    """A section chosen by its ``name`` (scheduler, search algorithm), whose keys depend on it."""
+
+    NAMES: ClassVar[tuple[str, ...]] = ()
+    KEYS: ClassVar[dict[str, tuple[str, ...]]] = {}
+
+    @classmethod
+    def allowed_keys(cls, data: Mapping[str, Any]) -> Collection[str]:
+        if NAME not in data:
+            raise _error(f"is missing (required): one of {', '.join(cls.NAMES)}", NAME)
+        if data[NAME] not in cls.NAMES:
+            raise _error(f"must be one of {', '.join(cls.NAMES)}; got {_show(data[NAME])}", NAME)
+        return (NAME, *cls.KEYS[data[NAME]])
+
+
+class SchedulerSpec(_Named):
+    """A Tune trial scheduler (:data:`SCHEDULER_NAMES`) in training iterations.
+
+    ``max_t`` defaults to ``stop.iterations``; ``hyperparam_mutations`` (PBT) maps ``config``
+    keys to the domain that a resampled value is drawn from.
+    """
+
+    NAMES: ClassVar[tuple[str, ...]] = SCHEDULER_NAMES
+    KEYS: ClassVar[dict[str, tuple[str, ...]]] = SCHEDULER_KEYS
+
+    name: str
+    grace_period: PositiveInt = 1
+    reduction_factor: Annotated[Number, AfterValidator(lambda v: _greater(v, 1))] = 2.0
+    brackets: PositiveInt = 1
+    max_t: PositiveInt | None = None
+    perturbation_interval: PositiveInt = 1
+    hyperparam_mutations: dict[str, Any] = {}
+    quantile_fraction: Annotated[
+        Number, _interval(0.0, 0.5, low_open=True, high_open=False)
+    ] = 0.25
+    resample_probability: Annotated[
+        Number, _interval(0.0, 1.0, low_open=False, high_open=False)
+    ] = 0.25
+
+    @model_validator(mode="after")
+    def _pbt_mutations(self) -> SchedulerSpec:
+        if self.name == PBT and not self.hyperparam_mutations:
+            if HYPERPARAM_MUTATIONS not in self.model_fields_set:
+                raise _error("is missing (required by pbt)", HYPERPARAM_MUTATIONS)
+            raise _error("must name at least one `config` key to perturb", HYPERPARAM_MUTATIONS)
+        return self
+
+
+def _greater(value: float, low: float) -> float:
+    if value <= low:
+        raise _error(f"must be > {low}; got {value}")
+    return value
+
+
+class SearchAlgSpec(_Named):
+    """A Tune search algorithm (:data:`SEARCH_ALG_NAMES`): Optuna's TPE sampler, seeded."""
+
+    NAMES: ClassVar[tuple[str, ...]] = SEARCH_ALG_NAMES
+    KEYS: ClassVar[dict[str, tuple[str, ...]]] = SEARCH_ALG_KEYS
+
+    name: str
+    seed: NonNegativeInt | None = None
+    n_startup_trials: PositiveInt | None = None
+
+
+class _Stop(Section):
+    iterations: PositiveInt
+    time_s: PositiveNumber | None = None
+
+
+class _Mlflow(Section):
+    log_checkpoint: bool = True
+
+
+class _Resources(Section):
+    cpus_per_trial: PositiveNumber = DEFAULT_CPUS_PER_TRIAL
+
+
+def _run_name(value: Any) -> str:
+    name = _non_empty_string(value)
+    if not RUN_NAME_PATTERN.match(name):
+        raise _error(f"may use only letters, digits, '_', '.', '-'; got '{name}'")
+    return name
+
+
+class _Run(Section):
+    algorithm: NonEmptyStr
+    config: dict[str, Any] = {}
+    name: Annotated[str, BeforeValidator(_run_name)]
+    search: dict[str, Any] | None = None
+
+
+def _dataset_blocks(value: Any) -> Any:
+    if isinstance(value, list) and not value:
+        raise _error("must be a dataset block or a non-empty list of dataset blocks")
+    return value if isinstance(value, list) else [value]
+
+
+def _distinct(values: list[int]) -> list[int]:
+    if len(set(values)) != len(values):
+        raise _error(f"has repeated seeds: {values}")
+    return values
+
+
+class _Experiment(Section):
+    """The whole file, as written (runs not yet checked against their algorithms)."""
+
+    checkpoint: CheckpointSpec | None = None
+    dataset: Annotated[list[DatasetSpec], BeforeValidator(_dataset_blocks)]
+    defaults: dict[str, dict[str, Any]] = {}
+    evaluation: EvaluationSpec
+    max_concurrent: NonNegativeInt = 0
+    max_failures: Annotated[int, Field(ge=-1)] = DEFAULT_MAX_FAILURES
+    metric: NonEmptyStr | None = None
+    mlflow: _Mlflow | None = None
+    mode: Mode | None = None
+    num_samples: PositiveInt = 1
+    resources: _Resources | None = None
+    runs: Annotated[list[_Run], _non_empty_list("runs")]
+    scheduler: SchedulerSpec | None = None
+    search_alg: SearchAlgSpec | None = None
+    seeds: Annotated[list[NonNegativeInt], _non_empty_list("integers"), AfterValidator(_distinct)]
+    stop: _Stop
+
+
 @dataclass(frozen=True)
 class RunSpec:
-    """One entry of ``runs``: an algorithm, its full config and the keys it sweeps."""
+    """One entry of ``runs``: an algorithm, its config (the ``defaults`` of its algorithm, then
+    its own ``config``; the algorithm's default config for the rest) and the keys it sweeps."""
 
     name: str
     algorithm: str
@@ -187,66 +541,6 @@ class RunSpec:
     def dict_key(self, key: str) -> str:
         """The ``to_dict()``/Tune config key of the YAML key ``key``."""
         return self.dict_keys.get(key, key)
-
-
-@dataclass(frozen=True)
-class DatasetSpec:
-    """The dataset every run learns from; created on demand where the data layer can."""
-
-    id: str
-    env: str | None = None
-    episodes: int | None = None
-    seed: int = 0
-    #: The ids combined into ``id`` when the YAML lists several (a mixture such as
-    #: medium + expert; ``id`` is then :func:`fttpo_ray.data.remote.mixture_id` of them).
-    parts: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class EvaluationSpec:
-    """Evaluation every ``interval`` iterations on ``episodes`` episodes seeded from ``seed``."""
-
-    episodes: int
-    interval: int = 1
-    seed: int = EVALUATION_SEED
-    explore: bool = True
-
-
-@dataclass(frozen=True)
-class CheckpointSpec:
-    """Checkpoint every ``frequency`` iterations (0: never in between) and/or at the end."""
-
-    frequency: int = DEFAULT_CHECKPOINT_FREQUENCY
-    at_end: bool = True
-    num_to_keep: int = DEFAULT_NUM_TO_KEEP
-
-
-@dataclass(frozen=True)
-class SchedulerSpec:
-    """A Tune trial scheduler (:data:`SCHEDULER_NAMES`) in training iterations.
-
-    ``max_t`` defaults to ``stop.iterations``; ``hyperparam_mutations`` (PBT) maps ``config``
-    keys to the domain that a resampled value is drawn from.
-    """
-
-    name: str
-    grace_period: int = 1
-    reduction_factor: float = 2.0
-    brackets: int = 1
-    max_t: int | None = None
-    perturbation_interval: int = 1
-    hyperparam_mutations: dict[str, SearchDomain] = field(default_factory=dict)
-    quantile_fraction: float = 0.25
-    resample_probability: float = 0.25
-
-
-@dataclass(frozen=True)
-class SearchAlgSpec:
-    """A Tune search algorithm (:data:`SEARCH_ALG_NAMES`): Optuna's TPE sampler, seeded."""
-
-    name: str
-    seed: int | None = None
-    n_startup_trials: int | None = None
 
 
 @dataclass(frozen=True)
@@ -361,8 +655,9 @@ def apply_overrides(
     """Apply ``key=value`` overrides to a raw YAML dict (a copy is returned).
 
     A plain key (``lr=3e-4``) sets that key in the ``config`` of the run ``run`` (the first
-    run by default); a dotted key (``stop.iterations=2``) sets a top-level section's key.
-    Values are parsed as YAML (``1e-3`` is a float, ``true`` a bool, ``[1, 2]`` a list).
+    run by default; any config field of its algorithm, checked when the YAML is validated); a
+    dotted key (``stop.iterations=2``) sets a top-level section's key. Values are parsed as
+    YAML (``1e-3`` is a float, ``true`` a bool, ``[1, 2]`` a list).
     """
     data = copy.deepcopy(raw)
     for item in overrides:
@@ -392,377 +687,248 @@ def apply_overrides(
             raise ConfigError(
                 f"--set {key}: `{RUNS}[{index}].{CONFIG}` of {source} is not a mapping"
             )
-        if key not in config:
-            raise ConfigError(
-                f"--set {key}: unknown key; `{RUNS}[{index}].{CONFIG}` of {source} lists every "
-                "hyper-parameter of the run, add it there first"
-            )
         config[key] = value
     return data
 
 
-# ---- validation -------------------------------------------------------------------------------
+# ---- a run's config, checked against its algorithm's default config --------------------------
 
 
-class _Checker:
-    """Type checks that name the key path and the file in their errors."""
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-
-    def fail(self, key: str, message: str) -> None:
-        raise ConfigError(f"{self.source}: `{key}` {message}")
-
-    def mapping(self, value: Any, key: str) -> dict[str, Any]:
-        if not isinstance(value, dict):
-            self.fail(key, f"must be a mapping; got {_show(value)}")
-        for name in value:
-            if not isinstance(name, str):
-                self.fail(key, f"has a non-string key {_show(name)}")
-        return value
-
-    def keys(
-        self, value: dict[str, Any], key: str, required: Sequence[str], optional: Sequence[str]
-    ) -> None:
-        allowed = set(required) | set(optional)
-        for name in value:
-            if name not in allowed:
-                where = f"{key}.{name}" if key else name
-                self.fail(where, f"is not a known key; allowed here: {', '.join(sorted(allowed))}")
-        for name in required:
-            if name not in value:
-                where = f"{key}.{name}" if key else name
-                self.fail(where, "is missing (required)")
-
-    def integer(self, value: Any, key: str, minimum: int | None = None) -> int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            self.fail(key, f"must be an integer; got {_show(value)}")
-        if minimum is not None and value < minimum:
-            self.fail(key, f"must be >= {minimum}; got {value}")
-        return int(value)
-
-    def number(self, value: Any, key: str, positive: bool = False) -> float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            self.fail(key, f"must be a number; got {_show(value)}")
-        if not math.isfinite(value):
-            self.fail(key, f"must be finite; got {value}")
-        if positive and value <= 0:
-            self.fail(key, f"must be > 0; got {value}")
-        return float(value)
-
-    def boolean(self, value: Any, key: str) -> bool:
-        if not isinstance(value, bool):
-            self.fail(key, f"must be true or false; got {_show(value)}")
-        return value
-
-    def string(self, value: Any, key: str) -> str:
-        if not isinstance(value, str) or not value.strip():
-            self.fail(key, f"must be a non-empty string; got {_show(value)}")
-        return value
+def _plain_value(value: Any) -> Any:
+    if value is not None and not isinstance(value, (*_SCALAR_TYPES, list, dict)):
+        raise _error(f"must be a plain value (number, string, list, mapping); got {_show(value)}")
+    return value
 
 
-def _show(value: Any) -> str:
-    text = repr(value)
-    kind = type(value).__name__
-    return f"{text[:80]} ({kind})" if len(text) <= 80 else f"{text[:77]}... ({kind})"
+def _not_settable(default: Any) -> AfterValidator:
+    def check(value: Any) -> Any:
+        raise _error(f"cannot be set from a YAML (its default is a {type(default).__name__})")
+
+    return AfterValidator(check)
 
 
-def config_value(default: Any, value: Any, key: str, check: _Checker) -> Any:
-    """``value`` checked against the type of the algorithm's default ``default``.
-
-    bool ↔ bool; int ↔ int; float ↔ int or float (returned as float); str ↔ str; tuple/list ↔
-    list (returned as the default's sequence type); dict ↔ dict; ``None`` default ↔ any plain
-    YAML value. Defaults of other types (classes, callables) cannot be set from a YAML.
-    """
-    if value is None:
-        return None
+def _field_type(default: Any) -> Any:
+    """The type a YAML value of a config field must have, from the field's default: bool, int,
+    float (an int is accepted), str, list (a tuple default gets a tuple), mapping; any plain
+    value when the default is None; ``None`` is always accepted."""
     if default is None:
-        if isinstance(value, (*_SCALAR_TYPES, list, dict)):
-            return value
-        check.fail(
-            key, f"must be a plain value (number, string, list, mapping); got {_show(value)}"
-        )
-    if isinstance(default, bool):
-        return check.boolean(value, key)
-    if isinstance(default, int):
-        return check.integer(value, key)
-    if isinstance(default, float):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            check.fail(key, f"must be a number; got {_show(value)}")
-        return float(value)
-    if isinstance(default, str):
-        if not isinstance(value, str):
-            check.fail(key, f"must be a string; got {_show(value)}")
-        return value
-    if isinstance(default, (list, tuple)):
-        if not isinstance(value, list):
-            check.fail(key, f"must be a list; got {_show(value)}")
-        return tuple(value) if isinstance(default, tuple) else list(value)
-    if isinstance(default, dict):
-        return check.mapping(value, key)
-    check.fail(key, f"cannot be set from a YAML (its default is a {type(default).__name__})")
-    return None
+        kind: Any = Annotated[Any, AfterValidator(_plain_value)]
+    elif isinstance(default, (bool, int, float, str, dict)):
+        kind = dict[str, Any] if isinstance(default, dict) else type(default)
+    elif isinstance(default, (list, tuple)):
+        kind = Annotated[list[Any], AfterValidator(type(default))]
+    else:
+        kind = Annotated[Any, _not_settable(default)]
+    return kind | None
+
+
+class _AlgorithmFields(BaseModel):
+    """Base of the model of one algorithm's config fields (built by :func:`fields_model`)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, protected_namespaces=())
+    ALGORITHM: ClassVar[str] = ""
+    #: YAML key -> the field's default, its ``to_dict()`` key, and its name in this model.
+    DEFAULTS: ClassVar[dict[str, Any]] = {}
+    DICT_KEYS: ClassVar[dict[str, str]] = {}
+    FIELD_NAMES: ClassVar[dict[str, str]] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_fields(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            raise _error(f"must be a mapping; got {_show(data)}")
+        for key in data:
+            if key in RESERVED_CONFIG_KEYS:
+                raise _error(
+                    f"is set by `{RESERVED_CONFIG_KEYS[key]}`; remove it from `{CONFIG}`", key
+                )
+            if key not in cls.DEFAULTS:
+                hint = _did_you_mean(str(key), cls.DEFAULTS)
+                raise _error(f"is not a config field of {cls.ALGORITHM}{hint}", key)
+        return data
+
+
+@cache
+def fields_model(algorithm: str) -> type[_AlgorithmFields] | None:
+    """A pydantic model of the config fields of ``algorithm``, typed by its default config
+    (:func:`fttpo_ray.tuning.trainables.algorithm_defaults`; None for a plain trainable).
+
+    A config property stored as ``_<name>`` in ``to_dict()`` (``model_config``,
+    ``train_batch_size_per_learner``) is the YAML key ``<name>``.
+    """
+    defaults = algorithm_defaults(algorithm)
+    if defaults is None:
+        return None
+    dict_keys = {key[1:]: key for key in defaults if key.startswith("_") and key[1:2] != "_"}
+    dict_keys.update({key: key for key in defaults if not key.startswith("_")})
+    names = {key: f"field_{i}" for i, key in enumerate(sorted(dict_keys))}
+    fields = {
+        names[key]: (_field_type(defaults[dict_key]), Field(None, alias=key))
+        for key, dict_key in dict_keys.items()
+    }
+    model = create_model(f"{algorithm}Fields", __base__=_AlgorithmFields, **fields)
+    model.ALGORITHM = algorithm
+    model.DEFAULTS = {key: defaults[dict_key] for key, dict_key in dict_keys.items()}
+    model.DICT_KEYS = dict_keys
+    model.FIELD_NAMES = names
+    return model
+
+
+def _check_config(
+    values: dict[str, Any],
+    model: type[_AlgorithmFields] | None,
+    where: str,
+    source: str,
+    *,
+    skip: int = 0,
+) -> dict[str, Any]:
+    """``values`` (a run's config, keys in YAML order) checked by its algorithm's model
+    (``where`` names the mapping in errors; with ``skip=1``, the one value checked)."""
+    if model is None:
+        for key, value in values.items():
+            reserved = RESERVED_CONFIG_KEYS.get(key)
+            if reserved:
+                raise ConfigError(
+                    f"{source}: `{where}.{key}` is set by `{reserved}`; remove it from `{CONFIG}`"
+                )
+            if value is not None and not isinstance(value, (*_SCALAR_TYPES, list, dict)):
+                raise ConfigError(
+                    f"{source}: `{where}.{key}` must be a plain value; got {_show(value)}"
+                )
+        return dict(values)
+    try:
+        checked = model.model_validate(values)
+    except ValidationError as err:
+        raise _config_error(err, source, where, skip=skip) from None
+    return {key: getattr(checked, model.FIELD_NAMES[key]) for key in values}
+
+
+def _number(value: Any, integer: bool) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int if integer else (int, float))
 
 
 def _search_domain(
-    value: Any, key: str, default: Any, check: _Checker, known_default: bool
+    value: Any, where: str, model: type[_AlgorithmFields] | None, key: str, source: str
 ) -> SearchDomain:
-    spec = check.mapping(value, key)
-    if len(spec) != 1 or next(iter(spec)) not in SEARCH_DOMAINS:
-        check.fail(
-            key,
-            f"must be one of {{{', '.join(f'{d}: ...' for d in SEARCH_DOMAINS)}}}; "
-            f"got {_show(value)}",
-        )
-    kind, values = next(iter(spec.items()))
-    where = f"{key}.{kind}"
+    """One entry of a run's ``search`` (or of PBT's mutations), its values checked like the
+    config value of ``key``."""
+
+    def fail(path: str, message: str) -> None:
+        raise ConfigError(f"{source}: `{path}` {message}")
+
+    if model is not None and key not in model.DEFAULTS:
+        hint = _did_you_mean(key, model.DEFAULTS)
+        fail(where, f"is not a config field of {model.ALGORITHM}{hint}")
+    if not isinstance(value, dict) or len(value) != 1 or next(iter(value)) not in SEARCH_DOMAINS:
+        options = ", ".join(f"{d}: ..." for d in SEARCH_DOMAINS)
+        fail(where, f"must be one of {{{options}}}; got {_show(value)}")
+    kind, values = next(iter(value.items()))
+    at = f"{where}.{kind}"
     if not isinstance(values, list) or not values:
-        check.fail(where, f"must be a non-empty list; got {_show(values)}")
+        fail(at, f"must be a non-empty list; got {_show(values)}")
     if kind in LIST_DOMAINS:
-        items = [
-            config_value(default, item, f"{where}[{i}]", check) if known_default else item
-            for i, item in enumerate(values)
+        if model is None:
+            return SearchDomain(kind, tuple(values))
+        checked = [
+            _check_config({key: v}, model, f"{at}[{i}]", source, skip=1)
+            for i, v in enumerate(values)
         ]
-        return SearchDomain(kind, tuple(items))
+        return SearchDomain(kind, tuple(item[key] for item in checked))
     if len(values) != 2:
-        check.fail(where, f"must be [low, high]; got {_show(values)}")
-    if kind == RANDINT:
-        low, high = (check.integer(v, f"{where}[{i}]") for i, v in enumerate(values))
-        if known_default and default is not None and not isinstance(default, int):
-            check.fail(key, f"is not an integer key; use {UNIFORM} or {LOGUNIFORM}")
-    else:
-        low, high = (check.number(v, f"{where}[{i}]") for i, v in enumerate(values))
-        if (
-            known_default
-            and default is not None
-            and (isinstance(default, bool) or not isinstance(default, float))
-        ):
-            check.fail(key, f"is not a float key; use {GRID_SEARCH}, {CHOICE} or {RANDINT}")
-        if kind == LOGUNIFORM and low <= 0:
-            check.fail(where, f"needs low > 0; got {low}")
+        fail(at, f"must be [low, high]; got {_show(values)}")
+    integer = kind == RANDINT
+    for index, bound in enumerate(values):
+        if not _number(bound, integer):
+            kind_name = "an integer" if integer else "a number"
+            fail(f"{at}[{index}]", f"must be {kind_name}; got {_show(bound)}")
+    low, high = (int(v) if integer else float(v) for v in values)
+    default = model.DEFAULTS.get(key) if model else None
+    if default is not None:
+        if integer and not _number(default, integer=True):
+            fail(where, f"is not an integer key; use {UNIFORM} or {LOGUNIFORM}")
+        if not integer and (isinstance(default, bool) or not isinstance(default, float)):
+            fail(where, f"is not a float key; use {GRID_SEARCH}, {CHOICE} or {RANDINT}")
+    if kind == LOGUNIFORM and low <= 0:
+        fail(at, f"needs low > 0; got {low}")
     if not low < high:
-        check.fail(where, f"needs low < high; got {values}")
+        fail(at, f"needs low < high; got {values}")
     return SearchDomain(kind, (low, high))
 
 
-def _run(value: Any, index: int, check: _Checker) -> RunSpec:
-    key = f"{RUNS}[{index}]"
-    run = check.mapping(value, key)
-    check.keys(run, key, required=(ALGORITHM, CONFIG, NAME), optional=(SEARCH,))
-    name = check.string(run[NAME], f"{key}.{NAME}")
-    if not RUN_NAME_PATTERN.match(name):
-        check.fail(f"{key}.{NAME}", f"may use only letters, digits, '_', '.', '-'; got '{name}'")
-    algorithm = check.string(run[ALGORITHM], f"{key}.{ALGORITHM}")
-    defaults = algorithm_defaults(algorithm, f"{key}.{ALGORITHM}", check)
-    config_key = f"{key}.{CONFIG}"
-    raw_config = check.mapping(run[CONFIG], config_key)
-    config: dict[str, Any] = {}
-    dict_keys: dict[str, str] = {}
-    for name_, item in raw_config.items():
-        where = f"{config_key}.{name_}"
-        if name_ in RESERVED_CONFIG_KEYS:
-            check.fail(
-                where, f"is set by `{RESERVED_CONFIG_KEYS[name_]}`; remove it from `{CONFIG}`"
+# ---- the experiment --------------------------------------------------------------------------
+
+
+def _model(algorithm: str, where: str, source: str) -> type[_AlgorithmFields] | None:
+    try:
+        return fields_model(algorithm)
+    except ConfigError as err:
+        raise ConfigError(f"{source}: `{where}` {err}") from None
+
+
+def _runs(exp: _Experiment, source: str) -> tuple[RunSpec, ...]:
+    """Each run's config: its algorithm's ``defaults`` block, then its own ``config``."""
+    models = {}
+    for index, run in enumerate(exp.runs):
+        models[run.algorithm] = _model(run.algorithm, f"{RUNS}[{index}].{ALGORITHM}", source)
+    shared = {}
+    for algorithm, values in exp.defaults.items():
+        if algorithm not in models:
+            raise ConfigError(
+                f"{source}: `{DEFAULTS}.{algorithm}` is not the algorithm of any run; the runs' "
+                f"algorithms are: {', '.join(sorted(models))}"
             )
-        if defaults is None:
-            if not isinstance(item, (*_SCALAR_TYPES, list, dict)) and item is not None:
-                check.fail(where, f"must be a plain value; got {_show(item)}")
-            config[name_] = item
-            continue
-        dict_key = _dict_key(name_, defaults)
-        if dict_key is None:
-            public = {k.lstrip("_"): v for k, v in defaults.items()}
-            close = _close_matches(name_, public)
-            hint = f" (did you mean {close}?)" if close else ""
-            check.fail(where, f"is not a config field of {algorithm}{hint}")
-        dict_keys[name_] = dict_key
-        config[name_] = config_value(defaults[dict_key], item, where, check)
-    search: dict[str, SearchDomain] = {}
-    if SEARCH in run and run[SEARCH] is not None:
-        search_key = f"{key}.{SEARCH}"
-        for name_, item in check.mapping(run[SEARCH], search_key).items():
-            where = f"{search_key}.{name_}"
-            if name_ in RESERVED_CONFIG_KEYS:
-                check.fail(where, f"is set by `{RESERVED_CONFIG_KEYS[name_]}`, not searched")
-            if name_ not in config:
-                check.fail(
-                    where,
-                    f"is not listed in `{config_key}`; list every hyper-parameter there with its "
-                    "default (used by `fttpo train`) and sweep it here",
+        where = f"{DEFAULTS}.{algorithm}"
+        shared[algorithm] = _check_config(values, models[algorithm], where, source)
+    specs = []
+    for index, run in enumerate(exp.runs):
+        model = models[run.algorithm]
+        where = f"{RUNS}[{index}]"
+        config = {
+            **shared.get(run.algorithm, {}),
+            **_check_config(run.config, model, f"{where}.{CONFIG}", source),
+        }
+        for key in run.search or {}:
+            if key in RESERVED_CONFIG_KEYS:
+                raise ConfigError(
+                    f"{source}: `{where}.{SEARCH}.{key}` is set by `{RESERVED_CONFIG_KEYS[key]}`, "
+                    "not searched"
                 )
-            known = defaults is not None
-            search[name_] = _search_domain(
-                item, where, defaults.get(dict_keys[name_]) if known else None, check, known
+        search = {
+            key: _search_domain(item, f"{where}.{SEARCH}.{key}", model, key, source)
+            for key, item in (run.search or {}).items()
+        }
+        dict_keys = {key: model.DICT_KEYS[key] for key in (*config, *search)} if model else {}
+        specs.append(RunSpec(run.name, run.algorithm, config, search, dict_keys))
+    names = [run.name for run in specs]
+    for name in names:
+        if names.count(name) > 1:
+            raise ConfigError(
+                f"{source}: `{RUNS}` has two runs named '{name}'; run names must be unique"
             )
-    return RunSpec(
-        name=name, algorithm=algorithm, config=config, search=search, dict_keys=dict_keys
-    )
+    return tuple(specs)
 
 
-def _dict_key(name: str, defaults: Mapping[str, Any]) -> str | None:
-    """``name`` itself, or ``_<name>`` for config properties; None if neither is a field."""
-    if name.startswith("_"):
-        return None
-    if name in defaults:
-        return name
-    if f"_{name}" in defaults:
-        return f"_{name}"
-    return None
-
-
-def _close_matches(name: str, candidates: Mapping[str, Any]) -> str:
-    import difflib
-
-    return ", ".join(f"`{c}`" for c in difflib.get_close_matches(name, list(candidates), n=2))
-
-
-def dataset_block(value: Any, key: str, check: _Checker) -> DatasetSpec:
-    """One dataset block (``key`` is its path in errors: ``dataset`` or ``dataset[1]``)."""
-    ds = check.mapping(value, key)
-    check.keys(ds, key, required=(ID,), optional=(ENV, EPISODES, SEED))
-    parts: tuple[str, ...] = ()
-    if isinstance(ds[ID], list):
-        # Several ids: their mixture (Minari's combine_datasets), under a derived local id.
-        from fttpo_ray.data.remote import mixture_id
-
-        parts = tuple(check.string(item, f"{key}.{ID}[{i}]") for i, item in enumerate(ds[ID]))
-        if len(parts) < 2 or len(set(parts)) != len(parts):
-            check.fail(f"{key}.{ID}", f"must list at least two different ids; got {list(parts)}")
-        try:
-            dataset_id = mixture_id(parts)
-        except DatasetError as err:
-            check.fail(f"{key}.{ID}", str(err))
-    else:
-        dataset_id = check.string(ds[ID], f"{key}.{ID}")
-    return DatasetSpec(
-        id=dataset_id,
-        parts=parts,
-        env=check.string(ds[ENV], f"{key}.{ENV}") if ds.get(ENV) is not None else None,
-        episodes=(
-            check.integer(ds[EPISODES], f"{key}.{EPISODES}", minimum=1)
-            if ds.get(EPISODES) is not None
-            else None
-        ),
-        seed=check.integer(ds.get(SEED, 0), f"{key}.{SEED}", minimum=0),
-    )
-
-
-def _datasets(value: Any, check: _Checker) -> tuple[DatasetSpec, ...]:
-    """One dataset block, or a non-empty list of them with distinct ids (an environment axis)."""
-    if not isinstance(value, list):
-        return (dataset_block(value, DATASET, check),)
-    if not value:
-        check.fail(DATASET, "must be a dataset block or a non-empty list of dataset blocks")
-    blocks = tuple(dataset_block(item, f"{DATASET}[{i}]", check) for i, item in enumerate(value))
-    ids = [block.id for block in blocks]
-    for i, block in enumerate(blocks):
-        if ids.index(block.id) != i:
-            check.fail(f"{DATASET}[{i}].{ID}", f"repeats dataset '{block.id}' of the list")
-    return blocks
-
-
-def _named_section(
-    value: Any,
-    section: str,
-    names: Sequence[str],
-    keys_by_name: Mapping[str, Sequence[str]],
-    check: _Checker,
-) -> tuple[Mapping[str, Any], str]:
-    """A section chosen by its ``name`` (scheduler, search algorithm): the mapping and the name,
-    with the name and the keys allowed for it checked."""
-    mapping = check.mapping(value, section)
-    key = f"{section}.{NAME}"
-    if NAME not in mapping:
-        check.fail(key, f"is missing (required): one of {', '.join(names)}")
-    name = mapping[NAME]
-    if name not in names:
-        check.fail(key, f"must be one of {', '.join(names)}; got {_show(name)}")
-    check.keys(mapping, section, required=(NAME,), optional=keys_by_name[name])
-    return mapping, name
-
-
-def _scheduler(value: Any, runs: Sequence[RunSpec], check: _Checker) -> SchedulerSpec:
-    sc, name = _named_section(value, SCHEDULER, SCHEDULER_NAMES, SCHEDULER_KEYS, check)
-    if name == PBT and HYPERPARAM_MUTATIONS not in sc:
-        check.fail(f"{SCHEDULER}.{HYPERPARAM_MUTATIONS}", "is missing (required by pbt)")
-    reduction = check.number(sc.get(REDUCTION_FACTOR, 2), f"{SCHEDULER}.{REDUCTION_FACTOR}")
-    if reduction <= 1:
-        check.fail(f"{SCHEDULER}.{REDUCTION_FACTOR}", f"must be > 1; got {reduction}")
-    fraction = check.number(sc.get(QUANTILE_FRACTION, 0.25), f"{SCHEDULER}.{QUANTILE_FRACTION}")
-    if not 0 < fraction <= 0.5:
-        check.fail(f"{SCHEDULER}.{QUANTILE_FRACTION}", f"must be in (0, 0.5]; got {fraction}")
-    resample = check.number(
-        sc.get(RESAMPLE_PROBABILITY, 0.25), f"{SCHEDULER}.{RESAMPLE_PROBABILITY}"
-    )
-    if not 0 <= resample <= 1:
-        check.fail(f"{SCHEDULER}.{RESAMPLE_PROBABILITY}", f"must be in [0, 1]; got {resample}")
+def _mutations(exp: _Experiment, runs: Sequence[RunSpec], source: str) -> dict[str, SearchDomain]:
+    """PBT's ``hyperparam_mutations``: config fields of every run, drawn from a distribution."""
+    base = f"{SCHEDULER}.{HYPERPARAM_MUTATIONS}"
     mutations: dict[str, SearchDomain] = {}
-    if name == PBT:
-        base = f"{SCHEDULER}.{HYPERPARAM_MUTATIONS}"
-        items = check.mapping(sc[HYPERPARAM_MUTATIONS], base)
-        if not items:
-            check.fail(base, "must name at least one `config` key to perturb")
-        for config_key, item in items.items():
-            domain_key = f"{base}.{config_key}"
-            for index, run in enumerate(runs):
-                if config_key not in run.config:
-                    check.fail(
-                        domain_key,
-                        f"is not a key of `{RUNS}[{index}].{CONFIG}` (run '{run.name}'); pbt "
-                        "perturbs keys that every run lists there",
-                    )
-                defaults = algorithm_defaults(run.algorithm, f"{RUNS}[{index}]", check)
-                default = defaults.get(run.dict_key(config_key)) if defaults else None
-                domain = _search_domain(item, domain_key, default, check, defaults is not None)
-            if domain.kind == GRID_SEARCH:
-                check.fail(
-                    f"{domain_key}.{GRID_SEARCH}",
-                    f"is not a mutation; use {', '.join(SEARCH_DOMAINS[1:])}",
+    for key, item in exp.scheduler.hyperparam_mutations.items():
+        where = f"{base}.{key}"
+        for index, run in enumerate(runs):
+            model = fields_model(run.algorithm)
+            if model is not None and key not in model.DEFAULTS:
+                raise ConfigError(
+                    f"{source}: `{where}` is not a config field of `{RUNS}[{index}]` "
+                    f"({run.algorithm}){_did_you_mean(key, model.DEFAULTS)}"
                 )
-            mutations[config_key] = domain
-    return SchedulerSpec(
-        name=name,
-        grace_period=check.integer(sc.get(GRACE_PERIOD, 1), f"{SCHEDULER}.{GRACE_PERIOD}", 1),
-        reduction_factor=reduction,
-        brackets=check.integer(sc.get(BRACKETS, 1), f"{SCHEDULER}.{BRACKETS}", 1),
-        max_t=(
-            check.integer(sc[MAX_T], f"{SCHEDULER}.{MAX_T}", 1)
-            if sc.get(MAX_T) is not None
-            else None
-        ),
-        perturbation_interval=check.integer(
-            sc.get(PERTURBATION_INTERVAL, 1), f"{SCHEDULER}.{PERTURBATION_INTERVAL}", 1
-        ),
-        hyperparam_mutations=mutations,
-        quantile_fraction=fraction,
-        resample_probability=resample,
-    )
-
-
-def _search_alg(value: Any, runs: Sequence[RunSpec], check: _Checker) -> SearchAlgSpec:
-    sa, name = _named_section(value, SEARCH_ALG, SEARCH_ALG_NAMES, SEARCH_ALG_KEYS, check)
-    for index, run in enumerate(runs):
-        where = f"{RUNS}[{index}].{SEARCH}"
-        if not run.search:
-            check.fail(where, f"is empty: `{SEARCH_ALG}` {name} needs ranges to search")
-        for config_key, domain in run.search.items():
-            if domain.kind == GRID_SEARCH:
-                check.fail(
-                    f"{where}.{config_key}.{GRID_SEARCH}",
-                    f"cannot be used with `{SEARCH_ALG}` {name} (it proposes the values); use "
-                    f"{', '.join(SEARCH_DOMAINS[1:])}",
-                )
-    return SearchAlgSpec(
-        name=name,
-        seed=(
-            check.integer(sa[SEED], f"{SEARCH_ALG}.{SEED}", 0) if sa.get(SEED) is not None else None
-        ),
-        n_startup_trials=(
-            check.integer(sa[N_STARTUP_TRIALS], f"{SEARCH_ALG}.{N_STARTUP_TRIALS}", 1)
-            if sa.get(N_STARTUP_TRIALS) is not None
-            else None
-        ),
-    )
+            domain = _search_domain(item, where, model, key, source)
+        if domain.kind == GRID_SEARCH:
+            raise ConfigError(
+                f"{source}: `{where}.{GRID_SEARCH}` is not a mutation; use "
+                f"{', '.join(SEARCH_DOMAINS[1:])}"
+            )
+        mutations[key] = domain
+    return mutations
 
 
 def _is_result_metric(name: str) -> bool:
@@ -775,36 +941,35 @@ def _is_result_metric(name: str) -> bool:
     return name in TUNE_METRICS
 
 
-def _tuning(
-    data: dict[str, Any],
-    runs: Sequence[RunSpec],
-    evaluation: EvaluationSpec,
-    checkpoint: CheckpointSpec,
-    check: _Checker,
-) -> tuple[str | None, str | None, SchedulerSpec | None, SearchAlgSpec | None]:
+def _check_tuning(exp: _Experiment, runs: Sequence[RunSpec], source: str) -> None:
     """``metric``, ``mode``, ``scheduler`` and ``search_alg``, checked together."""
-    scheduler = (
-        _scheduler(data[SCHEDULER], runs, check) if data.get(SCHEDULER) is not None else None
-    )
-    search_alg = (
-        _search_alg(data[SEARCH_ALG], runs, check) if data.get(SEARCH_ALG) is not None else None
-    )
-    metric = check.string(data[METRIC], METRIC) if data.get(METRIC) is not None else None
-    mode = data.get(MODE)
-    if mode is not None and mode not in MODES:
-        check.fail(MODE, f"must be one of {', '.join(MODES)}; got {_show(mode)}")
+
+    def fail(key: str, message: str) -> None:
+        raise ConfigError(f"{source}: `{key}` {message}")
+
+    scheduler, search_alg, metric = exp.scheduler, exp.search_alg, exp.metric
+    if search_alg is not None:
+        for index, run in enumerate(runs):
+            where = f"{RUNS}[{index}].{SEARCH}"
+            if not run.search:
+                fail(where, f"is empty: `{SEARCH_ALG}` {search_alg.name} needs ranges to search")
+            for key, domain in run.search.items():
+                if domain.kind == GRID_SEARCH:
+                    fail(
+                        f"{where}.{key}.{GRID_SEARCH}",
+                        f"cannot be used with `{SEARCH_ALG}` {search_alg.name} (it proposes the "
+                        f"values); use {', '.join(SEARCH_DOMAINS[1:])}",
+                    )
     users = [f"`{k}`" for k, v in ((SCHEDULER, scheduler), (SEARCH_ALG, search_alg)) if v]
     if users:
-        for name, value in ((METRIC, metric), (MODE, mode)):
+        for name, value in ((METRIC, metric), (MODE, exp.mode)):
             if value is None:
                 example = "evaluation/thin/episode_return_mean" if name == METRIC else "max"
-                check.fail(
-                    name, f"is missing: {' and '.join(users)} need it (e.g. {name}: {example})"
-                )
+                fail(name, f"is missing: {' and '.join(users)} need it (e.g. {name}: {example})")
     if metric is not None:
-        plain_only = all(algorithm_defaults(r.algorithm, ALGORITHM, check) is None for r in runs)
+        plain_only = all(fields_model(run.algorithm) is None for run in runs)
         if not plain_only and not _is_result_metric(metric):
-            check.fail(
+            fail(
                 METRIC,
                 "must be a metric of docs/metrics.md: evaluation/<policy>/<name> (policy: "
                 f"{', '.join(m.POLICIES)}), learner/<name>, {', '.join(TUNE_METRICS)}; "
@@ -814,152 +979,82 @@ def _tuning(
         for index, run in enumerate(runs):
             rllib = trainable_kind(run.algorithm) == KIND_RLLIB
             if users and rllib and not (metric.startswith(fat_prefix) or metric in TUNE_METRICS):
-                check.fail(
+                fail(
                     METRIC,
                     f"is not in the results of `{RUNS}[{index}]` ({run.algorithm}: RLlib's "
                     f"algorithms report their policy as {fat_prefix}<name>); got {_show(metric)}",
                 )
-        if metric.startswith(EVALUATION_METRIC_PREFIX) and evaluation.interval != 1 and users:
-            check.fail(
+        interval = exp.evaluation.interval
+        if metric.startswith(EVALUATION_METRIC_PREFIX) and interval != 1 and users:
+            fail(
                 f"{EVALUATION}.{INTERVAL}",
                 f"must be 1 when {' and '.join(users)} use(s) the evaluation metric `{metric}` "
-                f"(Tune reads it from every result); got {evaluation.interval}",
+                f"(Tune reads it from every result); got {interval}",
             )
     if scheduler is not None:
-        if scheduler.name in CHECKPOINTING_SCHEDULERS and checkpoint.frequency < 1:
-            check.fail(
+        frequency = (exp.checkpoint or CheckpointSpec()).frequency
+        if scheduler.name in CHECKPOINTING_SCHEDULERS and frequency < 1:
+            fail(
                 f"{CHECKPOINT}.{FREQUENCY}",
                 f"must be >= 1 with `{SCHEDULER}` {scheduler.name}: it resumes trials from "
-                f"checkpoints (got {checkpoint.frequency})",
+                f"checkpoints (got {frequency})",
             )
         if scheduler.name == PBT and search_alg is not None:
-            check.fail(
+            fail(
                 SEARCH_ALG,
                 f"cannot be combined with `{SCHEDULER}` pbt (pbt perturbs the configs itself); "
                 "remove one",
             )
-    return metric, mode, scheduler, search_alg
 
 
 def validate_experiment(data: dict[str, Any], path: str | Path) -> ExperimentSpec:
     """Validate a raw experiment dict; ``path`` names the file in errors and the experiment.
 
-    Each run's ``config`` is checked against its algorithm's default config
-    (:func:`fttpo_ray.tuning.trainables.algorithm_defaults`; a plain trainable has none).
+    Each run's config (its algorithm's ``defaults`` block, then its own ``config``) is checked
+    against its algorithm's default config (:func:`fields_model`; a plain trainable has none).
     """
     path = Path(path)
-    check = _Checker(str(path))
-    check.mapping(data, "")
-    check.keys(
-        data,
-        "",
-        required=(DATASET, EVALUATION, RUNS, SEEDS, STOP),
-        optional=(
-            CHECKPOINT,
-            MAX_CONCURRENT,
-            MAX_FAILURES,
-            METRIC,
-            MLFLOW,
-            MODE,
-            NUM_SAMPLES,
-            RESOURCES,
-            SCHEDULER,
-            SEARCH_ALG,
-        ),
-    )
-
-    datasets = _datasets(data[DATASET], check)
-
-    ev = check.mapping(data[EVALUATION], EVALUATION)
-    check.keys(ev, EVALUATION, required=(EPISODES,), optional=(EXPLORE, INTERVAL, SEED))
-    evaluation = EvaluationSpec(
-        episodes=check.integer(ev[EPISODES], f"{EVALUATION}.{EPISODES}", minimum=1),
-        interval=check.integer(ev.get(INTERVAL, 1), f"{EVALUATION}.{INTERVAL}", minimum=1),
-        seed=check.integer(ev.get(SEED, EVALUATION_SEED), f"{EVALUATION}.{SEED}", minimum=0),
-        explore=check.boolean(ev.get(EXPLORE, True), f"{EVALUATION}.{EXPLORE}"),
-    )
-
-    st = check.mapping(data[STOP], STOP)
-    check.keys(st, STOP, required=(ITERATIONS,), optional=(TIME_S,))
-    iterations = check.integer(st[ITERATIONS], f"{STOP}.{ITERATIONS}", minimum=1)
-    time_s = (
-        check.number(st[TIME_S], f"{STOP}.{TIME_S}", positive=True)
-        if st.get(TIME_S) is not None
-        else None
-    )
-
-    seeds_raw = data[SEEDS]
-    if not isinstance(seeds_raw, list) or not seeds_raw:
-        check.fail(SEEDS, f"must be a non-empty list of integers; got {_show(seeds_raw)}")
-    seeds = tuple(check.integer(s, f"{SEEDS}[{i}]", minimum=0) for i, s in enumerate(seeds_raw))
-    if len(set(seeds)) != len(seeds):
-        check.fail(SEEDS, f"has repeated seeds: {list(seeds)}")
-
-    checkpoint = CheckpointSpec()
-    if data.get(CHECKPOINT) is not None:
-        ck = check.mapping(data[CHECKPOINT], CHECKPOINT)
-        check.keys(ck, CHECKPOINT, required=(), optional=(AT_END, FREQUENCY, NUM_TO_KEEP))
-        checkpoint = CheckpointSpec(
-            frequency=check.integer(
-                ck.get(FREQUENCY, DEFAULT_CHECKPOINT_FREQUENCY), f"{CHECKPOINT}.{FREQUENCY}", 0
-            ),
-            at_end=check.boolean(ck.get(AT_END, True), f"{CHECKPOINT}.{AT_END}"),
-            num_to_keep=check.integer(
-                ck.get(NUM_TO_KEEP, DEFAULT_NUM_TO_KEEP), f"{CHECKPOINT}.{NUM_TO_KEEP}", 1
-            ),
+    source = str(path)
+    try:
+        exp = _Experiment.model_validate(data)
+    except ValidationError as err:
+        single = "" if isinstance(data.get(DATASET), list) else DATASET
+        raise _config_error(err, source, single=single) from None
+    if isinstance(data[DATASET], list):
+        ids = [block.id for block in exp.dataset]
+        for index, block in enumerate(exp.dataset):
+            if ids.index(block.id) != index:
+                raise ConfigError(
+                    f"{source}: `{DATASET}[{index}].{ID}` repeats dataset '{block.id}' of the list"
+                )
+    runs = _runs(exp, source)
+    scheduler = exp.scheduler
+    if scheduler is not None and scheduler.name == PBT:
+        scheduler = scheduler.model_copy(
+            update={HYPERPARAM_MUTATIONS: _mutations(exp, runs, source)}
         )
-
-    log_checkpoint = True
-    if data.get(MLFLOW) is not None:
-        ml = check.mapping(data[MLFLOW], MLFLOW)
-        check.keys(ml, MLFLOW, required=(), optional=(LOG_CHECKPOINT,))
-        log_checkpoint = check.boolean(ml.get(LOG_CHECKPOINT, True), f"{MLFLOW}.{LOG_CHECKPOINT}")
-
-    cpus_per_trial: float = DEFAULT_CPUS_PER_TRIAL
-    if data.get(RESOURCES) is not None:
-        rs = check.mapping(data[RESOURCES], RESOURCES)
-        check.keys(rs, RESOURCES, required=(), optional=(CPUS_PER_TRIAL,))
-        cpus_per_trial = check.number(
-            rs.get(CPUS_PER_TRIAL, DEFAULT_CPUS_PER_TRIAL),
-            f"{RESOURCES}.{CPUS_PER_TRIAL}",
-            positive=True,
-        )
-
-    num_samples = check.integer(data.get(NUM_SAMPLES, 1), NUM_SAMPLES, minimum=1)
-    max_concurrent = check.integer(data.get(MAX_CONCURRENT, 0), MAX_CONCURRENT, minimum=0)
-
-    runs_raw = data[RUNS]
-    if not isinstance(runs_raw, list) or not runs_raw:
-        check.fail(RUNS, f"must be a non-empty list of runs; got {_show(runs_raw)}")
-    runs = tuple(_run(item, i, check) for i, item in enumerate(runs_raw))
-    names = [run.name for run in runs]
-    for name in names:
-        if names.count(name) > 1:
-            check.fail(RUNS, f"has two runs named '{name}'; run names must be unique")
-
-    metric, mode, scheduler, search_alg = _tuning(data, runs, evaluation, checkpoint, check)
-
+    _check_tuning(exp, runs, source)
     return ExperimentSpec(
         name=path.stem,
         path=path,
-        dataset=datasets[0],
-        evaluation=evaluation,
+        dataset=exp.dataset[0],
+        evaluation=exp.evaluation,
         runs=runs,
-        seeds=seeds,
-        iterations=iterations,
-        time_s=time_s,
-        checkpoint=checkpoint,
-        num_samples=num_samples,
-        cpus_per_trial=cpus_per_trial,
-        max_concurrent=max_concurrent,
-        max_failures=check.integer(data.get(MAX_FAILURES, DEFAULT_MAX_FAILURES), MAX_FAILURES, -1),
-        log_checkpoint=log_checkpoint,
+        seeds=tuple(exp.seeds),
+        iterations=exp.stop.iterations,
+        time_s=exp.stop.time_s,
+        checkpoint=exp.checkpoint or CheckpointSpec(),
+        num_samples=exp.num_samples,
+        cpus_per_trial=(exp.resources or _Resources()).cpus_per_trial,
+        max_concurrent=exp.max_concurrent,
+        max_failures=exp.max_failures,
+        log_checkpoint=(exp.mlflow or _Mlflow()).log_checkpoint,
         raw=copy.deepcopy(data),
-        datasets=datasets,
-        metric=metric,
-        mode=mode,
+        datasets=tuple(exp.dataset),
+        metric=exp.metric,
+        mode=exp.mode,
         scheduler=scheduler,
-        search_alg=search_alg,
+        search_alg=exp.search_alg,
     )
 
 

@@ -2,8 +2,8 @@
 
 Three kinds of trainables are supported, by their registered Tune name:
 
-* ``FtTPO`` — :class:`fttpo_ray.FtTPOConfig`; the dataset is set with ``.dataset(id)`` and
-  resolved lazily in each trial.
+* ``FtTPO`` — :class:`fttpo_ray.FtTPOConfig`; the dataset and its split are set with
+  ``.dataset(id, held_out_fraction=..., split_seed=...)`` and resolved lazily in each trial.
 * any other RLlib algorithm (``IQL``, ``CQL``, ``BC``, ``MARWIL``, ...) — learns from the
   training episodes of the dataset held in memory (uniform minibatches,
   :func:`fttpo_ray.algorithms.baselines.builtin_offline.configure_builtin_offline`; the split is
@@ -12,7 +12,7 @@ Three kinds of trainables are supported, by their registered Tune name:
   (:func:`fttpo_ray.algorithms.rllib_evaluation.configure_evaluation`).
 * any other Tune trainable (a function or class registered with
   :func:`ray.tune.register_trainable`) — receives the YAML's ``config`` plus ``seed``,
-  ``dataset_id``, ``env`` and the evaluation settings as a plain dict.
+  ``dataset_id``, ``env``, the split and the evaluation settings as a plain dict.
 
 An RLlib config is built in the driver (all YAML ``config`` keys applied with
 ``update_from_dict``, one CPU per trial: ``num_env_runners=0``, local learner), turned into a
@@ -37,16 +37,19 @@ from typing import Any
 from ray.tune.search import Repeater
 from ray.tune.search.repeater import TRIAL_INDEX
 
+from fttpo_ray.algorithms.offline_data import DEFAULT_HELD_OUT_FRACTION, DEFAULT_SPLIT_SEED
 from fttpo_ray.errors import ConfigError
 from fttpo_ray.tuning.schema import (
     ASHA,
     CHOICE,
     GRID_SEARCH,
+    HELD_OUT_FRACTION,
     HYPERBAND,
     LOGUNIFORM,
     OPTUNA,
     PBT,
     RANDINT,
+    SPLIT_SEED,
     UNIFORM,
     DatasetSpec,
     ExperimentSpec,
@@ -95,10 +98,13 @@ RAY_DATA_RESERVED_CPUS = 1
 
 @dataclass(frozen=True)
 class DatasetRef:
-    """A resolved dataset: its id and the id of the environment it was collected on."""
+    """A resolved dataset: its id, the id of the environment it was collected on, and the split
+    every run of the experiment trains on (the YAML's ``dataset`` block)."""
 
     id: str
     env_id: str | None
+    held_out_fraction: float = DEFAULT_HELD_OUT_FRACTION
+    split_seed: int = DEFAULT_SPLIT_SEED
 
 
 @dataclass(frozen=True)
@@ -124,6 +130,17 @@ def dataset_label(dataset_id: str) -> str:
     return "".join(c if c.isalnum() or c in "_.-" else "_" for c in dataset_id)
 
 
+def dataset_ref(ds: DatasetSpec, env_id: str | None = None) -> DatasetRef:
+    """The dataset block ``ds`` as runs see it (``env_id``: the environment read from the
+    data, default the block's ``env``)."""
+    return DatasetRef(
+        id=ds.id,
+        env_id=env_id or ds.env,
+        held_out_fraction=ds.held_out_fraction,
+        split_seed=ds.split_seed,
+    )
+
+
 def prepare_dataset(spec: ExperimentSpec, ds: DatasetSpec | None = None) -> DatasetRef:
     """Make sure a dataset of the YAML (the first by default) exists (created on demand where
     possible) and read its env."""
@@ -135,7 +152,7 @@ def prepare_dataset(spec: ExperimentSpec, ds: DatasetSpec | None = None) -> Data
     ensure_dataset(ds.id, env_id=ds.env, episodes=ds.episodes, seed=ds.seed)
     env_id = ds.env or load_transitions(ds.id).env_id
     logger.info("Dataset '%s' ready (environment %s)", ds.id, env_id)
-    return DatasetRef(id=ds.id, env_id=env_id)
+    return dataset_ref(ds, env_id)
 
 
 def needs_dataset(spec: ExperimentSpec) -> bool:
@@ -164,18 +181,6 @@ def tune_domain(domain: SearchDomain) -> Any:
     raise ConfigError(f"unknown search domain '{domain.kind}'")
 
 
-def dataset_split(spec: ExperimentSpec, dataset: DatasetRef) -> dict[str, Any]:
-    """The split of ``dataset`` (its YAML block's ``held_out_fraction`` and ``split_seed``, else
-    the defaults), passed to every run so that all of them train on the same episodes."""
-    from fttpo_ray.algorithms.offline_data import HELD_OUT_FRACTION, SPLIT_SEED
-
-    block = next((ds for ds in spec.datasets if ds.id == dataset.id), spec.dataset)
-    return {
-        "held_out_fraction": getattr(block, "held_out_fraction", HELD_OUT_FRACTION),
-        "split_seed": getattr(block, "split_seed", SPLIT_SEED),
-    }
-
-
 def algorithm_config(
     spec: ExperimentSpec,
     run: RunSpec,
@@ -199,7 +204,7 @@ def algorithm_config(
         config.learners(num_cpus_per_learner=spec.cpus_per_trial)
     config.resources(num_cpus_for_main_process=spec.cpus_per_trial)
     config.debugging(seed=seed)
-    split = dataset_split(spec, dataset)
+    split = {HELD_OUT_FRACTION: dataset.held_out_fraction, SPLIT_SEED: dataset.split_seed}
     if kind == KIND_FTTPO:
         config.dataset(dataset.id, **split)
         if dataset.env_id:
@@ -230,6 +235,8 @@ def plain_config(
         SEED_KEY: seed,
         DATASET_ID_KEY: dataset.id,
         ENV_KEY: dataset.env_id,
+        HELD_OUT_FRACTION: dataset.held_out_fraction,
+        SPLIT_SEED: dataset.split_seed,
         EVALUATION_EPISODES_KEY: ev.episodes,
         EVALUATION_INTERVAL_KEY: ev.interval,
         EVALUATION_SEED_KEY: ev.seed,

@@ -45,6 +45,7 @@ from fttpo_ray.tuning.space import (
     DatasetRef,
     RunPlan,
     algorithm_config,
+    dataset_ref,
     needs_dataset,
     plan_run,
     prepare_dataset,
@@ -355,7 +356,7 @@ def run_sweep(
     first_seed = spec.seeds[0]
     kinds = {run.name: trainable_kind(run.algorithm) for run in spec.runs}
     fttpo_runs = [run for run in spec.runs if kinds[run.name] == KIND_FTTPO]
-    declared = [DatasetRef(ds.id, ds.env) for ds in spec.datasets]
+    declared = [dataset_ref(ds) for ds in spec.datasets]
     for ref in declared:
         check_run_configs(spec, fttpo_runs, ref, seed=first_seed)
     # Nothing is created before this point; the datasets are collected if missing (a cache).

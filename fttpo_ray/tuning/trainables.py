@@ -91,13 +91,7 @@ def _default_config_dict(name: str) -> dict[str, Any] | None:
     return trainable_class(name).get_default_config().to_dict()
 
 
-def algorithm_defaults(name: str, key: str, check: Any) -> dict[str, Any] | None:
-    """Default config of the algorithm ``name`` as a dict (``None`` for a plain trainable).
-
-    ``check`` is the YAML checker: an unknown name is reported with the key and the file.
-    """
-    try:
-        return _default_config_dict(name)
-    except ConfigError as err:
-        check.fail(key, str(err))
-        return None
+def algorithm_defaults(name: str) -> dict[str, Any] | None:
+    """Default config of the algorithm ``name`` as a dict (``None`` for a plain trainable);
+    an unknown name is a :class:`ConfigError`."""
+    return _default_config_dict(name)

@@ -129,15 +129,42 @@ def test_scientific_notation_is_a_float(tmp_path: Path) -> None:
         ),
         (("runs", 0, "search", "kl_weight"), {"loguniform": [0.0, 1.0]}, "needs low > 0"),
         (
-            ("runs", 0, "search", "gamma"),
+            ("runs", 0, "search", "gama"),
             {"grid_search": [0.9]},
-            "`runs[0].search.gamma` is not listed in `runs[0].config`",
+            "`runs[0].search.gama` is not a config field of FtTPO (did you mean `gamma`?)",
+        ),
+        (
+            ("runs", 0, "search", "kl_weight"),
+            {"grid_search": [0.1, "high"]},
+            "`runs[0].search.kl_weight.grid_search[1]` must be a number; got 'high' (str)",
         ),
         (("seeds",), [0, 0], "`seeds` has repeated seeds"),
         (("seeds",), "0", "`seeds` must be a non-empty list of integers"),
         (("stop", "iterations"), 0, "`stop.iterations` must be >= 1; got 0"),
         (("evaluation", "episodes"), 2.5, "`evaluation.episodes` must be an integer"),
         (("runs", 0, "name"), "a b", "may use only letters"),
+        (
+            ("dataset", "held_out_fraction"),
+            1.0,
+            "`dataset.held_out_fraction` must be in [0, 1); got 1.0",
+        ),
+        (("dataset", "split_seed"), -1, "`dataset.split_seed` must be >= 0; got -1"),
+        (
+            ("runs", 0, "config", "held_out_fraction"),
+            0.1,
+            "`runs[0].config.held_out_fraction` is set by `dataset.held_out_fraction`; remove it",
+        ),
+        (("dataset", "size"), 3, "`dataset.size` is not a known key; allowed here: env, episodes"),
+        (
+            ("defaults",),
+            {"IQL": {"beta": 0.5}},
+            "`defaults.IQL` is not the algorithm of any run; the runs' algorithms are: FtTPO",
+        ),
+        (
+            ("defaults",),
+            {"FtTPO": {"gama": 0.5}},
+            "`defaults.FtTPO.gama` is not a config field of FtTPO (did you mean `gamma`?)",
+        ),
     ],
 )
 def test_bad_values_name_the_key_and_the_file(
@@ -150,6 +177,17 @@ def test_bad_values_name_the_key_and_the_file(
     assert expected in message
     assert str(path) in message
     assert "\n" not in message
+
+
+def test_dataset_split_and_defaults_block(tmp_path: Path) -> None:
+    spec = load_experiment(write(tmp_path, VALID))
+    assert (spec.dataset.held_out_fraction, spec.dataset.split_seed) == (0.2, 0)
+    data = with_change(("dataset",), {"held_out_fraction": 0.0, "id": "x/y-v0", "split_seed": 3})
+    data["defaults"] = {"FtTPO": {"gamma": 0.9, "kl_weight": 1.0}}
+    spec = load_experiment(write(tmp_path, data))
+    assert (spec.dataset.held_out_fraction, spec.dataset.split_seed) == (0.0, 3)
+    # The run's own config wins over the shared block; the rest of the block is added.
+    assert spec.runs[0].config == {"gamma": 0.9, "kl_weight": 0.1, "fat_q": 2.0, "thin_q": 0.0}
 
 
 def test_missing_required_key(tmp_path: Path) -> None:
@@ -179,11 +217,21 @@ def test_overrides_set_config_and_section_keys(tmp_path: Path) -> None:
     assert spec.iterations == 7
 
 
+def test_overrides_set_any_config_field_and_name_an_unknown_one(tmp_path: Path) -> None:
+    path = write(tmp_path, VALID)
+    spec = load_experiment(path, overrides=["gamma=0.5"])  # not listed in the YAML: a field
+    assert spec.runs[0].config["gamma"] == 0.5
+    with pytest.raises(ConfigError) as info:
+        load_experiment(path, overrides=["gama=0.5"])
+    assert str(info.value) == (
+        f"{path}: `runs[0].config.gama` is not a config field of FtTPO (did you mean `gamma`?)"
+    )
+
+
 @pytest.mark.parametrize(
     ("override", "expected"),
     [
         ("fat_q", "--set expects key=value"),
-        ("gamma=0.9", "--set gamma: unknown key"),
         ("fat_q=[1", "invalid YAML"),
     ],
 )

@@ -182,11 +182,12 @@ def test_a_list_of_datasets_is_an_environment_axis(tmp_path: Path) -> None:
                 "metric": METRIC,
                 "mode": "max",
                 "scheduler": {
-                    "hyperparam_mutations": {"gamma": {"uniform": [0.9, 0.99]}},
+                    "hyperparam_mutations": {"gama": {"uniform": [0.9, 0.99]}},
                     "name": "pbt",
                 },
             },
-            "`scheduler.hyperparam_mutations.gamma` is not a key of `runs[0].config`",
+            "`scheduler.hyperparam_mutations.gama` is not a config field of `runs[0]` (FtTPO) "
+            "(did you mean `gamma`?)",
         ),
         (
             {"metric": METRIC, "mode": "max", "scheduler": {"name": "asha", "quantile": 1}},

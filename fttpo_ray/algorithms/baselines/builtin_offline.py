@@ -21,9 +21,9 @@ from typing import Any
 from ray.rllib.algorithms.cql import CQLConfig
 
 from fttpo_ray.algorithms.offline_data import (
-    HELD_OUT_FRACTION,
+    DEFAULT_HELD_OUT_FRACTION,
     IN_MEMORY_MAX_TRANSITIONS,
-    SPLIT_SEED,
+    DEFAULT_SPLIT_SEED,
     InMemoryOfflineData,
     check_streamable,
     fits_in_memory,
@@ -56,8 +56,8 @@ def configure_builtin_offline(
     config: Any,
     dataset_id: str,
     *,
-    held_out_fraction: float = HELD_OUT_FRACTION,
-    split_seed: int = SPLIT_SEED,
+    held_out_fraction: float = DEFAULT_HELD_OUT_FRACTION,
+    split_seed: int = DEFAULT_SPLIT_SEED,
     in_memory: bool | None = None,
     max_transitions: int = IN_MEMORY_MAX_TRANSITIONS,
     lean: bool = True,

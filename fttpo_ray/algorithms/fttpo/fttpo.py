@@ -61,9 +61,9 @@ from fttpo_ray.algorithms.fttpo.selection import (
 )
 from fttpo_ray.algorithms.learner_module import learner_module
 from fttpo_ray.algorithms.offline_data import (
-    HELD_OUT_FRACTION,
+    DEFAULT_HELD_OUT_FRACTION,
     IN_MEMORY_MAX_TRANSITIONS,
-    SPLIT_SEED,
+    DEFAULT_SPLIT_SEED,
     handing_over,
 )
 from fttpo_ray.defaults import EVALUATION_SEED
@@ -148,8 +148,8 @@ class FtTPOConfig(AlgorithmConfig):
         # episode, drawn with `split_seed`, independent of the training `seed`), shared by every
         # algorithm of an experiment. Model selection and certificate calibration read them
         # (docs/algorithm.md §2.2); 0 trains on everything and selects nothing. In [0, 1).
-        self.held_out_fraction = HELD_OUT_FRACTION
-        self.split_seed = SPLIT_SEED
+        self.held_out_fraction = DEFAULT_HELD_OUT_FRACTION
+        self.split_seed = DEFAULT_SPLIT_SEED
         # Entropic index of the fat (proposal) policy: 1 = Gaussian, 2 = Cauchy; 1 <= q < 3.
         self.fat_q = DEFAULT_MODEL_CONFIG[FAT_Q]
         # Entropic index of the thin (acting) policy: q < 1 gives finite support; 0 = paper.
@@ -518,7 +518,7 @@ class FtTPOConfig(AlgorithmConfig):
                 state.setdefault(new, value)
         if "split_seed" not in state:
             seed = state.get("seed")
-            state["split_seed"] = int(seed) if seed is not None else SPLIT_SEED
+            state["split_seed"] = int(seed) if seed is not None else DEFAULT_SPLIT_SEED
         return super().from_state(state)
 
     # ---- validation ----------------------------------------------------------------------------
