@@ -102,7 +102,7 @@ def tiny_experiment(path: Path) -> Path:
     data = yaml.safe_load((REPO / "tune_configs" / "quickstart.yaml").read_text())
     (run,) = [run for run in data["runs"] if run["name"] == "fttpo"]
     run.pop("search")
-    run["config"].update(
+    run.setdefault("config", {}).update(
         num_gradient_steps_per_iteration=5,
         train_batch_size_per_learner=32,
         model_config={"fcnet_hiddens": [16, 16]},
