@@ -113,10 +113,16 @@ def _setup_logging() -> None:
             source.addFilter(_QuietFilter(parts))
 
 
-def _where_to_look(uri: str, experiment: str, lines: list[tuple[str, str]]) -> str:
+def _where_to_look(
+    uri: str, experiment: str, experiment_id: str, lines: list[tuple[str, str]]
+) -> str:
+    from fttpo_ray.tuning.tracking import HTTP_SCHEMES, runs_view_url
+
+    served = uri.split(":", 1)[0] in HTTP_SCHEMES
     rows = [
         ("MLflow store", f"{uri} (experiment '{experiment}')"),
-        ("MLflow dashboard", f"mlflow ui --backend-store-uri {uri}"),
+        *([] if served else [("MLflow dashboard", f"mlflow ui --backend-store-uri {uri}")]),
+        ("Training runs", runs_view_url(uri, experiment_id)),
         *lines,
     ]
     width = max(len(name) for name, _ in rows)
@@ -188,6 +194,7 @@ def _cmd_sweep(args: argparse.Namespace, out: TextIO) -> int:
         _where_to_look(
             outcome.tracking_uri,
             outcome.experiment,
+            outcome.experiment_id,
             [("Tune storage", str(outcome.sweep_dir)), ("Report", str(report.out))],
         ),
         file=out,
@@ -213,6 +220,7 @@ def _cmd_train(args: argparse.Namespace, out: TextIO) -> int:
         _where_to_look(
             outcome.tracking_uri,
             outcome.experiment,
+            outcome.experiment_id,
             [("MLflow run", outcome.mlflow_run_id), ("Checkpoint", str(outcome.checkpoint))],
         ),
         file=out,

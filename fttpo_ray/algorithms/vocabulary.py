@@ -8,6 +8,7 @@ its hyper-parameters. An algorithm that declares none (RLlib's own, a plain Tune
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -45,11 +46,25 @@ class ReportVocabulary:
     #: name, lower case, is the label).
     variant_key: str | None = None
     heatmap: Heatmap | None = None
+    #: The keys of :attr:`parameters` that mean something for a run of a variant (the value of
+    #: :attr:`variant_key`): the others are neither logged nor shown for its runs (tables show
+    #: ``–``). ``None``: every parameter applies to every variant.
+    variant_parameters: Callable[[str], tuple[str, ...]] | None = None
+    #: Sections of the algorithm's results (``<section>/<name>``) logged to MLflow in full,
+    #: besides the evaluation and learner metrics of :mod:`fttpo_ray.metrics`.
+    metric_sections: tuple[str, ...] = ()
 
     @property
     def keys(self) -> tuple[str, ...]:
         """The config keys of :attr:`parameters`, in order."""
         return tuple(parameter.key for parameter in self.parameters)
+
+    def keys_for(self, variant: str) -> tuple[str, ...]:
+        """The config keys of :attr:`parameters` that apply to a run of ``variant``, in order."""
+        if self.variant_parameters is None:
+            return self.keys
+        applicable = set(self.variant_parameters(variant))
+        return tuple(key for key in self.keys if key in applicable)
 
 
 #: The vocabulary of an algorithm that declares none.

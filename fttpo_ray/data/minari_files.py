@@ -10,7 +10,9 @@ decoding (Arrow IPC and Parquet) or through Minari's episode iterator (other for
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +67,31 @@ def dataset_path(dataset_id: str) -> Path:
 def dataset_exists(dataset_id: str) -> bool:
     """Whether a local dataset with this id exists (its ``data/metadata.json`` is there)."""
     return (dataset_path(dataset_id) / MINARI_DATA_DIR / MINARI_METADATA_FILE).is_file()
+
+
+#: Hex digits of :func:`content_digest` (MLflow keeps up to 36 characters of a digest).
+DIGEST_CHARS = 16
+_DIGEST_BLOCK = 1 << 20
+
+
+def content_digest(dataset_id: str) -> str:
+    """A digest of what the dataset holds: SHA-256 over the relative path and the bytes of every
+    file under its ``data/`` directory, in path order (the same on every machine that holds the
+    same files; any change of a file changes it)."""
+    read_metadata(dataset_id)
+    data_path = dataset_path(dataset_id) / MINARI_DATA_DIR
+    files = sorted(
+        os.path.relpath(os.path.join(directory, name), data_path)
+        for directory, _, names in os.walk(data_path)
+        for name in names
+    )
+    digest = hashlib.sha256()
+    for rel in files:
+        digest.update(rel.replace(os.sep, "/").encode() + b"\0")
+        with open(data_path / rel, "rb") as handle:
+            while block := handle.read(_DIGEST_BLOCK):
+                digest.update(block)
+    return digest.hexdigest()[:DIGEST_CHARS]
 
 
 def read_metadata(dataset_id: str) -> dict[str, Any]:

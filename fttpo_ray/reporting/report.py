@@ -1,7 +1,9 @@
 """Reports from MLflow: results table (markdown + CSV) and plots of one experiment.
 
-The trials of a sweep are the nested runs under its parent run (by default the latest sweep of
-the experiment). For each trial and each evaluated policy (``thin``, ``fat``) the *last*
+The trials of a sweep are the trial runs tagged with its sweep run (by default the latest sweep
+of the experiment), top-level runs since the dashboard layout of
+:mod:`fttpo_ray.tuning.tracking`, nested under the sweep run in stores written before: both are
+read. For each trial and each evaluated policy (``thin``, ``fat``) the *last*
 evaluation and the *best* one (highest return; its violation rate and score are reported with
 it) are taken from the metric histories; the table then gives their mean ± standard error over
 the trials of a group (= over seeds). Groups are the environment, the dataset, the run, the
@@ -70,10 +72,12 @@ from fttpo_ray.tuning.tracking import (
     RUN_PARAM,
     SEARCHED_TAG,
     SEED_PARAM,
+    SWEEP_RUN_ID_TAG,
     VARIANT_PARAM,
     find_experiment,
     open_tracking_store,
     resolve_tracking_uri,
+    sweep_filters,
 )
 from fttpo_ray.tuning.trainables import report_vocabulary
 
@@ -148,9 +152,12 @@ def load_report_data(
         chosen = sweeps[0].info.run_id
     elif sweep != ALL_SWEEPS:
         chosen = sweep
-    if chosen:
-        query += f" and tags.`{PARENT_RUN_ID_TAG}` = '{chosen}'"
-    runs = client.search_runs([experiment_id], filter_string=query, max_results=50_000)
+    queries = [f"{query} and {sweep}" for sweep in sweep_filters(chosen)] if chosen else [query]
+    found = {}
+    for text in queries:
+        for run in client.search_runs([experiment_id], filter_string=text, max_results=50_000):
+            found.setdefault(run.info.run_id, run)
+    runs = list(found.values())
     if not runs:
         raise ConfigError(
             f"experiment '{experiment}' has no trial runs"
@@ -159,13 +166,14 @@ def load_report_data(
         )
     rows, history_rows, searched = [], [], set()
     for run in runs:
-        params = dict(run.data.params)
+        params = applicable_params(run.data.params)
+        tags = run.data.tags
         row: dict[str, Any] = {
             RUN_ID: run.info.run_id,
             RUN_NAME: run.info.run_name,
             STATUS: run.info.status,
             OUTCOME: run.data.tags.get(OUTCOME_TAG) or _status_outcome(run.info.status),
-            PARENT: run.data.tags.get(PARENT_RUN_ID_TAG, ""),
+            PARENT: tags.get(SWEEP_RUN_ID_TAG) or tags.get(PARENT_RUN_ID_TAG, ""),
             CHECKPOINT_URI: run.info.artifact_uri,
             **params,
         }
@@ -186,6 +194,19 @@ def load_report_data(
         if column in trials and column not in groups and column != SEED_PARAM:
             groups.append(column)
     return ReportData(experiment, uri, trials, history, groups, chosen)
+
+
+def applicable_params(params: dict[str, str]) -> dict[str, str]:
+    """A trial's params without the report parameters that do not apply to its variant (a
+    store written before they were left out has ``thin_q`` on Tsallis-AWAC runs): the tables
+    show ``–`` there."""
+    algorithm = params.get(ALGORITHM_PARAM)
+    variant = params.get(VARIANT_PARAM)
+    if algorithm is None or variant is None:
+        return dict(params)
+    vocabulary = report_vocabulary(algorithm)
+    inapplicable = set(vocabulary.keys) - set(vocabulary.keys_for(variant))
+    return {key: value for key, value in params.items() if key not in inapplicable}
 
 
 def vocabularies(trials: pd.DataFrame) -> list[ReportVocabulary]:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 
+from fttpo_ray.data.minari_files import content_digest
 from fttpo_ray.errors import ConfigError
 from fttpo_ray.tuning.progress import describe_result
 from fttpo_ray.tuning.runtime import start_ray, stop_ray, storage_root
@@ -32,13 +33,20 @@ from fttpo_ray.tuning.tracking import (
     RunContext,
     check_tracking_store,
     create_trial_run,
+    dataset_source,
     experiment_id,
     log_result,
     open_tracking_store,
     resolve_tracking_uri,
     select_metrics,
+    trial_run_name,
 )
-from fttpo_ray.tuning.trainables import KIND_FTTPO, KIND_TRAINABLE, trainable_kind
+from fttpo_ray.tuning.trainables import (
+    KIND_FTTPO,
+    KIND_TRAINABLE,
+    report_vocabulary,
+    trainable_kind,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +62,7 @@ class TrainOutcome:
     run: str
     tracking_uri: str
     mlflow_run_id: str
+    experiment_id: str
     checkpoint: Path
     iterations: int
     seed: int
@@ -109,6 +118,7 @@ def train_once(
         algo = config.build_algo()
         client = open_tracking_store(uri)
         exp_id = experiment_id(client, spec.name, uri)
+        source = dataset_source(dataset.id)
         context = RunContext(
             experiment_id=exp_id,
             parent_run_id="",
@@ -119,13 +129,17 @@ def train_once(
             yaml_keys={key: run_spec.dict_key(key) for key in run_spec.config},
             searched=(),
             sweep_dir=str(out_dir),
+            dataset_digest=content_digest(dataset.id) if source else "",
+            dataset_source=source,
         )
+        settings = config.to_dict()
+        sections = report_vocabulary(run_spec.algorithm).metric_sections
         run_id = create_trial_run(
             client,
             context,
-            name=f"train:{run_spec.name}:seed{seed}",
+            name=f"train {trial_run_name(context, settings)}",
             trial_id=f"{TRAIN_DIR_PREFIX}{stamp}",
-            config=config.to_dict(),
+            config=settings,
             trial_dir=str(out_dir),
             kind=KIND_TRAIN,
         )
@@ -133,7 +147,7 @@ def train_once(
         for index in range(1, iterations + 1):
             result = algo.train()
             step = int(result.get(TRAINING_ITERATION, index))
-            log_result(client, run_id, result, step)
+            log_result(client, run_id, result, step, sections)
             logger.info(
                 "%s iter %d/%d: %s", run_spec.name, step, iterations, describe_result(result)
             )
@@ -145,10 +159,11 @@ def train_once(
             run=run_spec.name,
             tracking_uri=uri,
             mlflow_run_id=run_id,
+            experiment_id=exp_id,
             checkpoint=checkpoint,
             iterations=iterations,
             seed=seed,
-            metrics=select_metrics(result),
+            metrics=select_metrics(result, sections),
             wall_s=time.perf_counter() - start,
         )
     except KeyboardInterrupt:

@@ -26,6 +26,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from fttpo_ray.data.minari_files import content_digest
 from fttpo_ray.data.object_store import release_transitions, share_transitions
 from fttpo_ray.errors import ConfigError, FttpoError, first_line
 from fttpo_ray.tuning.progress import ProgressCallback
@@ -67,6 +68,7 @@ from fttpo_ray.tuning.tracking import (
     MLflowTrackingCallback,
     RunContext,
     check_tracking_store,
+    dataset_source,
     experiment_id,
     open_tracking_store,
     resolve_tracking_uri,
@@ -287,7 +289,7 @@ def _parent_run(
 
     run = client.create_run(
         exp_id,
-        run_name=f"sweep-{sweep_dir.name}",
+        run_name=f"sweep {sweep_dir.name}",
         tags={KIND_TAG: KIND_SWEEP, SWEEP_DIR_TAG: str(sweep_dir), YAML_TAG: str(spec.path)},
     )
     run_id = run.info.run_id
@@ -407,6 +409,9 @@ def run_sweep(
             exp_id,
             parent_id,
         )
+        # Each trial logs its dataset as an MLflow input; the digest is computed once.
+        sources = {p.dataset.id: dataset_source(p.dataset.id) for p in plans}
+        digests = {ds: content_digest(ds) for ds, source in sources.items() if source}
         for plan in plans:
             run = plan.run
             mutated = spec.scheduler.hyperparam_mutations if spec.scheduler else {}
@@ -425,6 +430,8 @@ def run_sweep(
                 time_s=spec.time_s,
                 mutated={key: run.dict_key(key) for key in mutated},
                 label=plan.dataset.id if len(datasets) > 1 else "",
+                dataset_digest=digests.get(plan.dataset.id, ""),
+                dataset_source=sources[plan.dataset.id],
             )
             tracker = MLflowTrackingCallback(tracking_uri=uri, context=context)
             callbacks = [

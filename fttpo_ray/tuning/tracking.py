@@ -1,15 +1,26 @@
 """MLflow tracking of sweeps and runs: a resume-safe Tune callback and the store helpers.
 
-Layout in MLflow: one experiment per YAML (named after the file), one *parent* run per sweep,
-one *nested* run per Tune trial (tag ``mlflow.parentRunId``). A trial run holds:
+Layout in MLflow, made to be compared in MLflow's UI without digging: one experiment per YAML
+(named after the file, tagged as a model-training experiment), one *sweep* run per sweep (its
+YAML, the report) and, beside it at the top level, one *trial* run per Tune trial, tagged with
+its sweep's run id (:data:`SWEEP_RUN_ID_TAG`) and named by run, variant, report parameters and
+seed (:func:`trial_run_name`), so that the runs list shows every trial and the chart view
+draws them on first open (MLflow folds nested runs under their parent). Sweeps written before
+kept their trials nested (tag ``mlflow.parentRunId``): both are read (:func:`sweep_filters`).
+A trial run holds:
 
 * params: what the YAML sets (the run's ``config`` with the trial's sampled values) plus
   ``algorithm``, ``run``, ``env``, ``dataset_id``, ``seed``, ``variant`` and the
   hyper-parameters of the algorithm's report vocabulary
-  (:func:`fttpo_ray.tuning.trainables.report_vocabulary`) — values shortened to
-  :data:`MAX_PARAM_CHARS` characters;
+  (:func:`fttpo_ray.tuning.trainables.report_vocabulary`) that apply to its variant (a
+  parameter of a policy the variant lacks is not logged) — numbers of the vocabulary as floats
+  (``1`` and ``1.0`` group together), values shortened to :data:`MAX_PARAM_CHARS` characters;
+* its dataset as an MLflow input (name: the Minari id, digest: :func:`content_digest` of its
+  files, source: its directory), so that MLflow's Datasets column and filter work;
 * metrics, per training iteration (``step``): only the names of :mod:`fttpo_ray.metrics`
-  (see :func:`select_metrics`), not the few hundred keys of an RLlib result;
+  (see :func:`select_metrics`) and the sections the algorithm's vocabulary names, not the few
+  hundred keys of an RLlib result; MLflow's chart view makes one section per prefix
+  (``evaluation/thin``, ``evaluation/fat``, ``learner``, ``selection``...);
 * artifacts: ``config.json`` (the trial's full config) and the final ``checkpoint/``.
 
 Why not Tune's ``MLflowLoggerCallback``: it logs every config key as a param and, after
@@ -39,6 +50,7 @@ from urllib.parse import urlparse
 from ray.tune import Callback
 
 from fttpo_ray import metrics as m
+from fttpo_ray.data.minari_files import content_digest, dataset_exists, dataset_path
 from fttpo_ray.errors import ConfigError, first_line
 from fttpo_ray.tuning.trainables import report_vocabulary
 
@@ -64,7 +76,20 @@ STORE_FIX = "pass a working --mlflow-uri (or MLFLOW_TRACKING_URI), e.g. sqlite:/
 MAX_PARAM_CHARS = 250
 
 # ---- tags ---------------------------------------------------------------------------------------
+#: MLflow's tag of a nested run; trial runs of older sweeps carry it (see :func:`sweep_filters`).
 PARENT_RUN_ID_TAG = "mlflow.parentRunId"
+#: The sweep run a trial run belongs to (trial runs are top-level runs beside it).
+SWEEP_RUN_ID_TAG = "fttpo.sweep_run_id"
+#: The trial's variant and seed (also params), to filter and group by in MLflow's UI.
+VARIANT_TAG = "fttpo.variant"
+SEED_TAG = "fttpo.seed"
+#: MLflow 3's experiment tag telling its UI what the experiment is for; the value for training
+#: runs (the UI's "Model training" pages, not the GenAI ones).
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING_KIND = "custom_model_development"
+#: Context of a dataset input (``mlflow.data.context``): the data the run trained on.
+DATASET_CONTEXT_TAG = "mlflow.data.context"
+TRAINING_CONTEXT = "training"
 KIND_TAG = "fttpo.kind"
 KIND_SWEEP = "sweep"
 KIND_TRIAL = "trial"
@@ -187,12 +212,15 @@ def _as_number(value: Any) -> float | None:
     return number
 
 
-def select_metrics(result: Mapping[str, Any]) -> dict[str, float]:
-    """The metrics of a Tune/RLlib result that are logged (names of :mod:`fttpo_ray.metrics`)."""
+def select_metrics(result: Mapping[str, Any], sections: tuple[str, ...] = ()) -> dict[str, float]:
+    """The metrics of a Tune/RLlib result that are logged: the names of :mod:`fttpo_ray.metrics`
+    and every number under one of ``sections`` (``<section>/...``; an algorithm's
+    :attr:`~fttpo_ray.algorithms.vocabulary.ReportVocabulary.metric_sections`)."""
     flat = flatten(result)
+    prefixes = tuple(f"{section}/" for section in sections)
     selected: dict[str, float] = {}
     for key, value in flat.items():
-        if key in _TRACKED:
+        if key in _TRACKED or (prefixes and key.startswith(prefixes)):
             number = _as_number(value)
             if number is not None:
                 selected[key] = number
@@ -328,13 +356,45 @@ def open_tracking_store(uri: str, *, must_exist: bool = False) -> Any:
 
 
 def experiment_id(client: Any, name: str, uri: str) -> str:
-    """Id of the MLflow experiment ``name``, created (or restored if deleted) when needed."""
+    """Id of the MLflow experiment ``name``, created (or restored if deleted) when needed, and
+    tagged as a model-training experiment (:data:`EXPERIMENT_KIND_TAG`)."""
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
-        return client.create_experiment(name, artifact_location=artifact_location(uri, name))
+        return client.create_experiment(
+            name,
+            artifact_location=artifact_location(uri, name),
+            tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND},
+        )
     if experiment.lifecycle_stage == "deleted":
         client.restore_experiment(experiment.experiment_id)
+    if EXPERIMENT_KIND_TAG not in experiment.tags:
+        client.set_experiment_tag(
+            experiment.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND
+        )
     return experiment.experiment_id
+
+
+#: The MLflow UI's query parameter choosing between its GenAI and its model-training pages.
+WORKFLOW_QUERY = "workflowType=machine_learning"
+#: Where ``mlflow ui`` serves by default.
+DEFAULT_UI_URL = "http://127.0.0.1:5000"
+
+
+def runs_view_url(uri: str, experiment: str) -> str:
+    """The address of an experiment's training-runs view in MLflow's UI: on the tracking server
+    of ``uri``, or where ``mlflow ui`` serves by default for a local store."""
+    parsed = urlparse(uri)
+    base = uri.rstrip("/") if parsed.scheme in HTTP_SCHEMES else DEFAULT_UI_URL
+    return f"{base}/#/experiments/{experiment}/runs?{WORKFLOW_QUERY}"
+
+
+def sweep_filters(sweep_run_id: str) -> tuple[str, ...]:
+    """Search filters finding the trial runs of a sweep: top-level runs tagged with the sweep's
+    run, and the nested runs of sweeps written before (MLflow's filters have no ``OR``)."""
+    return (
+        f"tags.`{SWEEP_RUN_ID_TAG}` = '{sweep_run_id}'",
+        f"tags.`{PARENT_RUN_ID_TAG}` = '{sweep_run_id}'",
+    )
 
 
 def find_experiment(client: Any, name: str) -> str:
@@ -374,6 +434,10 @@ class RunContext:
     mutated: dict[str, str] = field(default_factory=dict)
     #: The dataset id in trial run names when a sweep has several datasets ("" otherwise).
     label: str = ""
+    #: The dataset logged as each run's input (see :func:`dataset_input`): its digest and
+    #: source ("": none logged, e.g. a plain trainable's sweep without a dataset).
+    dataset_digest: str = ""
+    dataset_source: str = ""
 
 
 def trial_outcome(context: RunContext, status: str, last_result: Mapping[str, Any]) -> str:
@@ -400,22 +464,91 @@ def trial_variant(algorithm: str, config: Mapping[str, Any]) -> str:
     return algorithm.lower()
 
 
+def _report_number(value: Any) -> Any:
+    """A report parameter's value as it is logged: a number as a float (so that ``1`` and
+    ``1.0`` are one group in MLflow's UI), anything else as it is."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
 def trial_params(context: RunContext, config: Mapping[str, Any]) -> dict[str, str]:
-    """Params of a trial run: the YAML's keys (trial values) plus the identifying fields."""
+    """Params of a trial run: the YAML's keys (trial values) plus the identifying fields; the
+    report parameters that do not apply to the trial's variant are left out, even where the
+    YAML sets them (the q of a policy that the variant lacks)."""
     vocabulary = report_vocabulary(context.algorithm)
+    variant = trial_variant(context.algorithm, config)
     params: dict[str, Any] = {
         ALGORITHM_PARAM: context.algorithm,
         RUN_PARAM: context.run_name,
         ENV_PARAM: context.env,
         DATASET_ID_PARAM: context.dataset_id,
         SEED_PARAM: config.get(SEED_PARAM),
-        VARIANT_PARAM: trial_variant(context.algorithm, config),
+        VARIANT_PARAM: variant,
     }
-    keys = {**{key: key for key in vocabulary.keys}, **context.yaml_keys}
-    for name, key in keys.items():
-        if key in config and name not in params:
+    applicable = vocabulary.keys_for(variant)
+    for key in applicable:
+        if key in config:
+            params[key] = _report_number(config[key])
+    inapplicable = set(vocabulary.keys) - set(applicable)
+    for name, key in context.yaml_keys.items():
+        if key in config and name not in params and name not in inapplicable:
             params[name] = config[key]
     return {key: param_value(value) for key, value in params.items() if value is not None}
+
+
+def trial_run_name(context: RunContext, config: Mapping[str, Any]) -> str:
+    """A trial run's name, read in MLflow's runs list: the run, the variant where it differs,
+    the dataset on an environment axis, the report parameters of its variant and the other
+    searched keys (``key=value``), and the seed, e.g. ``iql expectile=0.8 seed=1``."""
+    variant = trial_variant(context.algorithm, config)
+    parts = [context.run_name]
+    if variant != context.run_name:
+        parts.append(variant)
+    if context.label:
+        parts.append(context.label)
+    keys = list(report_vocabulary(context.algorithm).keys_for(variant))
+    keys += [key for key in context.searched if key not in keys and key != VARIANT_PARAM]
+    for name in keys:
+        key = context.yaml_keys.get(name, name)
+        if key in config and name != SEED_PARAM:
+            parts.append(f"{name}={_short(config[key])}")
+    if config.get(SEED_PARAM) is not None:
+        parts.append(f"{SEED_PARAM}={config[SEED_PARAM]}")
+    return " ".join(parts)
+
+
+#: Significant digits of a number in a run name (a value drawn by a random search).
+NAME_DIGITS = 4
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.{NAME_DIGITS}g}"
+    return param_value(value)
+
+
+def dataset_source(dataset_id: str) -> str:
+    """The source of a run's dataset input: the local Minari dataset's directory ("" when
+    there is none, e.g. a plain trainable's sweep names a dataset it never made)."""
+    return str(dataset_path(dataset_id)) if dataset_exists(dataset_id) else ""
+
+
+def dataset_input(context: RunContext) -> Any:
+    """The MLflow dataset input of a run's dataset (``None`` without a source): name = the
+    Minari id, digest = :func:`~fttpo_ray.data.minari_files.content_digest`, source = its
+    directory, context = training."""
+    if not context.dataset_source:
+        return None
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.data.sources import LocalArtifactDatasetSource  # made by MLflow at import
+    from mlflow.entities import DatasetInput, InputTag
+
+    source = LocalArtifactDatasetSource(context.dataset_source)
+    dataset = MetaDataset(source, name=context.dataset_id, digest=context.dataset_digest)
+    return DatasetInput(
+        dataset._to_mlflow_entity(), [InputTag(DATASET_CONTEXT_TAG, TRAINING_CONTEXT)]
+    )
 
 
 def create_trial_run(
@@ -429,34 +562,43 @@ def create_trial_run(
     kind: str = KIND_TRIAL,
     log_params: bool = True,
 ) -> str:
-    """Create the MLflow run of a trial (nested under the sweep's parent run, if there is one)
-    with its tags, ``config.json`` and (unless ``log_params`` is false: the caller logs
-    :func:`trial_params` with its first batch) its params; returns the run id."""
+    """Create the MLflow run of a trial (a top-level run tagged with its sweep's run, if there
+    is one) with its tags, its dataset input, ``config.json`` and (unless ``log_params`` is
+    false: the caller logs :func:`trial_params` with its first batch) its params; returns the
+    run id."""
     from mlflow.entities import Param
 
     tags = {
         KIND_TAG: kind,
         TRIAL_ID_TAG: trial_id,
         RUN_TAG: context.run_name,
+        VARIANT_TAG: trial_variant(context.algorithm, config),
         SWEEP_DIR_TAG: context.sweep_dir,
         SEARCHED_TAG: ",".join(context.searched),
         TRIAL_DIR_TAG: trial_dir,
     }
+    if config.get(SEED_PARAM) is not None:
+        tags[SEED_TAG] = str(config[SEED_PARAM])
     if context.parent_run_id:
-        tags[PARENT_RUN_ID_TAG] = context.parent_run_id
+        tags[SWEEP_RUN_ID_TAG] = context.parent_run_id
     run_id = client.create_run(context.experiment_id, run_name=name, tags=tags).info.run_id
     if log_params:
         params = trial_params(context, config)
         client.log_batch(run_id, params=[Param(k, v) for k, v in params.items()])
+    dataset = dataset_input(context)
+    if dataset is not None:
+        client.log_inputs(run_id, [dataset])
     client.log_text(
         run_id, json.dumps(dict(config), default=repr, indent=1, sort_keys=True), CONFIG_ARTIFACT
     )
     return run_id
 
 
-def result_metrics(result: Mapping[str, Any], step: int) -> list[Any]:
+def result_metrics(
+    result: Mapping[str, Any], step: int, sections: tuple[str, ...] = ()
+) -> list[Any]:
     """The selected metrics of one result (see :func:`select_metrics`) as MLflow metrics."""
-    return _metrics(select_metrics(result), step)
+    return _metrics(select_metrics(result, sections), step)
 
 
 def _metrics(values: Mapping[str, float], step: int) -> list[Any]:
@@ -466,9 +608,15 @@ def _metrics(values: Mapping[str, float], step: int) -> list[Any]:
     return [Metric(k, v, now, step) for k, v in values.items()]
 
 
-def log_result(client: Any, run_id: str, result: Mapping[str, Any], step: int) -> None:
+def log_result(
+    client: Any,
+    run_id: str,
+    result: Mapping[str, Any],
+    step: int,
+    sections: tuple[str, ...] = (),
+) -> None:
     """Log the selected metrics of one result (see :func:`select_metrics`) at ``step``."""
-    batch = result_metrics(result, step)
+    batch = result_metrics(result, step, sections)
     if batch:
         client.log_batch(run_id, metrics=batch)
 
@@ -607,6 +755,7 @@ class MLflowTrackingCallback(Callback):
         #: MLflow requests made in the driver's thread (see :attr:`requests`).
         self.calls = 0
         self._writer: BackgroundWriter | None = None
+        self._sections = report_vocabulary(self.context.algorithm).metric_sections
 
     def __getstate__(self) -> dict[str, Any]:
         self.flush()
@@ -694,17 +843,18 @@ class MLflowTrackingCallback(Callback):
         if not self._restored:
             return None
         ctx = self.context
-        found = self.client.search_runs(
-            [ctx.experiment_id],
-            filter_string=(
-                f"tags.`{TRIAL_ID_TAG}` = '{trial_id}' "
-                f"and tags.`{PARENT_RUN_ID_TAG}` = '{ctx.parent_run_id}'"
-            ),
-            max_results=1,
-        )
+        found: list[Any] = []
+        for sweep_filter in sweep_filters(ctx.parent_run_id):
+            found = self.client.search_runs(
+                [ctx.experiment_id],
+                filter_string=f"tags.`{TRIAL_ID_TAG}` = '{trial_id}' and {sweep_filter}",
+                max_results=1,
+            )
+            self.calls += 1
+            if found:
+                break
         if not found:
             return None
-        self.calls += 1
         run_id = found[0].info.run_id
         return TrialRun(run_id=run_id, last_step=self._logged_steps(run_id))
 
@@ -736,15 +886,13 @@ class MLflowTrackingCallback(Callback):
         run_id = create_trial_run(
             self.client,
             self.context,
-            name=":".join(
-                p for p in (self.context.run_name, self.context.label, trial.experiment_tag) if p
-            ),
+            name=trial_run_name(self.context, trial.config),
             trial_id=trial.trial_id,
             config=trial.config,
             trial_dir=str(getattr(trial, "path", "") or ""),
             log_params=False,
         )
-        self.calls += 2
+        self.calls += 3 if self.context.dataset_source else 2
         params = trial_params(self.context, trial.config)
         self._pending_for(run_id).params = [Param(k, v) for k, v in params.items()]
         self.trial_runs[trial.trial_id] = TrialRun(run_id=run_id)
@@ -769,7 +917,7 @@ class MLflowTrackingCallback(Callback):
         values = self._hyperparameters(run, trial)
         step = int(result.get(TRAINING_ITERATION, run.last_step + 1))
         if step > run.last_step:
-            metrics = result_metrics(result, step)
+            metrics = result_metrics(result, step, self._sections)
             if values:
                 metrics += _metrics(
                     {f"{HYPERPARAMETER_PREFIX}{name}": v for name, v in values.items()}, step

@@ -27,7 +27,9 @@ LOG_LINE = re.compile(r"^\d\d:\d\d:\d\d \S")
 RESULTS_HEADER = re.compile(
     r"^Results of 'tiny' \(2 trials, 0 failed, \d+ s\): mean ± s\.e\. over seeds, last evaluation$"
 )
-WHERE_LINE = re.compile(r"^(MLflow store|MLflow dashboard|Tune storage|Report) {2,}\S")
+WHERE_LINE = re.compile(
+    r"^(MLflow store|MLflow dashboard|Training runs|Tune storage|Report) {2,}\S"
+)
 #: Parts of the messages that the command line must not show (see ``cli.QUIET_MESSAGES``).
 NOISE = (
     "Token authentication",

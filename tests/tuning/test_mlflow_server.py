@@ -58,7 +58,7 @@ def test_sweep_logs_to_an_mlflow_server_over_http(
         sweep_artifacts = {a.path for a in client.list_artifacts(sweeps[0].info.run_id)}
         assert {"experiment.yaml", "report"} <= sweep_artifacts
         for run in trials:
-            assert run.data.tags[tr.PARENT_RUN_ID_TAG] == sweeps[0].info.run_id
+            assert run.data.tags[tr.SWEEP_RUN_ID_TAG] == sweeps[0].info.run_id
             assert run.data.tags[tr.NODE_ID_TAG]
             history = client.get_metric_history(run.info.run_id, tr.TRAINING_ITERATION)
             assert sorted(p.step for p in history) == list(range(1, ITERATIONS + 1))

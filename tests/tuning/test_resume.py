@@ -78,6 +78,6 @@ def test_interrupted_sweep_resumes_without_duplicates(
     assert sorted(int(run.data.params["seed"]) for run in trials) == SEEDS
     for run in trials:
         assert run.info.status == tr.FINISHED
-        assert run.data.tags[tr.PARENT_RUN_ID_TAG] == sweeps[0].info.run_id
+        assert run.data.tags[tr.SWEEP_RUN_ID_TAG] == sweeps[0].info.run_id
         history = client.get_metric_history(run.info.run_id, "evaluation/thin/episode_return_mean")
         assert sorted(point.step for point in history) == list(range(1, ITERATIONS + 1))

@@ -105,17 +105,28 @@ def test_sweep_prints_the_table_and_where_to_look(sweep: Sweep) -> None:
     assert any("| fttpo | fttpo" in line and "| thin" in line for line in table)
     assert any("| iql" in line and "| fat" in line for line in table)
     assert f"mlflow ui --backend-store-uri {sweep.uri}" in sweep.stdout
+    exp_id = sweep.client.get_experiment_by_name(EXPERIMENT).experiment_id
+    assert f"http://127.0.0.1:5000/#/experiments/{exp_id}/runs?workflowType=" in sweep.stdout
     assert str(sweep.storage / EXPERIMENT) in sweep.stdout
 
 
-def test_one_parent_run_and_one_nested_run_per_trial(sweep: Sweep) -> None:
+def test_one_sweep_run_and_one_top_level_run_per_trial(sweep: Sweep) -> None:
     (parent,) = runs_of(sweep, tr.KIND_SWEEP)
     trials = runs_of(sweep, tr.KIND_TRIAL)
     assert len(trials) == TRIALS
     assert parent.info.status == tr.FINISHED
     for run in trials:
-        assert run.data.tags[tr.PARENT_RUN_ID_TAG] == parent.info.run_id
+        assert run.data.tags[tr.SWEEP_RUN_ID_TAG] == parent.info.run_id
+        assert tr.PARENT_RUN_ID_TAG not in run.data.tags  # listed and charted on first open
         assert run.info.status == tr.FINISHED
+        (dataset,) = run.inputs.dataset_inputs
+        assert dataset.dataset.name == "fttpo/treatment/random-v0"
+    names = sorted(run.info.run_name for run in trials)
+    assert names == [
+        "fttpo fat_q=2 thin_q=0 kl_weight=0.1 seed=0",
+        "fttpo rar fat_q=2 thin_q=0 kl_weight=0.1 seed=0",
+        "iql seed=0",
+    ]
 
 
 def test_trial_params_are_the_yaml_keys_plus_identity(sweep: Sweep) -> None:
@@ -141,7 +152,8 @@ def test_metrics_per_iteration_with_the_documented_names(sweep: Sweep) -> None:
     trials = runs_of(sweep, tr.KIND_TRIAL)
     allowed = set(tr.tracked_metric_names())
     for run in trials:
-        assert set(run.data.metrics) <= allowed
+        sections = ("selection/", "selected/") if run.data.params["algorithm"] == "FtTPO" else ()
+        assert {k for k in run.data.metrics if not k.startswith(sections)} <= allowed
         key = (
             "evaluation/fat/episode_return_mean"
             if run.data.params["algorithm"] == "IQL"
@@ -159,6 +171,8 @@ def test_metrics_per_iteration_with_the_documented_names(sweep: Sweep) -> None:
         "evaluation/thin/support_halfwidth_mean",
         "learner/thin_loss",
         "learner/grad_steps_per_s",
+        "selection/td_error",
+        "selected/iteration",
     ):
         assert name in fttpo.data.metrics
 
