@@ -18,16 +18,10 @@ from fttpo_ray.algorithms.builtin_offline_data import (
     discounted_returns_to_go,
 )
 from fttpo_ray.algorithms.lean_iql import LeanIQLTorchLearner
-from fttpo_ray.data import DatasetInfo, ensure_dataset, load_transitions
+from fttpo_ray.data import DatasetInfo, load_transitions
+from tests.helpers import TREATMENT_ID
 
-TREATMENT_ID = "fttpo/treatment/random-v0"
 REWARDS = f"default_policy/{Columns.REWARDS}"
-
-
-@pytest.fixture(scope="module")
-def treatment_dataset() -> DatasetInfo:
-    """The paper's treatment dataset (50 random episodes x 24 steps), made on first use."""
-    return ensure_dataset(TREATMENT_ID)
 
 
 def test_discounted_returns_to_go_by_hand() -> None:

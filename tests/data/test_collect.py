@@ -22,7 +22,8 @@ from fttpo_ray.data.collect import META_POLICY, META_SEED
 from fttpo_ray.data.policies import CheckpointPolicy, find_module_checkpoint
 from fttpo_ray.envs.treatment import INFO_PROHIBITED
 from fttpo_ray.errors import ConfigError, DatasetError, EnvironmentSpecError
-from tests.data.conftest import LETHAL_ID, TREATMENT_ID
+from tests.data.conftest import LETHAL_ID
+from tests.helpers import TREATMENT_ID
 
 
 def _leftovers(root: Path) -> list[str]:
