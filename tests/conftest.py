@@ -4,8 +4,14 @@
 the variable is in ``os.environ`` — reads and writes Minari datasets in a fresh temporary
 directory, never in the user's ``~/.minari``.
 
+``treatment_dataset`` (session-wide): the paper's treatment dataset, collected once.
+
 ``ray_local`` (per module): a local Ray instance, started unless one is already running.
 ``toy_registered``: the toy trainable of ``tests/tuning/toy_trainable.py`` registered on it.
+``trained`` (per module): the requesting module's FtTPO, built and trained.
+
+Helpers that take arguments (a tiny FtTPO config or YAML, the command line in-process) are
+functions in ``tests/helpers.py``.
 """
 
 from __future__ import annotations
@@ -16,6 +22,9 @@ from pathlib import Path
 import pytest
 import ray
 
+from fttpo_ray import FtTPO
+from fttpo_ray.data import DatasetInfo, collect_dataset
+from tests.helpers import TREATMENT_ENV, TREATMENT_ID, tiny_fttpo_config
 from tests.tuning import toy_trainable
 
 MINARI_ROOT_VARIABLE = "MINARI_DATASETS_PATH"
@@ -28,6 +37,14 @@ def minari_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv(MINARI_ROOT_VARIABLE, str(root))
         yield root
+
+
+@pytest.fixture(scope="session")
+def treatment_dataset(minari_root: Path) -> DatasetInfo:
+    """The paper's treatment dataset (50 random episodes x 24 steps, seed 0). A test that ran
+    earlier may have made this id on first use (``ensure_dataset``): it is collected again,
+    once, so that the tests know exactly how it was made."""
+    return collect_dataset(TREATMENT_ENV, "random", 50, TREATMENT_ID, seed=0, overwrite=True)
 
 
 @pytest.fixture(scope="module")
@@ -46,3 +63,16 @@ def toy_registered(ray_local: None) -> str:
     # cluster (another module's fixture may have started a new one).
     toy_trainable.register()
     return toy_trainable.TOY_NAME
+
+
+@pytest.fixture(scope="module")
+def trained(request: pytest.FixtureRequest, ray_local: None) -> Iterator[tuple[FtTPO, list]]:
+    """``(algorithm, results)``: :func:`tests.helpers.tiny_fttpo_config` of the requesting
+    module's ``TRAINED_SETTINGS``, trained ``TRAINED_ITERATIONS`` iterations (one result each);
+    stopped after the module."""
+    algo = tiny_fttpo_config(request.module.TRAINED_SETTINGS).build_algo()
+    try:
+        results = [algo.train() for _ in range(request.module.TRAINED_ITERATIONS)]
+        yield algo, results
+    finally:
+        algo.stop()

@@ -4,8 +4,6 @@ variables FTTPO_MLFLOW_URI and FTTPO_EXPERIMENT."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import os
 from pathlib import Path
 
@@ -13,7 +11,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from fttpo_ray.cli import main
+from tests.helpers import run_cli
 from tests.tuning import toy_trainable
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
@@ -57,8 +55,7 @@ def test_compare_runs_notebook_on_a_toy_sweep(toy_registered: str, tmp_path: Pat
         tmp_path / "toy_notebook.yaml", seeds=[0, 1], iterations=2, kl_weights=[0.1, 1.0]
     )
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    with contextlib.redirect_stdout(io.StringIO()):
-        rc = main(["sweep", str(path), "--mlflow-uri", uri, "--storage", str(tmp_path)])
+    rc = run_cli(["sweep", str(path), "--mlflow-uri", uri, "--storage", str(tmp_path)]).rc
     assert rc == 0
     book = execute(
         "02_compare_runs_in_mlflow.ipynb",

@@ -502,9 +502,7 @@ def trial_run_name(context: RunContext, config: Mapping[str, Any]) -> str:
     the dataset on an environment axis, the report parameters of its variant and the other
     searched keys (``key=value``), and the seed, e.g. ``iql expectile=0.8 seed=1``."""
     variant = trial_variant(context.algorithm, config)
-    parts = [context.run_name]
-    if variant != context.run_name:
-        parts.append(variant)
+    parts = list(dict.fromkeys((context.run_name, variant)))  # the variant once
     if context.label:
         parts.append(context.label)
     keys = list(report_vocabulary(context.algorithm).keys_for(variant))

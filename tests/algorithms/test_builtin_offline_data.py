@@ -23,15 +23,9 @@ from fttpo_ray.algorithms.offline_data import (
 from fttpo_ray.data import DatasetInfo, ensure_dataset, load_transitions
 from fttpo_ray.data.split import held_out_mask
 from fttpo_ray.errors import ConfigError
+from tests.helpers import TREATMENT_ID
 
-TREATMENT_ID = "fttpo/treatment/random-v0"
 REWARDS = f"default_policy/{Columns.REWARDS}"
-
-
-@pytest.fixture(scope="module")
-def treatment_dataset() -> DatasetInfo:
-    """The paper's treatment dataset (50 random episodes x 24 steps), made on first use."""
-    return ensure_dataset(TREATMENT_ID)
 
 
 def test_discounted_returns_to_go_by_hand() -> None:

@@ -13,10 +13,10 @@ from ray import tune
 from ray.rllib.core import DEFAULT_MODULE_ID
 from ray.rllib.core.columns import Columns
 
-from fttpo_ray import FtTPO, FtTPOConfig
+from fttpo_ray import FtTPO
 from fttpo_ray.errors import NonFiniteError
+from tests.helpers import tiny_fttpo_config
 
-DATASET = "fttpo/treatment/random-v0"
 SAFETY_KEYS = (
     "episode_return_mean",
     "episode_return_sem",
@@ -29,31 +29,17 @@ SAFETY_KEYS = (
 )
 
 
-def tiny_config(**training) -> FtTPOConfig:
-    settings = {
-        "fat_q": 2.0,
-        "thin_q": 0.0,
-        "kl_weight": 0.1,
-        "gamma": 0.9,
-        "num_gradient_steps_per_iteration": 20,
-        "train_batch_size_per_learner": 64,
-    }
-    return (
-        FtTPOConfig()
-        .dataset(DATASET)
-        .training(**{**settings, **training})
-        .rl_module(model_config={"fcnet_hiddens": [32, 32]})
-        .evaluation(evaluation_duration=8)
-        .debugging(seed=0)
-    )
-
-
-@pytest.fixture(scope="module")
-def trained(ray_local):
-    algo = tiny_config().build_algo()
-    results = [algo.train(), algo.train()]
-    yield algo, results
-    algo.stop()
+#: The module's FtTPO (``trained``: two iterations of it).
+TRAINED_SETTINGS = {
+    "fat_q": 2.0,
+    "thin_q": 0.0,
+    "kl_weight": 0.1,
+    "num_gradient_steps_per_iteration": 20,
+    "train_batch_size_per_learner": 64,
+    "fcnet_hiddens": [32, 32],
+    "evaluation_duration": 8,
+}
+TRAINED_ITERATIONS = 2
 
 
 def test_train_reports_both_policies_safety_metrics_and_all_losses(trained):
@@ -104,7 +90,8 @@ def test_checkpoint_round_trip_restores_the_thin_policy_and_continues(trained, t
 
 @pytest.mark.parametrize("variant", ["rar", "reverse_kl", "fat_only"])
 def test_baseline_variants_train_and_report_their_acting_policy(ray_local, variant):
-    algo = tiny_config(variant=variant, fat_q=1.0 if variant == "fat_only" else 2.0).build_algo()
+    fat_q = 1.0 if variant == "fat_only" else 2.0
+    algo = tiny_fttpo_config(TRAINED_SETTINGS, variant=variant, fat_q=fat_q).build_algo()
     try:
         evaluation = algo.train()["evaluation"]
         acting = "fat" if variant == "fat_only" else "thin"
@@ -120,7 +107,7 @@ def test_non_finite_loss_stops_training_with_the_step_and_loss_name(ray_local):
     parameter) overflows V, so the losses of gradient step 2 are checked, found non-finite and
     named, with ``value_loss`` first. The fat loss reads V through the advantage weights and may
     be named with it; the critic and thin losses do not read V and must not be named."""
-    algo = tiny_config(value_lr=1e30).build_algo()
+    algo = tiny_fttpo_config(TRAINED_SETTINGS, value_lr=1e30).build_algo()
     try:
         with pytest.raises(NonFiniteError) as info:
             algo.train()
@@ -134,7 +121,7 @@ def test_non_finite_loss_stops_training_with_the_step_and_loss_name(ray_local):
 
 
 def test_tuner_runs_fttpo_by_name(ray_local, tmp_path):
-    config = tiny_config().evaluation(evaluation_duration=4)
+    config = tiny_fttpo_config(TRAINED_SETTINGS).evaluation(evaluation_duration=4)
     tuner = tune.Tuner(
         "FtTPO",
         param_space=config,

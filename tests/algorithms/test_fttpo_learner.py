@@ -146,8 +146,9 @@ def test_rar_replaces_out_of_support_dataset_actions():
     module = build("rar", thin_scale_bounds=(1e-3, 0.05))
     batch = make_batch()
     named, metrics = losses_of(module, batch)
-    # half-widths <= 0.05 around loc: almost every uniform dataset action lies outside
-    assert metrics["rar_replaced_frac"] > 0.9
+    # half-widths <= 0.05 around loc: a uniform dataset action lies inside with probability
+    # about pi 0.05^2 / 4 = 0.2 %, and none of the 64 seeded ones does
+    assert metrics["rar_replaced_frac"] == 1.0
     assert torch.isfinite(named[THIN])
 
 

@@ -17,36 +17,23 @@ from fttpo_ray.algorithms.learner_module import learner_module
 from fttpo_ray.data import ensure_dataset, load_transitions
 from fttpo_ray.data.split import held_out_mask
 from fttpo_ray.errors import ConfigError
+from tests.helpers import TREATMENT_ID, tiny_fttpo_config
 
-DATASET = "fttpo/treatment/random-v0"
 
 
-def tiny_config(**evaluation) -> FtTPOConfig:
-    return (
-        FtTPOConfig()
-        .dataset(DATASET, held_out_fraction=0.2, split_seed=3)
-        .training(
-            gamma=0.9,
-            num_gradient_steps_per_iteration=15,
-            train_batch_size_per_learner=32,
-        )
-        .rl_module(model_config={"fcnet_hiddens": [16, 16]})
-        .evaluation(**{"evaluation_duration": 3, **evaluation})
-        .debugging(seed=3)
-    )
+#: The module's FtTPO (``trained``: three iterations of it).
+TRAINED_SETTINGS = {
+    "num_gradient_steps_per_iteration": 15,
+    "held_out_fraction": 0.2,
+    "split_seed": 3,
+    "seed": 3,
+}
+TRAINED_ITERATIONS = 3
 
 
 def loc(module, obs: torch.Tensor) -> torch.Tensor:
     out = module.forward_inference({Columns.OBS: obs})
     return out[Columns.ACTION_DIST_INPUTS][:, :1]
-
-
-@pytest.fixture(scope="module")
-def trained(ray_local):
-    algo = tiny_config().build_algo()
-    results = [algo.train(), algo.train(), algo.train()]
-    yield algo, results
-    algo.stop()
 
 
 def test_observation_statistics_are_the_training_episodes_and_survive_a_checkpoint(
@@ -56,7 +43,7 @@ def test_observation_statistics_are_the_training_episodes_and_survive_a_checkpoi
     (held-out episodes excluded); an algorithm checkpoint and the module's own checkpoint
     restore the same statistics and act the same on raw observations."""
     algo, _ = trained
-    transitions = load_transitions(DATASET)
+    transitions = load_transitions(TREATMENT_ID)
     train = ~held_out_mask(transitions.episode_ids, 0.2, 3)
     expected_mean = transitions.obs[train].astype(np.float64).mean(axis=0)
     expected_std = transitions.obs[train].astype(np.float64).std(axis=0)
@@ -87,7 +74,7 @@ def test_observation_statistics_are_the_training_episodes_and_survive_a_checkpoi
 
 def test_learner_samples_only_training_episodes_and_scores_the_held_out_ones(trained):
     algo, results = trained
-    transitions = load_transitions(DATASET)
+    transitions = load_transitions(TREATMENT_ID)
     held = held_out_mask(transitions.episode_ids, 0.2, 3)
     data = algo.offline_data
     assert data.num_rows == int((~held).sum())
@@ -110,8 +97,8 @@ def test_selection_does_not_depend_on_the_evaluation(ray_local):
     select identically: the criterion never reads an evaluation episode."""
     runs = []
     for evaluation in ({"evaluation_seed": 5, "evaluation_duration": 2}, {"evaluation_seed": 9}):
-        ensure_dataset(DATASET)
-        algo = tiny_config(**evaluation).build_algo()
+        ensure_dataset(TREATMENT_ID)
+        algo = tiny_fttpo_config(TRAINED_SETTINGS, **evaluation).build_algo()
         try:
             results = [algo.train() for _ in range(2)]
             runs.append(
@@ -142,7 +129,7 @@ def test_selection_does_not_depend_on_the_evaluation(ray_local):
     ],
 )
 def test_small_data_fields_are_validated(field, value):
-    config = FtTPOConfig().dataset(DATASET)
+    config = FtTPOConfig().dataset(TREATMENT_ID)
     setattr(config, field, value)
     with pytest.raises(ConfigError, match=f"`{field}`") as info:
         config.validate()

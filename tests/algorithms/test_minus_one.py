@@ -11,11 +11,8 @@ Real Ray, Tune, RLlib and MLflow on the tiny treatment dataset (a few gradient s
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
@@ -24,12 +21,12 @@ from ray import tune
 from ray.rllib.algorithms.algorithm import Algorithm
 
 from fttpo_ray import FtTPO, FtTPOConfig
-from fttpo_ray.cli import EXIT_ERROR, main
+from fttpo_ray.cli import EXIT_ERROR
 from fttpo_ray.errors import ConfigError
 from fttpo_ray.tuning import tracking as tr
+from tests.helpers import TREATMENT_ID, run_cli, tiny_fttpo_config
 
 REPO = Path(__file__).resolve().parents[2]
-DATASET = "fttpo/treatment/random-v0"
 MINUS_ONE = -1
 EPISODES = 5
 EVALUATION_SEED = 7
@@ -40,29 +37,12 @@ STORAGE = "storage"
 THIN_METRICS = ("episode_return_mean", "violation_rate", "support_halfwidth_mean")
 
 
-def tiny_config(**training: Any) -> FtTPOConfig:
-    settings = {
-        "thin_q": MINUS_ONE,
-        "gamma": 0.9,
-        "num_gradient_steps_per_iteration": 5,
-        "train_batch_size_per_learner": 32,
-        **training,
-    }
-    return (
-        FtTPOConfig()
-        .dataset(DATASET)
-        .training(**settings)
-        .rl_module(model_config={"fcnet_hiddens": [16, 16]})
-        .evaluation(evaluation_duration=EPISODES, evaluation_seed=EVALUATION_SEED)
-        .debugging(seed=0)
-    )
-
-
-def run_cli(args: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        rc = main(args)
-    return rc, out.getvalue(), err.getvalue()
+#: The module's FtTPO: thin_q = -1, five evaluation episodes on fixed seeds.
+SETTINGS = {
+    "thin_q": MINUS_ONE,
+    "evaluation_duration": EPISODES,
+    "evaluation_seed": EVALUATION_SEED,
+}
 
 
 def eval_cli(checkpoint: str) -> dict[str, dict[str, float]]:
@@ -126,7 +106,7 @@ def test_every_numeric_field_keeps_minus_one_through_state_and_dict() -> None:
     """``from_state(get_state())`` (build, checkpoint) and ``from_dict(to_dict())`` (Tune)."""
     assert {"thin_q", "kl_weight", "fat_q", "gamma", "evaluation_seed"} <= set(NUMERIC_FIELDS)
     for name in NUMERIC_FIELDS:
-        config = FtTPOConfig().dataset(DATASET)
+        config = FtTPOConfig().dataset(TREATMENT_ID)
         setattr(config, name, MINUS_ONE)
         assert getattr(FtTPOConfig.from_state(config.get_state()), name) == MINUS_ONE, name
         assert getattr(FtTPOConfig.from_dict(config.to_dict()), name) == MINUS_ONE, name
@@ -134,7 +114,7 @@ def test_every_numeric_field_keeps_minus_one_through_state_and_dict() -> None:
 
 def test_an_invalid_minus_one_is_rejected(tmp_path: Path) -> None:
     message = "`kl_weight` (tau) must be > 0; got -1"
-    config = tiny_config(kl_weight=MINUS_ONE)
+    config = tiny_fttpo_config(SETTINGS, kl_weight=MINUS_ONE)
     with pytest.raises(ConfigError) as info:
         config.validate()
     assert message in str(info.value)
@@ -150,7 +130,7 @@ def test_an_invalid_minus_one_is_rejected(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_build_algo_and_checkpoint_keep_thin_q_minus_one(ray_local: None, tmp_path: Path) -> None:
-    algo = tiny_config().build_algo()
+    algo = tiny_fttpo_config(SETTINGS).build_algo()
     try:
         assert_thin_q_minus_one(algo)
         algo.train()
@@ -173,7 +153,7 @@ def test_build_algo_and_checkpoint_keep_thin_q_minus_one(ray_local: None, tmp_pa
 def test_tune_trial_and_fttpo_eval_keep_thin_q_minus_one(ray_local: None, tmp_path: Path) -> None:
     """The sweep's path (``param_space = config.to_dict()``, thin_q in the grid), then
     ``fttpo eval`` of the trial's checkpoint reproduces the trial's last evaluation."""
-    space = tiny_config(thin_q=0.0).to_dict()
+    space = tiny_fttpo_config(SETTINGS, thin_q=0.0).to_dict()
     space["thin_q"] = tune.grid_search([MINUS_ONE])
     (result,) = tune.Tuner(
         "FtTPO",

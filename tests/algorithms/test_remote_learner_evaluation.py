@@ -8,8 +8,6 @@ starts: a remote learner holds one of the two CPUs of the test Ray instance.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 from pathlib import Path
 
@@ -24,13 +22,13 @@ from fttpo_ray import FtTPOConfig
 from fttpo_ray.algorithms.fttpo.evaluation import fttpo_policies
 from fttpo_ray.algorithms.learner_module import learner_module
 from fttpo_ray.algorithms.rllib_evaluation import rllib_module_policy
-from fttpo_ray.cli import main
 from fttpo_ray.data.policies import ALGORITHM_MODULE_SUBDIR
 from fttpo_ray.defaults import EVALUATION_SEED
 from fttpo_ray.evaluation import evaluate_policies, reference_scores
 from fttpo_ray.rl_module.fttpo_rl_module import FtTPOTorchRLModule
 from fttpo_ray.tuning.schema import load_experiment
 from fttpo_ray.tuning.space import algorithm_config, prepare_dataset
+from tests.helpers import run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -61,11 +59,9 @@ def assert_same_weights(module: RLModule, expected: RLModule) -> None:
 
 def fttpo_eval(checkpoint: Path) -> dict[str, dict[str, float]]:
     """``fttpo eval CHECKPOINT --episodes 2``, its JSON output parsed."""
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        rc = main(["eval", str(checkpoint), "--episodes", str(CLI_EPISODES)])
+    rc, stdout, _ = run_cli(["eval", str(checkpoint), "--episodes", str(CLI_EPISODES)])
     assert rc == 0
-    return json.loads(out.getvalue())
+    return json.loads(stdout)
 
 
 def expected_metrics(policies: list, dataset_id: str | None) -> dict[str, dict[str, float]]:

@@ -1,4 +1,5 @@
-"""Datasets shared by the data tests (created once per session in the temporary Minari root)."""
+"""Datasets shared by the data tests (created once per session in the temporary Minari root;
+the treatment dataset is ``tests/conftest.py``'s ``treatment_dataset``)."""
 
 from __future__ import annotations
 
@@ -11,19 +12,8 @@ import pytest
 
 from fttpo_ray.data import DatasetInfo, collect_dataset, dataset_path
 
-#: The paper's treatment dataset (50 random episodes x 24 steps).
-TREATMENT_ID = "fttpo/treatment/random-v0"
 #: A small lethal-variant dataset (contains deaths: terminated episodes).
 LETHAL_ID = "test/treatment-lethal/random-v0"
-
-
-@pytest.fixture(scope="session")
-def treatment_dataset(minari_root: Path) -> DatasetInfo:
-    # Other test packages may already have created this id (``ensure_dataset``) in the shared
-    # session root; recollect it so these tests know exactly how it was made.
-    return collect_dataset(
-        "fttpo/TreatmentSim-v0", "random", 50, TREATMENT_ID, seed=0, overwrite=True
-    )
 
 
 @pytest.fixture(scope="session")

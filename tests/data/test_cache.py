@@ -13,7 +13,8 @@ from fttpo_ray.data import DatasetInfo, dataset_path, load_transitions
 from fttpo_ray.data import transitions as transitions_module
 from fttpo_ray.data.cache import CACHE_DIR_NAME, entry_path, write_entry
 from fttpo_ray.errors import DatasetError
-from tests.data.conftest import TREATMENT_ID, copy_dataset
+from tests.data.conftest import copy_dataset
+from tests.helpers import TREATMENT_ID
 
 
 def test_conversion_is_cached_on_disk(

@@ -13,7 +13,7 @@ import pytest
 
 from fttpo_ray.cli import main
 from fttpo_ray.data import DatasetInfo
-from tests.data.conftest import TREATMENT_ID
+from tests.helpers import TREATMENT_ID
 
 #: The format of the package's log lines on stderr (``fttpo_ray.cli.LOG_FORMAT``).
 LOG_LINE = re.compile(r"^\d\d:\d\d:\d\d \S")

@@ -20,8 +20,10 @@ import pytest
 from fttpo_ray.data import DatasetInfo, collect_dataset, dataset_path, load_transitions
 from fttpo_ray.data.collect import META_POLICY, META_SEED
 from fttpo_ray.data.policies import CheckpointPolicy, find_module_checkpoint
+from fttpo_ray.envs.treatment import INFO_PROHIBITED
 from fttpo_ray.errors import ConfigError, DatasetError, EnvironmentSpecError
-from tests.data.conftest import LETHAL_ID, TREATMENT_ID
+from tests.data.conftest import LETHAL_ID
+from tests.helpers import TREATMENT_ID
 
 
 def _leftovers(root: Path) -> list[str]:
@@ -182,13 +184,49 @@ def test_bad_input_raises_one_line_errors(
     assert not dataset_path("test/bad-input-v0").exists() and _leftovers(minari_root) == []
 
 
+ORACLE_EPISODES = 5
+#: Prohibited doses among the 1 200 transitions of the random treatment dataset (seed 0).
+RANDOM_VIOLATIONS = 658
+
+
+def replayed_violations(dataset_id: str) -> tuple[int, int]:
+    """``(violations, transitions)`` of a treatment dataset collected with seed 0: every episode
+    is replayed in the simulator (reset seed ``i`` for episode ``i``, the dataset's actions) and
+    each transition labelled by the simulator's ``prohibited`` info. The replay must reproduce
+    every next observation exactly, so the labels are those of the recorded transitions."""
+    transitions = load_transitions(dataset_id)
+    env = gym.make("fttpo/TreatmentSim-v0")
+    violations = 0
+    for episode in range(transitions.episodes):
+        rows = np.flatnonzero(transitions.episode_ids == episode)
+        obs, _ = env.reset(seed=episode)
+        np.testing.assert_array_equal(obs, transitions.obs[rows[0]])
+        for row in rows:
+            obs, _, _, _, info = env.step(transitions.actions[row])
+            np.testing.assert_array_equal(obs, transitions.new_obs[row])
+            violations += bool(info[INFO_PROHIBITED])
+    return violations, len(transitions)
+
+
 def test_oracle_policy_dataset_has_no_violations(minari_root: Path) -> None:
-    collect_dataset("fttpo/TreatmentSim-v0", "oracle", 3, "test/oracle-v0", reference_policy=None)
+    collect_dataset(
+        "fttpo/TreatmentSim-v0", "oracle", ORACLE_EPISODES, "test/oracle-v0",
+        reference_policy=None,
+    )  # fmt: skip
     transitions = load_transitions("test/oracle-v0")
     env = gym.make("fttpo/TreatmentSim-v0")
     env.reset(seed=0)
-    action = env.unwrapped.myopic_oracle_action()
-    np.testing.assert_array_equal(transitions.actions[0], action)
+    np.testing.assert_array_equal(transitions.actions[0], env.unwrapped.myopic_oracle_action())
+    violations, labelled = replayed_violations("test/oracle-v0")
+    assert labelled == ORACLE_EPISODES * 24
+    assert violations == 0, f"{violations} of {labelled} oracle transitions are prohibited doses"
+
+
+def test_random_policy_dataset_has_violations(treatment_dataset: DatasetInfo) -> None:
+    """The same count on the random dataset is far from 0: the labelling can find violations."""
+    violations, labelled = replayed_violations(TREATMENT_ID)
+    assert labelled == 1200
+    assert violations == RANDOM_VIOLATIONS, f"{violations} of {labelled} prohibited"
 
 
 def test_checkpoint_policy_acts_within_the_bounds(

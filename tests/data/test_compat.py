@@ -6,7 +6,7 @@ import pytest
 
 from fttpo_ray.data import DatasetInfo, check_compatible
 from fttpo_ray.errors import DatasetError, EnvironmentSpecError
-from tests.data.conftest import TREATMENT_ID
+from tests.helpers import TREATMENT_ID
 
 
 def test_check_compatible(treatment_dataset: DatasetInfo) -> None:

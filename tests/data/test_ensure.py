@@ -9,7 +9,7 @@ import pytest
 
 from fttpo_ray.data import DatasetInfo, ensure_dataset
 from fttpo_ray.errors import DatasetError
-from tests.data.conftest import TREATMENT_ID
+from tests.helpers import TREATMENT_ID
 
 
 def test_ensure_dataset(minari_root: Path, treatment_dataset: DatasetInfo) -> None:

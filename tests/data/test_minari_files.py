@@ -10,7 +10,8 @@ import pytest
 
 from fttpo_ray.data import DatasetInfo, load_transitions
 from fttpo_ray.errors import DatasetError
-from tests.data.conftest import TREATMENT_ID, copy_dataset
+from tests.data.conftest import copy_dataset
+from tests.helpers import TREATMENT_ID
 
 
 def test_garbage_data_file_is_a_dataset_error(treatment_dataset: DatasetInfo) -> None:

@@ -15,7 +15,8 @@ from fttpo_ray.data import (
     to_parquet,
 )
 from fttpo_ray.data.parquet import PARQUET_FILE
-from tests.data.conftest import LETHAL_ID, TREATMENT_ID
+from tests.data.conftest import LETHAL_ID
+from tests.helpers import TREATMENT_ID
 
 
 def test_parquet_has_rllib_columns_and_all_rows(lethal_dataset: DatasetInfo) -> None:

@@ -29,7 +29,7 @@ from fttpo_ray.data.references import (
 )
 from fttpo_ray.errors import ConfigError, DatasetError
 from fttpo_ray.tuning.schema import load_experiment
-from tests.data.conftest import TREATMENT_ID
+from tests.helpers import TREATMENT_ID
 
 REMOTE_ID = "mujoco/test-remote/medium-v0"
 

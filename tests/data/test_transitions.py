@@ -16,7 +16,8 @@ from fttpo_ray.data import (
     load_transitions,
     normalize_actions,
 )
-from tests.data.conftest import LETHAL_ID, TREATMENT_ID
+from tests.data.conftest import LETHAL_ID
+from tests.helpers import TREATMENT_ID
 
 
 def test_transitions_match_minari_episodes(treatment_dataset: DatasetInfo) -> None:

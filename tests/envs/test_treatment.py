@@ -270,15 +270,19 @@ def test_info_flags_the_executed_dose() -> None:
 
 
 def test_prohibited_share_is_near_the_paper_figure() -> None:
-    """Statistical: 20 random episodes x 50 doses; the issue quotes "about 60%"; we measure
-    0.575 ± 0.001 on 200 episodes (docs/datasets.md). Band: 0.45 .. 0.70."""
+    """Seeded: 20 random episodes x 50 doses (seed 0) give 0.56233 (the paper quotes "about
+    60%"; 200 episodes give 0.575 ± 0.001, docs/datasets.md). Tolerance 1e-3 (about 24 of the
+    24 000 doses changing side at the boundary of the prohibited set by rounding): a change of
+    the simulator or of the prohibited set that moves the share by 0.1 fails."""
     share, _ = prohibited_share(TREATMENT_ENV_ID, episodes=20, doses_per_state=50, seed=0)
-    assert 0.45 < share < 0.70
+    assert share == pytest.approx(0.56233, abs=1e-3)
 
 
 def test_random_policy_stats_on_the_lethal_variant() -> None:
-    """Statistical: P(death within 24 random doses) = 1 - 0.9^24 ≈ 0.92; 50 episodes, ±0.15."""
+    """Seeded (50 episodes, seed 0): 47 deaths (P(death within 24 random doses) = 1 - 0.9^24
+    ≈ 0.92: 46 expected) and 243 prohibited doses among the 413 given. Counts, asserted
+    exactly: one more death or violation fails."""
     stats = policy_stats(TREATMENT_LETHAL_ENV_ID, "random", episodes=50, seed=0)
-    assert abs(stats.deaths / stats.episodes - 0.92) < 0.15
-    assert 0.4 < stats.violation_rate < 0.8
+    assert (stats.deaths, stats.episodes) == (47, 50)
+    assert stats.violation_rate == pytest.approx(243 / 413, rel=1e-12)
     assert "deaths per 100 episodes" in str(stats)

@@ -80,7 +80,8 @@ def test_clopper_pearson_upper_bound():
     assert clopper_pearson_upper(0, 1000) == pytest.approx(1 - 0.05 ** (1 / 1000), rel=1e-9)
     assert clopper_pearson_upper(0, 1000) == pytest.approx(3 / 1000, rel=0.01)
     assert clopper_pearson_upper(10, 10) == 1.0
-    assert 0.1 < clopper_pearson_upper(10, 100) < 0.2
+    # 10 of 100: the 95 % quantile of Beta(11, 90)
+    assert clopper_pearson_upper(10, 100) == pytest.approx(0.16371762327581477, rel=1e-9)
 
 
 def test_action_grid_resolution():

@@ -234,12 +234,20 @@ def _spells_a_variant(node: ast.AST) -> bool:
     return False
 
 
+def _is_none_check(operands: tuple[ast.AST, ...]) -> bool:
+    """``variant is None`` (whether a variant is known at all) steers nothing by its name."""
+    return any(isinstance(op, ast.Constant) and op.value is None for op in operands)
+
+
 def variant_comparisons(source: str, shown: str) -> Iterator[str]:
     """``file:line: what`` for each comparison with a variant's name (``==``, ``in``, ``is``,
     ...), ``match`` on one, and import of a table name constant in ``source``."""
     for node in ast.walk(ast.parse(source, filename=shown)):
         if isinstance(node, ast.Compare):
-            if any(_spells_a_variant(op) for op in (node.left, *node.comparators)):
+            operands = (node.left, *node.comparators)
+            if _is_none_check(operands):
+                continue
+            if any(_spells_a_variant(op) for op in operands):
                 yield f"{shown}:{node.lineno}: compares a variant's name"
         elif isinstance(node, ast.Match):
             if _spells_a_variant(node.subject):
@@ -296,6 +304,7 @@ def test_the_scan_finds_a_comparison(source):
         "if module.spec.has_thin:\n    pass\n",
         "if variant_spec(self.variant).acting_policy is not Policy.THIN:\n    pass\n",
         "local = namespace == 'mixtures'\n",
+        "if variant is None:\n    pass\n",
         "from fttpo_ray.rl_module.variants import DEFAULT_VARIANT, VARIANTS\n",
     ],
 )

@@ -47,6 +47,16 @@ CHECKPOINT_TRAINABLE = "fttpo_checkpointing_toy"
 #: Config keys of the checkpointing trainable.
 MARKER_DIR = "marker_dir"
 SLEEP_S = "sleep_s"
+#: A trial holds before reporting this iteration (0: never) ...
+HOLD_ITERATION = "hold_iteration"
+#: ... if more than this many seeds have started (the ``max_concurrent: 1`` sweeps start one
+#: trial after the other), until the test writes :data:`RELEASE_FILE` in the marker directory.
+HOLD_AFTER_SEEDS = "hold_after_seeds"
+RELEASE_FILE = "release"
+#: A held trial that is never released fails after this long (the tests release within
+#: seconds, or end the cluster).
+HOLD_TIMEOUT_S = 600
+HOLD_POLL_S = 0.05
 STATE_FILE = "state.json"
 
 
@@ -182,12 +192,31 @@ def minari_files(root: Path) -> list[Path]:
 # ---- a trainable that checkpoints every iteration ----------------------------------------------
 
 
+def release(markers: Path) -> None:
+    """Let every held trial (see :data:`HOLD_ITERATION`) go on, now and later."""
+    (markers / RELEASE_FILE).touch()
+
+
+def hold(markers: Path) -> None:
+    """Wait until :func:`release`; fail after :data:`HOLD_TIMEOUT_S`."""
+    deadline = time.monotonic() + HOLD_TIMEOUT_S
+    while not (markers / RELEASE_FILE).exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"held for {HOLD_TIMEOUT_S} s and never released")
+        time.sleep(HOLD_POLL_S)
+
+
 def checkpointing_trainable(config: dict[str, Any]) -> None:
     """Reports ``evaluation/thin/episode_return_mean = iteration + 0.1 * seed`` every
     ``sleep_s`` seconds, with a checkpoint of its iteration each time; restored from a
     checkpoint it continues after that iteration. Each start leaves a marker file
     ``start_seed<seed>_from<iteration>_<pid>`` holding the node's Minari root (the nodes' roots
-    differ, so the marker tells which node the trial started on)."""
+    differ, so the marker tells which node the trial started on).
+
+    Before reporting iteration ``hold_iteration`` a trial holds (:func:`hold`) when more than
+    ``hold_after_seeds`` seeds have started: the tests kill a node or the driver while trials
+    are held at a known iteration, and release them afterwards, so that what a kill
+    interrupts does not depend on timing."""
     seed = int(config["seed"])
     markers = Path(config[MARKER_DIR])
     start = 0
@@ -197,7 +226,12 @@ def checkpointing_trainable(config: dict[str, Any]) -> None:
             start = int(json.loads((Path(directory) / STATE_FILE).read_text())["iteration"])
     node_root = os.environ.get(MINARI_ROOT_VARIABLE, "")
     (markers / f"start_seed{seed}_from{start}_{os.getpid()}").write_text(node_root)
+    hold_iteration = int(config.get(HOLD_ITERATION, 0))
     for iteration in range(start + 1, 10_000):
+        if iteration == hold_iteration and started_seeds(markers) > int(
+            config.get(HOLD_AFTER_SEEDS, 0)
+        ):
+            hold(markers)
         time.sleep(float(config[SLEEP_S]))
         with tempfile.TemporaryDirectory() as directory:
             (Path(directory) / STATE_FILE).write_text(json.dumps({"iteration": iteration}))
@@ -232,6 +266,8 @@ def checkpointing_yaml(
     max_concurrent: int = 0,
     max_failures: int = 2,
     log_checkpoint: bool = False,
+    hold_iteration: int = 0,
+    hold_after_seeds: int = 0,
 ) -> Path:
     """An experiment YAML with one run of the checkpointing trainable, one trial per seed."""
     data = {
@@ -243,7 +279,12 @@ def checkpointing_yaml(
         "runs": [
             {
                 "algorithm": CHECKPOINT_TRAINABLE,
-                "config": {MARKER_DIR: str(marker_dir), SLEEP_S: sleep_s},
+                "config": {
+                    MARKER_DIR: str(marker_dir),
+                    SLEEP_S: sleep_s,
+                    HOLD_ITERATION: hold_iteration,
+                    HOLD_AFTER_SEEDS: hold_after_seeds,
+                },
                 "name": "ckpt",
             }
         ],
@@ -261,6 +302,20 @@ def starts(markers: Path) -> list[tuple[int, int, str]]:
         seed, start, _ = marker.name.removeprefix("start_seed").split("_")
         found.append((int(seed), int(start.removeprefix("from")), marker.read_text()))
     return found
+
+
+def start_pids(markers: Path, node_root: str) -> list[int]:
+    """The process ids of the trial starts on the node whose Minari root is ``node_root``."""
+    return [
+        int(marker.name.rsplit("_", 1)[1])
+        for marker in markers.glob("start_seed*")
+        if marker.read_text() == node_root
+    ]
+
+
+def started_seeds(markers: Path) -> int:
+    """How many different seeds have started a trial."""
+    return len({seed for seed, _, _ in starts(markers)})
 
 
 def driver(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:

@@ -17,7 +17,6 @@ import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 import ray
@@ -26,10 +25,10 @@ from mlflow.tracking import MlflowClient
 
 from fttpo_ray.cli import EXIT_ERROR, main
 from fttpo_ray.tuning.tracking import TRACKING_URI_ENV
+from tests.helpers import TINY_ID, tiny_yaml
 
 #: Seconds a failing command may take (it takes about one; the machine is shared).
 FAST_S = 15.0
-DATASET_ID = "test/cli-errors/treatment-v0"
 #: A file can never be created in /proc, not even by the superuser (mode bits do not bind root).
 UNWRITABLE_DIR = Path("/proc")
 
@@ -52,35 +51,6 @@ def closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def tiny_yaml(
-    path: Path,
-    *,
-    config: dict[str, Any] | None = None,
-    search: dict[str, Any] | None = None,
-    **top: Any,
-) -> Path:
-    """A one-run FtTPO experiment (valid as written; ``config``, the run's ``search`` block and
-    ``top`` change it)."""
-    run: dict[str, Any] = {
-        "algorithm": "FtTPO",
-        "config": {"fat_q": 2.0, "kl_weight": 0.1, "num_gradient_steps_per_iteration": 1},
-        "name": "fttpo",
-    }
-    run["config"].update(config or {})
-    if search:
-        run["search"] = search
-    data: dict[str, Any] = {
-        "dataset": {"env": "fttpo/TreatmentSim-v0", "episodes": 2, "id": DATASET_ID},
-        "evaluation": {"episodes": 1},
-        "runs": [run],
-        "seeds": [0],
-        "stop": {"iterations": 1},
-    }
-    data.update(top)
-    path.write_text(yaml.safe_dump(data, sort_keys=True), encoding="utf-8")
-    return path
 
 
 def listing(root: Path) -> set[str]:
@@ -121,7 +91,7 @@ def fails(
     assert not ray.is_initialized()
     for root in watch:
         assert listing(root) == before[root], f"left behind in {root}"
-    assert not (minari / DATASET_ID).exists(), "the dataset was collected"
+    assert not (minari / TINY_ID).exists(), "the dataset was collected"
     return Failure(err[0], seconds)
 
 

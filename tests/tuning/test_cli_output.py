@@ -17,11 +17,11 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
+
+from tests.helpers import tiny_yaml
 
 pytestmark = pytest.mark.slow
 
-DATASET_ID = "test/cli-output/treatment-v0"
 #: The format of the package's log lines on stderr (``fttpo_ray.cli.LOG_FORMAT``).
 LOG_LINE = re.compile(r"^\d\d:\d\d:\d\d \S")
 RESULTS_HEADER = re.compile(
@@ -45,44 +45,29 @@ NOISE = (
 )
 
 
-def tiny_yaml(path: Path) -> Path:
-    data = {
-        "checkpoint": {"at_end": True, "frequency": 1, "num_to_keep": 1},
-        "dataset": {"env": "fttpo/TreatmentSim-v0", "episodes": 2, "id": DATASET_ID},
-        "evaluation": {"episodes": 1},
-        "runs": [
-            {
-                "algorithm": "FtTPO",
-                "config": {
-                    "model_config": {"fcnet_hiddens": [8]},
-                    "num_gradient_steps_per_iteration": 1,
-                    "train_batch_size_per_learner": 8,
-                },
-                "name": "fttpo",
-            },
-            {
-                "algorithm": "CQL",  # its SAC config logs its own new-API-stack note
-                "config": {
-                    "bc_iters": 0,
-                    "dataset_num_iters_per_learner": 1,
-                    "lr": None,
-                    "model_config": {"fcnet_hiddens": [8]},
-                    "train_batch_size_per_learner": 8,
-                },
-                "name": "cql",
-            },
-        ],
-        "seeds": [0],
-        "stop": {"iterations": 2},
-    }
-    path.write_text(yaml.safe_dump(data, sort_keys=True), encoding="utf-8")
-    return path
+#: A CQL run beside the FtTPO one (its SAC config logs its own new-API-stack note).
+CQL_RUN = {
+    "algorithm": "CQL",
+    "config": {
+        "bc_iters": 0,
+        "dataset_num_iters_per_learner": 1,
+        "lr": None,
+        "model_config": {"fcnet_hiddens": [8]},
+        "train_batch_size_per_learner": 8,
+    },
+    "name": "cql",
+}
 
 
 def test_sweep_prints_only_results_on_stdout_and_only_progress_on_stderr(
     tmp_path: Path, minari_root: Path
 ) -> None:
-    path = tiny_yaml(tmp_path / "tiny.yaml")
+    path = tiny_yaml(
+        tmp_path / "tiny.yaml",
+        extra_runs=[CQL_RUN],
+        checkpoint={"at_end": True, "frequency": 1, "num_to_keep": 1},
+        stop={"iterations": 2},
+    )
     proc = subprocess.run(
         [sys.executable, "-m", "fttpo_ray.cli", "sweep", str(path)],
         cwd=tmp_path,

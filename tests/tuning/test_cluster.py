@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
@@ -33,6 +34,8 @@ from tests.tuning.ray_cluster import (
     driver,
     end_driver,
     minari_files,
+    release,
+    start_pids,
     starts,
 )
 
@@ -42,6 +45,8 @@ REPO = Path(__file__).resolve().parents[2]
 RETURN_KEY = "evaluation/thin/episode_return_mean"
 SWEEP_TIMEOUT_S = 420
 POLL_S = 0.5
+#: Seconds between the checkpointing trainable's reports (the kills wait for events, not time).
+SLEEP_S = 0.2
 
 
 @pytest.fixture
@@ -185,15 +190,38 @@ def test_fttpo_sweep_on_two_nodes_without_the_dataset_on_any_node(
         assert [step for step, _ in steps(uri, run.info.run_id)] == [1, 2]
 
 
+def ended(pid: int) -> bool:
+    """Whether process ``pid`` has exited (a zombie counts: nothing may reap it here)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def seed_steps(uri: str, experiment: str, seed: int) -> list[int]:
+    """The iterations MLflow holds for the trial of ``seed`` (none before its run exists)."""
+    client = MlflowClient(uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return []
+    runs = client.search_runs(
+        [found.experiment_id],
+        filter_string=f"tags.`{tr.KIND_TAG}` = '{tr.KIND_TRIAL}' and params.seed = '{seed}'",
+    )
+    return [step for run in runs for step, _ in steps(uri, run.info.run_id, RETURN_KEY)]
+
+
 def test_a_trial_survives_the_death_of_its_node(cluster: LocalCluster, tmp_path: Path) -> None:
-    iterations = 8
+    iterations, held_after = 8, 3
     victim = cluster.add_worker("victim")
     head = cluster.nodes[0]
     markers = tmp_path / "markers"
     markers.mkdir()
+    # Both trials (one per node) hold after iteration 3 until released: the victim dies with
+    # its trial at a known iteration, never after the trial has ended.
     path = checkpointing_yaml(
         tmp_path / "node_death.yaml", seeds=[0, 1], iterations=iterations, marker_dir=markers,
-        sleep_s=1.0,
+        sleep_s=SLEEP_S, hold_iteration=held_after + 1,
     )  # fmt: skip
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     log = tmp_path / "driver.log"
@@ -202,14 +230,20 @@ def test_a_trial_survives_the_death_of_its_node(cluster: LocalCluster, tmp_path:
     proc = driver(args, cluster.env(tmp_path), log)
     try:
 
-        def victim_at_iteration_3() -> bool:
-            return any(
-                p.read_text() == str(victim.minari_root) for p in markers.glob("iter_seed*_3")
-            )
+        def driver_logged_the_victims_iteration_3() -> bool:
+            on_victim = [s for s, _, root in starts(markers) if root == str(victim.minari_root)]
+            return bool(on_victim) and held_after in seed_steps(uri, "node_death", on_victim[0])
 
-        wait_for(victim_at_iteration_3, "a trial on the worker node reached iteration 3",
+        wait_for(driver_logged_the_victims_iteration_3,
+                 "the driver to log iteration 3 of the trial on the worker node",
                  proc, log)  # fmt: skip
+        (pid,) = start_pids(markers, str(victim.minari_root))
         cluster.kill_node(victim)
+        # The trial's process outlives its raylet for a moment; released before it is gone, the
+        # trial would finish on the dead node (the driver talks to it directly).
+        wait_for(lambda: ended(pid), "the trial on the killed node to end",
+                 proc, log)  # fmt: skip
+        release(markers)
         assert finish(proc, log) == 0, log.read_text()[-4000:]
     finally:
         end_driver(proc)
@@ -221,9 +255,12 @@ def test_a_trial_survives_the_death_of_its_node(cluster: LocalCluster, tmp_path:
     restarts = sorted((start, root) for s, start, root in started if s == seed)
     assert len(restarts) == 2
     (first, _), (resumed_from, root) = restarts
-    # Restarted on the head from a checkpoint of the killed run, not from the start (from the
-    # last one the driver had registered; at load 20 the kill itself lagged by 2 iterations).
-    assert first == 0 and 1 <= resumed_from < iterations and root == str(head.minari_root)
+    # Restarted on the head from the last checkpoint the driver had registered: iteration 3's,
+    # or iteration 2's when the kill landed between the driver logging result 3 and registering
+    # its checkpoint (Tune registers a checkpoint after the result's callbacks; it processes
+    # result 3 only once checkpoint 2 is registered).
+    assert first == 0 and resumed_from in (held_after - 1, held_after)
+    assert root == str(head.minari_root)
 
     runs = trial_runs(uri, "node_death")
     assert sorted(int(run.data.params["seed"]) for run in runs) == [0, 1]
@@ -258,9 +295,11 @@ def test_a_driver_killed_with_sigkill_resumes(cluster: LocalCluster, tmp_path: P
     seeds, iterations = [0, 1, 2, 3, 4], 4
     markers = tmp_path / "markers"
     markers.mkdir()
+    # One trial at a time; the third to start holds before its first report until released, so
+    # the driver is killed with exactly two trials finished, whatever the machine's load.
     path = checkpointing_yaml(
         tmp_path / "driver_kill.yaml", seeds=seeds, iterations=iterations, marker_dir=markers,
-        sleep_s=1.0, max_concurrent=1,
+        sleep_s=SLEEP_S, max_concurrent=1, hold_iteration=1, hold_after_seeds=2,
     )  # fmt: skip
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     storage = tmp_path / "results"
@@ -274,14 +313,14 @@ def test_a_driver_killed_with_sigkill_resumes(cluster: LocalCluster, tmp_path: P
 
         def two_finished_in_saved_state() -> bool:
             saved.update(snapshot_statuses(storage))
-            finished = [s for s in saved.values() if s == "TERMINATED"]
-            return len(finished) >= 2 and len(finished) < len(seeds)
+            return sum(status == "TERMINATED" for status in saved.values()) == 2
 
         wait_for(two_finished_in_saved_state, "two finished trials in Tune's saved state",
                  proc, log)  # fmt: skip
     finally:
         end_driver(proc)  # SIGKILL: no handler runs, nothing is saved
     assert proc.returncode == -9
+    release(markers)
 
     resumed = driver([*args, "--resume"], env, log)
     try:
@@ -290,6 +329,7 @@ def test_a_driver_killed_with_sigkill_resumes(cluster: LocalCluster, tmp_path: P
         end_driver(resumed)
 
     finished_before = {tid for tid, status in saved.items() if status == "TERMINATED"}
+    assert len(finished_before) == 2
     runs = trial_runs(uri, "driver_kill")
     assert sorted(int(run.data.params["seed"]) for run in runs) == seeds
     count = collections.Counter(seed for seed, _, _ in starts(markers))

@@ -9,8 +9,6 @@ environment."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +17,9 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from fttpo_ray.cli import main
 from fttpo_ray.tuning import tracking as tr
 from fttpo_ray.reporting.report import RESULTS_CSV, RESULTS_MD
+from tests.helpers import run_cli
 from tests.tuning.toy_trainable import TOY_NAME
 
 pytestmark = pytest.mark.slow
@@ -31,19 +29,12 @@ LETHAL = {"env": "fttpo/TreatmentSimLethal-v0", "id": "fttpo/treatment-lethal/ra
 ENVS = {TREATMENT["env"]: TREATMENT["id"], LETHAL["env"]: LETHAL["id"]}
 
 
-def run_cli(args: list[str]) -> tuple[int, str]:
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        rc = main(args)
-    return rc, out.getvalue()
-
-
 def sweep(tmp_path: Path, name: str, data: dict[str, Any]) -> tuple[str, str, list]:
     """``fttpo sweep`` of ``data``: its stdout, the MLflow URI and the trial runs."""
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=True))
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    rc, stdout = run_cli(
+    rc, stdout, _ = run_cli(
         ["sweep", str(path), "--mlflow-uri", uri, "--storage", str(tmp_path / "ray")]
     )
     assert rc == 0, stdout
@@ -100,7 +91,7 @@ def test_one_experiment_sweeps_two_environments(
     }
 
     out = tmp_path / "report"
-    rc, _ = run_cli(["report", "--experiment", "toy_envs", "--mlflow-uri", uri, "--out", str(out)])
+    rc = run_cli(["report", "--experiment", "toy_envs", "--mlflow-uri", uri, "--out", str(out)]).rc
     assert rc == 0
     text = (out / RESULTS_MD).read_text()
     assert f"## {TREATMENT['env']}" in text

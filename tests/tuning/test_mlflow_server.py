@@ -7,15 +7,13 @@ directory."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
-from fttpo_ray.cli import main
 from fttpo_ray.tuning import tracking as tr
+from tests.helpers import run_cli
 from tests.tuning import ray_cluster
 from tests.tuning.mlflow_server import mlflow_server
 
@@ -43,10 +41,11 @@ def test_sweep_logs_to_an_mlflow_server_over_http(
         log_checkpoint=True,
     )
     with mlflow_server(tmp_path) as server:
-        with contextlib.redirect_stdout(io.StringIO()) as out:
-            rc = main(["sweep", str(path), "--mlflow-uri", server.uri, "--storage", "results"])
-        assert rc == 0, out.getvalue()
-        assert server.uri in out.getvalue()
+        rc, stdout, _ = run_cli(
+            ["sweep", str(path), "--mlflow-uri", server.uri, "--storage", "results"]
+        )
+        assert rc == 0, stdout
+        assert server.uri in stdout
 
         client = MlflowClient(server.uri)
         experiment = client.get_experiment_by_name("served")

@@ -3,15 +3,13 @@ and standard errors over seeds, and the heat-map and learning-curve files (real 
 
 from __future__ import annotations
 
-import contextlib
-import io
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from fttpo_ray.cli import main
 from fttpo_ray.reporting.report import RESULTS_CSV, RESULTS_MD
+from tests.helpers import run_cli
 from tests.tuning.toy_trainable import thin_return, thin_violation_rate, toy_yaml
 
 KL_WEIGHTS = [0.1, 1.0]
@@ -34,12 +32,9 @@ def test_report_table_is_mean_and_standard_error_over_seeds(
     )
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     out = tmp_path / "report"
-    with contextlib.redirect_stdout(io.StringIO()):
-        assert main(["sweep", str(path), "--mlflow-uri", uri, "--storage", str(tmp_path)]) == 0
-        assert (
-            main(["report", "--experiment", "toy_grid", "--mlflow-uri", uri, "--out", str(out)])
-            == 0
-        )
+    assert run_cli(["sweep", str(path), "--mlflow-uri", uri, "--storage", str(tmp_path)]).rc == 0
+    report = ["report", "--experiment", "toy_grid", "--mlflow-uri", uri, "--out", str(out)]
+    assert run_cli(report).rc == 0
 
     table = pd.read_csv(out / RESULTS_CSV)
     thin = table[table["policy"] == "thin"]

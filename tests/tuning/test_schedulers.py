@@ -12,8 +12,6 @@ toy trainables whose results are known in closed form:
 
 from __future__ import annotations
 
-import contextlib
-import io
 import math
 from collections import defaultdict
 from pathlib import Path
@@ -24,9 +22,9 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from fttpo_ray.cli import main
 from fttpo_ray.tuning import tracking as tr
 from fttpo_ray.reporting.report import RESULTS_CSV
+from tests.helpers import run_cli
 from tests.tuning import pbt_trainable
 from tests.tuning.toy_trainable import TOY_NAME
 
@@ -41,15 +39,15 @@ def sweep(tmp_path: Path, name: str, data: dict[str, Any]) -> tuple[int, str, Ml
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=True))
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        rc = main(["sweep", str(path), "--mlflow-uri", uri, "--storage", str(tmp_path / "ray")])
+    rc, stdout, _ = run_cli(
+        ["sweep", str(path), "--mlflow-uri", uri, "--storage", str(tmp_path / "ray")]
+    )
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name(name)
     runs = client.search_runs(
         [experiment.experiment_id], filter_string=f"tags.`{tr.KIND_TAG}` = '{tr.KIND_TRIAL}'"
     )
-    return rc, out.getvalue(), client, runs
+    return rc, stdout, client, runs
 
 
 def base(**changes: Any) -> dict[str, Any]:

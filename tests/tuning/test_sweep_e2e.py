@@ -5,8 +5,6 @@ One sweep is shared by the module (about a minute on two cores)."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,9 +14,9 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from fttpo_ray.cli import main
 from fttpo_ray.tuning import tracking as tr
 from fttpo_ray.reporting.report import RESULTS_CSV, RESULTS_MD, TRIALS_CSV
+from tests.helpers import run_cli
 
 REPO = Path(__file__).resolve().parents[2]
 EXPERIMENT = "tiny_quickstart"
@@ -61,20 +59,13 @@ def tiny_quickstart(path: Path) -> Path:
     return path
 
 
-def run_cli(args: list[str]) -> tuple[int, str]:
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        rc = main(args)
-    return rc, out.getvalue()
-
-
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory: pytest.TempPathFactory, ray_local: None) -> Sweep:
     root = tmp_path_factory.mktemp("sweep")
     path = tiny_quickstart(root / f"{EXPERIMENT}.yaml")
     uri = f"sqlite:///{root / 'mlflow.db'}"
     storage = root / "ray_results"
-    rc, stdout = run_cli(
+    rc, stdout, _ = run_cli(
         [
             "sweep",
             str(path),
@@ -190,7 +181,7 @@ def test_artifacts_config_json_and_final_checkpoint(sweep: Sweep, tmp_path: Path
 
 def test_report_command_writes_tables_and_plots(sweep: Sweep, tmp_path: Path) -> None:
     out = tmp_path / "report"
-    rc, stdout = run_cli(
+    rc, stdout, _ = run_cli(
         ["report", "--experiment", EXPERIMENT, "--mlflow-uri", sweep.uri, "--out", str(out)]
     )
     assert rc == 0
@@ -211,7 +202,7 @@ def test_eval_command_prints_json_metrics(sweep: Sweep) -> None:
     (checkpoint,) = [
         p for p in sweep.storage.glob(f"{EXPERIMENT}/*/fttpo/*variant=fttpo*/checkpoint_*")
     ]
-    rc, stdout = run_cli(["eval", str(checkpoint), "--episodes", "2"])
+    rc, stdout, _ = run_cli(["eval", str(checkpoint), "--episodes", "2"])
     assert rc == 0
     results = json.loads(stdout)
     assert set(results) == {"thin", "fat"}
@@ -220,7 +211,7 @@ def test_eval_command_prints_json_metrics(sweep: Sweep) -> None:
 
 
 def test_train_command_logs_a_run_and_writes_a_checkpoint(sweep: Sweep, tmp_path: Path) -> None:
-    rc, stdout = run_cli(
+    rc, stdout, _ = run_cli(
         [
             "train",
             str(sweep.yaml),
