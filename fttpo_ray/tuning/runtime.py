@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -26,6 +28,17 @@ TUNE_NEW_OUTPUT_ENV = "RAY_AIR_NEW_OUTPUT"
 #: advises on Tune settings that the YAML's ``checkpoint`` section already chooses).
 TUNE_SNAPSHOT_WARNING_ENV = "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S"
 ADDRESS_FIX = "start the cluster (`ray start --head`) or omit --address to run locally"
+#: Ray's GCS and its client server speak gRPC, over HTTP/2: a client opens with this preface and a
+#: SETTINGS frame, a server answers with a SETTINGS frame (RFC 9113, section 3.4).
+HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+#: An empty SETTINGS frame: length 0, type 4, no flags, stream 0.
+HTTP2_EMPTY_SETTINGS = b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+HTTP2_FRAME_HEADER_BYTES = 9
+HTTP2_SETTINGS_TYPE = 0x4
+#: Seconds a cluster address has to answer the handshake.
+HANDSHAKE_TIMEOUT_S = 5.0
+#: Ray's switch for TLS between its processes (the handshake is then TLS's, not checked here).
+RAY_USE_TLS_ENV = "RAY_USE_TLS"
 #: Ray's token authentication: the mode and the token (or a file holding it), the same in the
 #: environment of every node's `ray start` and of the driver (docs/tuning.md, "Cluster use").
 RAY_AUTH_MODE_ENV = "RAY_AUTH_MODE"
@@ -107,11 +120,53 @@ def _address_host_port(address: str) -> tuple[str, int] | None:
     return parsed.hostname, port
 
 
+def grpc_handshake_failure(host: str, port: int, timeout_s: float = HANDSHAKE_TIMEOUT_S) -> str:
+    """Why ``host:port`` is not a gRPC server (Ray's GCS and client server are), or "" if it is:
+    it must answer HTTP/2's opening handshake within ``timeout_s``.
+
+    Ray itself does not check: ``ray.init`` on a port that accepts connections but speaks
+    another protocol (or nothing) waits for minutes.
+    """
+    closed = "it closed the connection at gRPC's handshake"
+    deadline = time.monotonic() + timeout_s
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s) as sock:
+            sock.sendall(HTTP2_PREFACE + HTTP2_EMPTY_SETTINGS)
+            header = b""
+            while len(header) < HTTP2_FRAME_HEADER_BYTES:
+                sock.settimeout(max(deadline - time.monotonic(), 0.001))
+                chunk = sock.recv(HTTP2_FRAME_HEADER_BYTES - len(header))
+                if not chunk:
+                    return closed
+                header += chunk
+    except TimeoutError:
+        return f"no answer to gRPC's handshake within {timeout_s:g} s"
+    except ConnectionError:  # reset or broken pipe: closed before or while the preface went out
+        return closed
+    except OSError as err:
+        return err.strerror or type(err).__name__
+    if header[3] != HTTP2_SETTINGS_TYPE or header[5:] != bytes(4):
+        return f"it answered gRPC's handshake with {header!r}"
+    return ""
+
+
 def check_address(address: str) -> None:
-    """:class:`ConfigError` unless ``address`` parses and (unless ``auto``) answers quickly."""
+    """:class:`ConfigError` unless ``address`` parses and (unless ``auto``) answers quickly and
+    speaks gRPC, as a Ray cluster's GCS (``HOST:PORT``) or client server (``ray://``) does."""
     host_port = _address_host_port(address)
-    if host_port is not None:
-        check_reachable(*host_port, what="the Ray cluster", fix=ADDRESS_FIX)
+    if host_port is None:
+        return
+    check_reachable(*host_port, what="the Ray cluster", fix=ADDRESS_FIX)
+    if os.environ.get(RAY_USE_TLS_ENV, "0").lower() in ("1", "true"):
+        return
+    reason = grpc_handshake_failure(*host_port)
+    if reason:
+        host, port = host_port
+        raise ConfigError(
+            f"--address '{address}': {host}:{port} answers but is not a Ray cluster ({reason}); "
+            "give the address `ray start --head` printed (HOST:6379 unless --port said "
+            "otherwise) or omit --address to run locally"
+        )
 
 
 def start_ray(address: str | None = None) -> bool:

@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import ray
 import sqlalchemy
 import sqlalchemy.exc
 from mlflow.tracking import MlflowClient
@@ -209,3 +210,81 @@ def test_processes_creating_one_store_at_once_share_it(tmp_path: Path) -> None:
     names = sorted(e.name for e in MlflowClient(sqlite_uri(db)).search_experiments())
     assert names == ["Default", *(f"sweep{i}" for i in range(CREATORS))]
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+# ---- --address to a port that answers but is not Ray -------------------------------------------
+
+
+class FakeServer:
+    """A TCP server on 127.0.0.1 that accepts connections and then ``reply``: ``b""`` says
+    nothing (and keeps the connection open), ``None`` closes it, bytes are sent once."""
+
+    def __init__(self, reply: bytes | None) -> None:
+        self.reply = reply
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.connections: list[socket.socket] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                connection, _ = self.sock.accept()
+            except OSError:
+                return
+            if self.reply is None:
+                connection.close()
+                continue
+            if self.reply:
+                connection.sendall(self.reply)
+            self.connections.append(connection)
+
+    def close(self) -> None:
+        self.sock.close()
+        for connection in self.connections:
+            connection.close()
+
+
+HTTP_REPLY = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n"
+#: Seconds a failing command may take (the check waits 5 s for an answer; the machine is shared).
+ADDRESS_CHECK_S = 15.0
+
+
+@pytest.mark.parametrize(
+    ("reply", "reason"),
+    [
+        (b"", "no answer to gRPC's handshake within 5 s"),
+        (HTTP_REPLY, "answered gRPC's handshake with b'HTTP/1.1 "),
+        (None, "closed the connection"),
+    ],
+    ids=["silent", "http", "closes"],
+)
+def test_address_that_answers_but_is_not_ray(
+    capsys: pytest.CaptureFixture,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    reply: bytes | None,
+    reason: str,
+) -> None:
+    """A port that accepts connections but is no Ray cluster: one line within seconds, before
+    any MLflow store is created or Ray started (it used to wait until killed, minutes later,
+    leaving an empty store)."""
+    from tests.tuning.test_cli_errors import tiny_yaml
+
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    path = tiny_yaml(tmp_path / "tiny.yaml")
+    server = FakeServer(reply)
+    try:
+        start = time.monotonic()
+        line = one_error_line(capsys, ["sweep", str(path), "--address", f"127.0.0.1:{server.port}"])
+        seconds = time.monotonic() - start
+    finally:
+        server.close()
+    assert f"127.0.0.1:{server.port} answers but is not a Ray cluster" in line
+    assert reason in line and "omit --address" in line
+    assert seconds < ADDRESS_CHECK_S
+    assert list(cwd.iterdir()) == []
+    assert not ray.is_initialized()
