@@ -16,6 +16,7 @@ Only loopback addresses are used.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 import socket
 import sqlite3
@@ -26,6 +27,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 import ray
 import sqlalchemy
@@ -34,6 +36,7 @@ from mlflow.tracking import MlflowClient
 
 from fttpo_ray.cli import EXIT_ERROR, main
 from fttpo_ray.errors import ConfigError
+from fttpo_ray.tuning import runtime
 from fttpo_ray.tuning.tracking import create_sqlite_store, open_tracking_store
 
 REPO = Path(__file__).resolve().parents[2]
@@ -288,3 +291,96 @@ def test_address_that_answers_but_is_not_ray(
     assert seconds < ADDRESS_CHECK_S
     assert list(cwd.iterdir()) == []
     assert not ray.is_initialized()
+
+
+# ---- the local Ray: loopback only, and what a killed driver leaves ------------------------------
+
+#: A driver that starts a local Ray as the commands do, runs two tasks (so that workers start),
+#: prints its session folder and waits for a line on stdin before it stops Ray.
+DRIVER = """
+import sys
+import ray
+from fttpo_ray.tuning.runtime import start_ray, stop_ray
+started = start_ray(None)
+ray.get([ray.remote(lambda: 0).remote() for _ in range(2)])
+print(ray._private.worker._global_node.get_session_dir_path(), flush=True)
+sys.stdin.readline()
+stop_ray(started)
+"""
+DRIVER_TIMEOUT_S = 180
+
+
+@contextlib.contextmanager
+def local_driver() -> Iterator[tuple[subprocess.Popen, str]]:
+    """A :data:`DRIVER` process (its own session) and its Ray session folder."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_USAGE_STATS_ENABLED": "0"}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", DRIVER],
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        session = proc.stdout.readline().strip()
+        assert session, "the driver did not start Ray"
+        yield proc, session
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+
+
+def is_loopback(ip: str) -> bool:
+    address = ipaddress.ip_address(ip)
+    mapped = getattr(address, "ipv4_mapped", None)
+    return (mapped or address).is_loopback
+
+
+@pytest.mark.slow
+def test_local_ray_listens_on_loopback_only() -> None:
+    """Every socket a local Ray's processes (the driver, GCS, raylet, agents, workers) listen on
+    is bound to loopback (they used to listen on all interfaces)."""
+    with local_driver() as (proc, _session):
+        ray_pids = {proc.pid} | {p.pid for p in psutil.Process(proc.pid).children(recursive=True)}
+        listening = [
+            (c.laddr.ip, psutil.Process(c.pid).name())
+            for c in psutil.net_connections(kind="inet")
+            if c.status == psutil.CONN_LISTEN and c.pid in ray_pids
+        ]
+        proc.communicate("stop\n", timeout=DRIVER_TIMEOUT_S)
+    names = {name for _, name in listening}
+    assert {"gcs_server", "raylet"} <= names, listening
+    assert [(ip, name) for ip, name in listening if not is_loopback(ip)] == []
+
+
+def alive(pids: list[int]) -> list[int]:
+    return [pid for pid in pids if psutil.pid_exists(pid)]
+
+
+@pytest.mark.slow
+def test_processes_left_by_a_killed_driver_are_ended_by_the_next_start() -> None:
+    """A driver killed with SIGKILL leaves Ray's dashboard and runtime-env agents running
+    (reparented to init); the next command that starts Ray ends them, and only them."""
+    with local_driver() as (proc, session):
+        proc.kill()
+        proc.wait()
+    # The GCS and the raylet die with the driver; what still runs a moment later is left over.
+    time.sleep(5)
+    leftovers = alive(runtime._session_processes(session))
+    names = sorted(psutil.Process(pid).name() for pid in leftovers)
+    assert names == ["ray::DashboardAgent", "ray::RuntimeEnvAgent"], names
+    assert (runtime.drivers_dir() / f"{proc.pid}.json").exists()
+
+    started = runtime.start_ray(None)
+    try:
+        assert started
+        assert alive(leftovers) == []
+        assert not (runtime.drivers_dir() / f"{proc.pid}.json").exists()
+        own = runtime.drivers_dir() / f"{os.getpid()}.json"
+        assert own.exists()
+    finally:
+        runtime.stop_ray(started)
+    assert not own.exists()
