@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import os
+import signal
+import socket
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -26,6 +32,30 @@ TUNE_NEW_OUTPUT_ENV = "RAY_AIR_NEW_OUTPUT"
 #: advises on Tune settings that the YAML's ``checkpoint`` section already chooses).
 TUNE_SNAPSHOT_WARNING_ENV = "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S"
 ADDRESS_FIX = "start the cluster (`ray start --head`) or omit --address to run locally"
+#: Ray's GCS and its client server speak gRPC, over HTTP/2: a client opens with this preface and a
+#: SETTINGS frame, a server answers with a SETTINGS frame (RFC 9113, section 3.4).
+HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+#: An empty SETTINGS frame: length 0, type 4, no flags, stream 0.
+HTTP2_EMPTY_SETTINGS = b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+HTTP2_FRAME_HEADER_BYTES = 9
+HTTP2_SETTINGS_TYPE = 0x4
+#: Seconds a cluster address has to answer the handshake.
+HANDSHAKE_TIMEOUT_S = 5.0
+#: Ray's switch for TLS between its processes (the handshake is then TLS's, not checked here).
+RAY_USE_TLS_ENV = "RAY_USE_TLS"
+#: Ray's switch between a node that others can join and a single machine: "0" (Ray's default on
+#: macOS and Windows) makes a node take 127.0.0.1 as its address, and its servers (GCS, raylet,
+#: object manager, workers, agents) then listen on loopback only; read when Ray is imported.
+RAY_CLUSTER_MODE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+#: Folder, in Ray's temporary directory, holding one record per running driver that started a
+#: local Ray (:func:`end_leftovers`).
+DRIVERS_DIR_NAME = "fttpo_drivers"
+#: Seconds the Ray processes of a dead driver get to end after SIGTERM (Ray's agents ignore it).
+LEFTOVER_TERM_S = 3.0
+#: Where Linux describes processes.
+PROC = Path("/proc")
+#: Field of /proc/PID/stat (after the command) holding the process's start time: 22 - 3.
+STAT_START_FIELD = 19
 #: Ray's token authentication: the mode and the token (or a file holding it), the same in the
 #: environment of every node's `ray start` and of the driver (docs/tuning.md, "Cluster use").
 RAY_AUTH_MODE_ENV = "RAY_AUTH_MODE"
@@ -107,18 +137,203 @@ def _address_host_port(address: str) -> tuple[str, int] | None:
     return parsed.hostname, port
 
 
+def grpc_handshake_failure(host: str, port: int, timeout_s: float = HANDSHAKE_TIMEOUT_S) -> str:
+    """Why ``host:port`` is not a gRPC server (Ray's GCS and client server are), or "" if it is:
+    it must answer HTTP/2's opening handshake within ``timeout_s``.
+
+    Ray itself does not check: ``ray.init`` on a port that accepts connections but speaks
+    another protocol (or nothing) waits for minutes.
+    """
+    closed = "it closed the connection at gRPC's handshake"
+    deadline = time.monotonic() + timeout_s
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s) as sock:
+            sock.sendall(HTTP2_PREFACE + HTTP2_EMPTY_SETTINGS)
+            header = b""
+            while len(header) < HTTP2_FRAME_HEADER_BYTES:
+                sock.settimeout(max(deadline - time.monotonic(), 0.001))
+                chunk = sock.recv(HTTP2_FRAME_HEADER_BYTES - len(header))
+                if not chunk:
+                    return closed
+                header += chunk
+    except TimeoutError:
+        return f"no answer to gRPC's handshake within {timeout_s:g} s"
+    except ConnectionError:  # reset or broken pipe: closed before or while the preface went out
+        return closed
+    except OSError as err:
+        return err.strerror or type(err).__name__
+    if header[3] != HTTP2_SETTINGS_TYPE or header[5:] != bytes(4):
+        return f"it answered gRPC's handshake with {header!r}"
+    return ""
+
+
 def check_address(address: str) -> None:
-    """:class:`ConfigError` unless ``address`` parses and (unless ``auto``) answers quickly."""
+    """:class:`ConfigError` unless ``address`` parses and (unless ``auto``) answers quickly and
+    speaks gRPC, as a Ray cluster's GCS (``HOST:PORT``) or client server (``ray://``) does."""
     host_port = _address_host_port(address)
-    if host_port is not None:
-        check_reachable(*host_port, what="the Ray cluster", fix=ADDRESS_FIX)
+    if host_port is None:
+        return
+    check_reachable(*host_port, what="the Ray cluster", fix=ADDRESS_FIX)
+    if os.environ.get(RAY_USE_TLS_ENV, "0").lower() in ("1", "true"):
+        return
+    reason = grpc_handshake_failure(*host_port)
+    if reason:
+        host, port = host_port
+        raise ConfigError(
+            f"--address '{address}': {host}:{port} answers but is not a Ray cluster ({reason}); "
+            "give the address `ray start --head` printed (HOST:6379 unless --port said "
+            "otherwise) or omit --address to run locally"
+        )
+
+
+# ---- the local Ray: loopback only, and what a killed driver left ------------------------------
+
+
+@contextlib.contextmanager
+def _loopback_only() -> Iterator[None]:
+    """While Ray starts a local node: the node takes 127.0.0.1 as its address, so that its
+    servers listen on loopback only (:data:`RAY_CLUSTER_MODE_ENV`, as Ray does by itself on
+    macOS and Windows; ``ray.init(_node_ip_address="127.0.0.1")`` is replaced by the machine's
+    routable address). The driver's Ray module read the variable when it was imported: its
+    value is set for the call too."""
+    from ray._private import ray_constants
+
+    saved_env = os.environ.get(RAY_CLUSTER_MODE_ENV)
+    saved = ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[RAY_CLUSTER_MODE_ENV] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved
+        if saved_env is None:
+            os.environ.pop(RAY_CLUSTER_MODE_ENV, None)
+        else:
+            os.environ[RAY_CLUSTER_MODE_ENV] = saved_env
+
+
+def drivers_dir() -> Path:
+    """The folder of the records of drivers that started a local Ray (:func:`end_leftovers`)."""
+    from ray._common.utils import get_default_ray_temp_dir
+
+    return Path(get_default_ray_temp_dir()) / DRIVERS_DIR_NAME
+
+
+def _start_time(pid: int) -> int | None:
+    """The start time of process ``pid`` (clock ticks after boot), None if there is none."""
+    try:
+        stat = (PROC / str(pid) / "stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[STAT_START_FIELD])
+
+
+def _record_driver(session_dir: str) -> None:
+    """Record that this process drives the local Ray whose session folder is ``session_dir``."""
+    start = _start_time(os.getpid())
+    if start is None:  # no /proc: nothing to clean up later either
+        return
+    record = {"pid": os.getpid(), "start": start, "session_dir": session_dir}
+    try:
+        folder = drivers_dir()
+        folder.mkdir(parents=True, exist_ok=True)
+        # Written whole (a reader never sees half a record, see end_leftovers).
+        partial = folder / f".{os.getpid()}.json.partial"
+        partial.write_text(json.dumps(record), encoding="utf-8")
+        partial.replace(folder / f"{os.getpid()}.json")
+    except OSError as err:
+        logger.debug("Cannot record the local Ray of this driver: %s", err)
+
+
+def _forget_driver() -> None:
+    with contextlib.suppress(OSError):
+        (drivers_dir() / f"{os.getpid()}.json").unlink(missing_ok=True)
+
+
+def _session_processes(session_dir: str) -> list[int]:
+    """Pids of this user's processes of the Ray session ``session_dir``: those that name it on
+    their command line (GCS, raylet, monitors) or hold a file open in it (every Ray process holds
+    its log files; the agents rename their command line, so only this finds them)."""
+    inside = session_dir.rstrip("/") + "/"
+    pids = []
+    for entry in PROC.iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            found = inside.encode() in (entry / "cmdline").read_bytes()
+            found = found or any(
+                os.readlink(fd).startswith(inside) for fd in (entry / "fd").iterdir()
+            )
+        except OSError:  # gone meanwhile, or another user's
+            continue
+        if found:
+            pids.append(int(entry.name))
+    return pids
+
+
+def _end(pids: list[int]) -> None:
+    """SIGTERM, then SIGKILL for what still runs after :data:`LEFTOVER_TERM_S`."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + LEFTOVER_TERM_S
+        while pids and time.monotonic() < deadline:
+            pids = [pid for pid in pids if _start_time(pid) is not None]
+            time.sleep(0.05)
+        if not pids:
+            return
+
+
+def end_leftovers() -> int:
+    """End the Ray processes of local Ray nodes whose driver died without stopping them (a
+    SIGKILL leaves Ray's dashboard and runtime-env agents running, reparented to init, one
+    listening on the network); returns how many were ended.
+
+    Every driver that starts a local Ray records its pid, start time and Ray session folder
+    (:func:`drivers_dir`) and removes the record when it stops Ray; a record whose driver no
+    longer runs names a session whose processes are left over: those (this user's processes of
+    that session) are ended as ``ray stop`` would, for that session only.
+    """
+    folder = drivers_dir()
+    if not folder.is_dir():
+        return 0
+    ended = 0
+    for path in folder.glob("*.json"):
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+            pid, start = int(record["pid"]), int(record["start"])
+            session_dir = str(record["session_dir"])
+        except OSError:
+            continue
+        except (ValueError, KeyError, TypeError):  # not a record of this version: of no use
+            with contextlib.suppress(OSError):
+                path.unlink()
+            continue
+        if _start_time(pid) == start:
+            continue
+        pids = _session_processes(session_dir)
+        if pids:
+            logger.info(
+                "Ending %d Ray process(es) left by driver %d, which was killed (Ray session %s)",
+                len(pids),
+                pid,
+                session_dir,
+            )
+            _end(pids)
+            ended += len(pids)
+        with contextlib.suppress(OSError):
+            path.unlink()
+    return ended
 
 
 def start_ray(address: str | None = None) -> bool:
     """Connect to the cluster at ``address``, or start a local Ray; True if started here.
 
     An address that does not answer within a few seconds is a :class:`ConfigError` (Ray itself
-    would keep retrying for a long time).
+    would keep retrying for a long time). A local Ray listens on loopback only
+    (:func:`_loopback_only`); the Ray processes a killed driver left are ended first
+    (:func:`end_leftovers`).
     """
     import ray
 
@@ -127,6 +342,7 @@ def start_ray(address: str | None = None) -> bool:
     os.environ.setdefault(TUNE_SNAPSHOT_WARNING_ENV, "0")
     if ray.is_initialized():
         return False
+    end_leftovers()
     if address:
         check_address(address)
         try:
@@ -140,7 +356,9 @@ def start_ray(address: str | None = None) -> bool:
         logger.info("Connected to the Ray cluster at %s", address)
         return True
     os.environ.setdefault(RAY_DEDUP_LOGS_ENV, "1")
-    ray.init(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+    with _loopback_only():
+        ray.init(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+    _record_driver(ray._private.worker._global_node.get_session_dir_path())
     logger.info("Started a local Ray instance (%s CPUs)", ray.cluster_resources().get("CPU"))
     return True
 
@@ -151,3 +369,4 @@ def stop_ray(started: bool) -> None:
 
     if started and ray.is_initialized():
         ray.shutdown()
+        _forget_driver()

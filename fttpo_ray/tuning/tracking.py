@@ -33,11 +33,15 @@ the "active run" of MLflow's fluent API, which concurrent trials would share (ra
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import logging
 import os
 import queue
+import secrets
 import socket
+import sqlite3
 import tempfile
 import threading
 import time
@@ -69,6 +73,10 @@ SQL_SCHEMES = ("postgresql", "mysql", "mssql")
 #: The first bytes of every SQLite 3 database file.
 SQLITE_HEADER = b"SQLite format 3\x00"
 CONNECT_TIMEOUT_S = 5.0
+#: SQLite's message for SQLITE_FULL (a full disk or file system quota).
+SQLITE_FULL_MESSAGE = "database or disk is full"
+#: The suffix of the temporary file in which a new SQLite store is built.
+STORE_BUILD_SUFFIX = ".creating"
 #: The fix named by every "cannot use this store" error.
 STORE_FIX = "pass a working --mlflow-uri (or MLFLOW_TRACKING_URI), e.g. sqlite:///$PWD/mlflow.db"
 
@@ -337,15 +345,113 @@ def check_tracking_store(uri: str, *, must_exist: bool = False) -> None:
         raise ConfigError(f"MLflow store '{uri}': unsupported scheme '{parsed.scheme}'; {fix}")
 
 
+def _is_disk_full(err: BaseException) -> bool:
+    """Whether ``err`` (or the error it wraps: SQLAlchemy's ``orig``, a cause) is a full disk."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [err]
+    while todo:
+        current = todo.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if getattr(current, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+            return True
+        if isinstance(current, sqlite3.Error) and SQLITE_FULL_MESSAGE in str(current):
+            return True
+        todo += [getattr(current, "orig", None), current.__cause__, current.__context__]
+    return False
+
+
+def create_sqlite_store(db: Path, uri: str) -> None:
+    """Create the SQLite store ``db`` of ``uri`` whole, or leave nothing (no-op if it exists).
+
+    MLflow builds a new store in place, in a chain of schema migrations that SQLite does not undo
+    when one fails: a creation stopped by a full disk leaves a half-built file that MLflow can no
+    longer open or upgrade ("duplicate column name: step"), and two processes creating one store
+    at once run the migrations twice on it. Here the store (schema and MLflow's ``Default``
+    experiment) is built in a temporary file beside ``db`` and hard-linked to ``db`` only if no
+    ``db`` exists yet: atomic, and a store another process created meanwhile is kept and used,
+    never replaced. The temporary file is removed whatever happens.
+    """
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    # SQLite creates the file (so its mode follows the umask, as the store's would); the name
+    # is unique to this process and call.
+    tmp = db.with_name(f".{db.name}.{os.getpid()}.{secrets.token_hex(4)}{STORE_BUILD_SUFFIX}")
+    tmp_uri = f"{SQLITE_SCHEME}:///{tmp}"
+    try:
+        SqlAlchemyStore(tmp_uri, (db.parent / ARTIFACTS_DIR_NAME).as_uri())
+        _dispose_engine(tmp_uri)
+        with tmp.open("rb+") as built:
+            os.fsync(built.fileno())
+        try:
+            os.link(tmp, db)
+        except FileExistsError:
+            logger.info("MLflow store %s was created by another process; using it", db)
+        except OSError as err:
+            if err.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
+                raise
+            # A file system without hard links: a rename, which another creator may win.
+            if not db.exists():
+                os.replace(tmp, db)
+    except Exception as err:  # noqa: BLE001 - OSError, SQLAlchemy's and MLflow's errors alike
+        if _is_disk_full(err):
+            raise ConfigError(
+                f"cannot create MLflow store '{uri}': no space left on device in '{db.parent}' "
+                "(nothing was written); free space there or pass another --mlflow-uri"
+            ) from None
+        detail = " ".join(str(err).split())[:200] or type(err).__name__
+        raise ConfigError(f"cannot create MLflow store '{uri}': {detail}; {STORE_FIX}") from None
+    finally:
+        _dispose_engine(tmp_uri)
+        for leftover in (tmp, tmp.with_name(tmp.name + "-journal")):
+            leftover.unlink(missing_ok=True)
+
+
+def _dispose_engine(uri: str) -> None:
+    """Close and forget the engine MLflow keeps for ``uri`` (its engines live in a class map)."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    engine = SqlAlchemyStore._engine_map.pop(uri, None)
+    if engine is not None:
+        engine.dispose()
+
+
+def _is_half_built(db: Path) -> bool:
+    """Whether the SQLite file ``db`` is an MLflow store whose creation stopped half-way: it holds
+    no experiment (a store MLflow finished always holds its ``Default`` experiment, even when
+    deleted) or not even the table."""
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as connection:
+            (count,) = connection.execute("SELECT count(*) FROM experiments").fetchone()
+    except sqlite3.OperationalError as err:
+        return "no such table" in str(err)
+    except sqlite3.Error:
+        return False
+    return count == 0
+
+
 def open_tracking_store(uri: str, *, must_exist: bool = False) -> Any:
     """An ``MlflowClient`` on ``uri`` after :func:`check_tracking_store` and a first query.
 
-    A SQLite store that does not exist yet is created (unless ``must_exist``).
+    A SQLite store that does not exist yet is created (unless ``must_exist``), whole or not at
+    all (:func:`create_sqlite_store`); one that a creation left half-built is named as such.
     """
     from mlflow.tracking import MlflowClient
 
     os.environ.setdefault(SUPPRESS_URL_PRINTING_ENV, "true")
     check_tracking_store(uri, must_exist=must_exist)
+    db = sqlite_path(uri)
+    if db is not None and not db.exists():
+        create_sqlite_store(db, uri)
+    elif db is not None and db.stat().st_size and _is_half_built(db):
+        # Checked before MLflow opens it: MLflow would run its migrations on it again.
+        raise ConfigError(
+            f"cannot open MLflow store '{uri}': '{db}' is half-built (its creation was "
+            "interrupted, e.g. by a full disk) and holds no experiment; delete it and run again"
+        )
     try:
         client = MlflowClient(tracking_uri=uri)
         client.search_experiments(max_results=1)
