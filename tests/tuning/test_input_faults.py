@@ -6,15 +6,35 @@ Each test reproduces one defect of the issue's list (the number is in the test's
 
 from __future__ import annotations
 
+import json
 import logging
+import pickle
 from pathlib import Path
+from typing import Any
 
 import pytest
+import ray
 
-from fttpo_ray.cli import main
+from fttpo_ray.cli import EXIT_ERROR, main
 from fttpo_ray.errors import ConfigError
+from fttpo_ray.runs.evaluate import ALGORITHM_STATE_FILE
 from fttpo_ray.tuning.schema import load_experiment
-from tests.tuning.test_cli_errors import tiny_yaml
+from fttpo_ray.tuning.tracking import TRACKING_URI_ENV
+from tests.tuning.test_cli_errors import fails, tiny_yaml
+
+#: What ``fttpo eval`` says it accepts, at the end of each of its checkpoint errors.
+EVAL_ACCEPTS = "fttpo eval accepts the checkpoint of an algorithm with continuous (Box) actions"
+CLASS_FILE = "class_and_ctor_args.pkl"
+
+@pytest.fixture
+def cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty working directory; MLflow's default store is ``./mlflow.db`` there."""
+    path = tmp_path / "cwd"
+    path.mkdir()
+    monkeypatch.chdir(path)
+    monkeypatch.delenv(TRACKING_URI_ENV, raising=False)
+    return path
+
 
 # ---- defect 12: small ones ------------------------------------------------------------------
 
@@ -98,3 +118,112 @@ def test_cli_prints_the_learning_rate_warning(
     err = capsys.readouterr().err
     assert rc == 2
     assert "`runs[0].config.actor_lr` = 1000000.0 is a learning rate above 1.0" in err
+
+
+# ---- defect 6: `fttpo eval` on a damaged or foreign checkpoint ------------------------------
+
+
+def checkpoint_files(path: Path, algorithm_class: Any, config: Any) -> Path:
+    """The two files by which RLlib (``Checkpointable.save_to_path``) and ``fttpo eval`` know an
+    algorithm checkpoint: ``rllib_checkpoint.json`` and the class with its constructor
+    arguments (the config's state), as ``Algorithm.save_to_path`` writes them."""
+    path.mkdir(parents=True)
+    (path / ALGORITHM_STATE_FILE).write_text(
+        json.dumps({"class_and_ctor_args_file": CLASS_FILE, "state_file": "algorithm_state"})
+    )
+    ctor = {"class": algorithm_class, "ctor_args_and_kwargs": ((config.get_state(),), {})}
+    (path / CLASS_FILE).write_bytes(pickle.dumps(ctor))
+    return path
+
+
+def ppo_cartpole(path: Path) -> Path:
+    from ray.rllib.algorithms.ppo import PPO, PPOConfig
+
+    return checkpoint_files(path, PPO, PPOConfig().environment("CartPole-v1"))
+
+
+def test_eval_of_a_checkpoint_without_its_class_file(
+    capsys: pytest.CaptureFixture, tmp_path: Path, cwd: Path, minari_root: Path
+) -> None:
+    """6: a checkpoint missing ``class_and_ctor_args.pkl`` gave a traceback."""
+    checkpoint = ppo_cartpole(tmp_path / "ckpt")
+    (checkpoint / CLASS_FILE).unlink()
+    failure = fails(capsys, ["eval", str(checkpoint)], watch=[cwd, tmp_path], minari=minari_root)
+    assert f"'{checkpoint}' is a damaged algorithm checkpoint: {CLASS_FILE} is missing" in (
+        failure.line
+    )
+    assert EVAL_ACCEPTS in failure.line
+
+
+@pytest.mark.parametrize(("size", "error"), [(0, "EOFError"), (60, "UnpicklingError")])
+def test_eval_of_a_truncated_class_file(
+    capsys: pytest.CaptureFixture,
+    tmp_path: Path,
+    cwd: Path,
+    minari_root: Path,
+    size: int,
+    error: str,
+) -> None:
+    """6: a truncated ``class_and_ctor_args.pkl`` ended in ``EOFError: Ran out of input``."""
+    checkpoint = ppo_cartpole(tmp_path / "ckpt")
+    data = (checkpoint / CLASS_FILE).read_bytes()
+    (checkpoint / CLASS_FILE).write_bytes(data[:size])
+    failure = fails(capsys, ["eval", str(checkpoint)], watch=[cwd, tmp_path], minari=minari_root)
+    assert f"is a damaged algorithm checkpoint: {CLASS_FILE} cannot be read ({error}" in (
+        failure.line
+    )
+    assert EVAL_ACCEPTS in failure.line
+
+
+def test_eval_of_a_discrete_action_checkpoint(
+    capsys: pytest.CaptureFixture, tmp_path: Path, cwd: Path, minari_root: Path
+) -> None:
+    """6: an RLlib PPO CartPole checkpoint failed deep in the evaluation (``'Discrete' object has
+    no attribute 'low'``)."""
+    checkpoint = ppo_cartpole(tmp_path / "ckpt")
+    failure = fails(capsys, ["eval", str(checkpoint)], watch=[cwd, tmp_path], minari=minari_root)
+    assert (
+        f"'{checkpoint}' is a checkpoint of PPO on 'CartPole-v1', whose actions are Discrete(2) "
+        "(not continuous)" in failure.line
+    )
+    assert EVAL_ACCEPTS in failure.line
+
+
+def test_eval_of_an_fttpo_checkpoint_whose_dataset_is_missing(
+    capsys: pytest.CaptureFixture, tmp_path: Path, cwd: Path, minari_root: Path
+) -> None:
+    """6: FtTPO is rebuilt from its training dataset: a missing one is named before Ray starts."""
+    from fttpo_ray.algorithms.fttpo.fttpo import FtTPO, FtTPOConfig
+
+    gone = "test/input-faults/gone-v0"
+    config = FtTPOConfig().environment("fttpo/TreatmentSim-v0").dataset(gone)
+    checkpoint = checkpoint_files(tmp_path / "ckpt", FtTPO, config)
+    failure = fails(capsys, ["eval", str(checkpoint)], watch=[cwd, tmp_path], minari=minari_root)
+    assert (
+        f"'{checkpoint}' is an FtTPO checkpoint trained on dataset '{gone}', which is not under "
+        f"the Minari root {minari_root}: fttpo eval rebuilds FtTPO from its training dataset"
+        in failure.line
+    )
+
+
+@pytest.mark.slow
+def test_eval_of_a_real_ppo_cartpole_checkpoint(
+    capsys: pytest.CaptureFixture, tmp_path: Path, cwd: Path, minari_root: Path
+) -> None:
+    """6, as a person meets it: a checkpoint that RLlib's PPO wrote for CartPole."""
+    from ray.rllib.algorithms.ppo import PPOConfig
+
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+    try:
+        config = PPOConfig().environment("CartPole-v1").env_runners(num_env_runners=0)
+        algorithm = config.build_algo()
+        checkpoint = Path(algorithm.save_to_path(str(tmp_path / "ppo")))
+        algorithm.stop()
+    finally:
+        ray.shutdown()
+    capsys.readouterr()
+    rc = main(["eval", str(checkpoint)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == EXIT_ERROR and len(err) == 1, err
+    assert "is a checkpoint of PPO on 'CartPole-v1', whose actions are Discrete(2)" in err[0]
+    assert not ray.is_initialized()
