@@ -4,16 +4,17 @@ The run's ``config`` block is used as it is (its ``search`` block is ignored), w
 overrides, the first of the YAML's ``seeds`` (or ``seed``) and ``stop.iterations`` (or
 ``iterations``). Metrics go to the YAML's MLflow experiment as a top-level run (tag
 ``fttpo.kind = train``); the final checkpoint is written to
-``<storage>/<experiment>/train-<time>/checkpoint`` and logged as an artifact.
+``<storage>/<experiment>/train-<time>/checkpoint`` (``train-<time>-1``, ... for a run started in
+the same second as another: each run has its own folder) and logged as an artifact.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
 from pathlib import Path
 
 from fttpo_ray.errors import ConfigError
@@ -21,7 +22,7 @@ from fttpo_ray.tuning.progress import describe_result
 from fttpo_ray.tuning.runtime import start_ray, stop_ray, storage_root
 from fttpo_ray.tuning.schema import load_experiment
 from fttpo_ray.tuning.space import algorithm_config, dataset_ref, prepare_dataset
-from fttpo_ray.tuning.sweep import TIME_FORMAT, check_run_configs
+from fttpo_ray.tuning.sweep import check_run_configs, new_run_dir
 from fttpo_ray.tuning.tracking import (
     CHECKPOINT_ARTIFACT_DIR,
     FAILED,
@@ -98,14 +99,14 @@ def train_once(
     if not fttpo:
         check_run_configs(spec, [fixed], dataset, seed=seed)
     config = algorithm_config(spec, run_spec, dataset, seed=seed)
-    stamp = datetime.now().strftime(TIME_FORMAT)
-    out_dir = root / spec.name / f"{TRAIN_DIR_PREFIX}{stamp}"
 
     started_ray = start_ray(None)
     algo = None
     run_id = ""
     status = FAILED
+    out_dir: Path | None = None
     try:
+        out_dir = new_run_dir(root / spec.name, TRAIN_DIR_PREFIX)
         algo = config.build_algo()
         client = open_tracking_store(uri)
         exp_id = experiment_id(client, spec.name, uri)
@@ -124,7 +125,7 @@ def train_once(
             client,
             context,
             name=f"train:{run_spec.name}:seed{seed}",
-            trial_id=f"{TRAIN_DIR_PREFIX}{stamp}",
+            trial_id=out_dir.name,
             config=config.to_dict(),
             trial_dir=str(out_dir),
             kind=KIND_TRAIN,
@@ -160,3 +161,5 @@ def train_once(
         if algo is not None:
             algo.stop()
         stop_ray(started_ray)
+        if status != FINISHED and out_dir is not None:
+            shutil.rmtree(out_dir, ignore_errors=True)  # no folder without a whole checkpoint

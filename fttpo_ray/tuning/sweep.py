@@ -109,14 +109,21 @@ class SweepOutcome:
     wall_s: float = 0.0
 
 
-def _new_sweep_path(root: Path, name: str) -> Path:
-    """A sweep directory that does not exist yet (named after the time; made by the caller)."""
-    base = root / name / datetime.now().strftime(TIME_FORMAT)
-    path, index = base, 1
-    while path.exists():
-        path = base.with_name(f"{base.name}-{index}")
-        index += 1
-    return path
+def new_run_dir(parent: Path, prefix: str = "") -> Path:
+    """Create and return a new directory ``<parent>/<prefix><time>`` (``-1``, ``-2``, ... appended
+    when a run started in the same second has it): made atomically, so that two runs started at
+    once never share one, whatever the process."""
+    parent.mkdir(parents=True, exist_ok=True)
+    base = f"{prefix}{datetime.now().strftime(TIME_FORMAT)}"
+    index = 0
+    while True:
+        path = parent / (f"{base}-{index}" if index else base)
+        try:
+            path.mkdir()
+        except FileExistsError:
+            index += 1
+            continue
+        return path
 
 
 def latest_sweep_dir(root: Path, name: str) -> Path:
@@ -370,7 +377,7 @@ def run_sweep(
 
     client = open_tracking_store(uri)
     if not resume:
-        sweep_dir = _new_sweep_path(root, spec.name)
+        sweep_dir = root / spec.name  # the sweep's own directory is made once Ray runs
     parent_id = state.get(STATE_PARENT_RUN_ID, "")
     outcome = SweepOutcome(spec.name, uri, "", parent_id, sweep_dir)
     started_ray = start_ray(address)
@@ -381,7 +388,10 @@ def run_sweep(
         # no node needs the dataset on its disk.
         shared = share_transitions(p.dataset.id for p in plans if p.kind == KIND_FTTPO)
         exp_id = outcome.experiment_id = experiment_id(client, spec.name, uri)
-        sweep_dir.mkdir(parents=True, exist_ok=True)
+        if resume:
+            sweep_dir.mkdir(parents=True, exist_ok=True)
+        else:
+            sweep_dir = outcome.sweep_dir = new_run_dir(root / spec.name)
         if parent_id:
             client.update_run(parent_id, status=RUNNING)
         else:

@@ -64,7 +64,8 @@ def test_a_new_id_with_env_is_collected_with_a_warning(
         info = ensure_dataset(new_id, env_id=TREATMENT_ENV, episodes=2)
     assert info.episodes == 2 and dataset_exists(new_id)
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert any(f"Dataset '{new_id}' does not exist: collecting a NEW dataset" in w for w in warnings)
+    announced = f"Dataset '{new_id}' does not exist: collecting a NEW dataset"
+    assert any(announced in w for w in warnings)
 
 
 # ---- defect 9: permissions of collected datasets ----------------------------------------------

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import logging
 import pickle
+import threading
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,9 @@ import ray
 
 from fttpo_ray.cli import EXIT_ERROR, main
 from fttpo_ray.errors import ConfigError
+from fttpo_ray.runs import train
 from fttpo_ray.runs.evaluate import ALGORITHM_STATE_FILE
+from fttpo_ray.tuning import sweep
 from fttpo_ray.tuning.schema import load_experiment
 from fttpo_ray.tuning.tracking import TRACKING_URI_ENV
 from tests.tuning.test_cli_errors import fails, tiny_yaml
@@ -227,3 +231,78 @@ def test_eval_of_a_real_ppo_cartpole_checkpoint(
     assert rc == EXIT_ERROR and len(err) == 1, err
     assert "is a checkpoint of PPO on 'CartPole-v1', whose actions are Discrete(2)" in err[0]
     assert not ray.is_initialized()
+
+
+# ---- defect 1: two runs started in the same second ---------------------------------------------
+
+#: The second every run of these tests starts in.
+FROZEN = datetime(2026, 1, 2, 3, 4, 5)
+
+
+class _FrozenClock(datetime):
+    @classmethod
+    def now(cls, tz: Any = None) -> datetime:
+        return FROZEN
+
+
+@pytest.fixture
+def one_second(monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every run folder is named in the same second; returns that name."""
+    monkeypatch.setattr(sweep, "datetime", _FrozenClock)
+    return FROZEN.strftime(sweep.TIME_FORMAT)
+
+
+def test_sweeps_started_at_once_get_their_own_folders(tmp_path: Path, one_second: str) -> None:
+    """1: two sweeps with one --storage started in the same second wrote into one folder (the
+    name was checked free, then made later with ``exist_ok``). Eight at once, from threads
+    released together, each get a folder of their own."""
+    parent = tmp_path / "storage" / "quickstart"
+    start = threading.Barrier(8)
+    made: list[Path] = []
+
+    def one() -> None:
+        start.wait()
+        made.append(sweep.new_run_dir(parent))
+
+    threads = [threading.Thread(target=one) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    expected = {one_second, *(f"{one_second}-{i}" for i in range(1, 8))}
+    assert sorted(p.name for p in made) == sorted(expected)
+    assert {p.name for p in parent.iterdir()} == expected
+
+
+def test_a_new_folder_never_takes_an_existing_one(tmp_path: Path, one_second: str) -> None:
+    """A folder left by an earlier run (even an empty one) is never reused."""
+    (tmp_path / f"train-{one_second}").mkdir()
+    (tmp_path / f"train-{one_second}" / "checkpoint").mkdir()
+    (tmp_path / f"train-{one_second}-1").mkdir()
+    assert sweep.new_run_dir(tmp_path, "train-").name == f"train-{one_second}-2"
+    assert (tmp_path / f"train-{one_second}" / "checkpoint").is_dir()
+
+
+@pytest.mark.slow
+def test_two_trainings_in_one_second_keep_both_checkpoints(
+    tmp_path: Path, cwd: Path, one_second: str
+) -> None:
+    """1: two `fttpo train` runs (seeds 0 and 7) started in the same second wrote the same
+    checkpoint folder; now each has its own, and its MLflow run names it."""
+    from mlflow.tracking import MlflowClient
+
+    path = tiny_yaml(tmp_path / "tiny.yaml")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    storage = tmp_path / "storage"
+    outcomes = [
+        train.train_once(path, seed=seed, mlflow_uri=uri, storage=storage) for seed in (0, 7)
+    ]
+    folders = [o.checkpoint.parent for o in outcomes]
+    assert [f.name for f in folders] == [f"train-{one_second}", f"train-{one_second}-1"]
+    for outcome in outcomes:
+        assert (outcome.checkpoint / ALGORITHM_STATE_FILE).is_file()
+    client = MlflowClient(uri)
+    for outcome, folder in zip(outcomes, folders, strict=True):
+        run = client.get_run(outcome.mlflow_run_id)
+        assert run.data.params["seed"] == str(outcome.seed)
+        assert str(folder) in run.data.tags.values()
