@@ -48,7 +48,9 @@ MLFLOW_LOGGING_LEVEL_ENV = "MLFLOW_LOGGING_LEVEL"
 #: GPUtil (there is no GPU to monitor on a CPU machine), the ``Tuner.restore(...)`` hint of an
 #: interrupted Tune run (the CLI prints its own ``fttpo sweep ... --resume`` command) and the
 #: ``FileNotFoundError`` list of trials that had not reported when a run was interrupted (Tune
-#: reads them for its result grid; the CLI's results come from MLflow).
+#: reads them for its result grid; the CLI's results come from MLflow), and the traceback of each
+#: failed trial (the sweep's progress names the trial and its error in one line, the traceback is
+#: in the trial's error file).
 QUIET_MESSAGES = {
     "ray._private.authentication.authentication_token_setup": (
         "Token authentication is enabled for this Ray cluster",
@@ -57,7 +59,8 @@ QUIET_MESSAGES = {
     "ray.rllib.algorithms.sac.sac": ("on the new API stack! This is the new default",),
     "ray._common.deprecation": ("`RLModule(config=[RLModuleConfig object])` has been deprecated",),
     "ray.tune.utils.util": ("Install gputil for GPU system monitoring",),
-    "ray.tune.tune": ("Resume experiment with: Tuner.restore(",),
+    "ray.tune.tune": ("Resume experiment with: Tuner.restore(", "Trials did not complete"),
+    "ray.tune.execution.tune_controller": ("Trial task failed for trial",),
     "ray.tune.analysis.experiment_analysis": ("Failed to fetch metrics for",),
 }
 

@@ -92,6 +92,10 @@ STATE_STARTED = "started"
 DONE = "done"
 #: Tune's result key naming the trial.
 TRIAL_ID = "trial_id"
+#: RLlib's config key of the module's settings, and the end of its layer-width keys
+#: (``fcnet_hiddens``, ``head_fcnet_hiddens``, ...).
+MODEL_CONFIG = "model_config"
+HIDDENS_SUFFIX = "hiddens"
 
 
 @dataclass
@@ -224,8 +228,25 @@ def check_run_configs(
             config = algorithm_config(spec, run, dataset, seed=seed, overrides=overrides)
             try:
                 config.validate()
+                check_layer_widths(config.model_config)
             except (FttpoError, ValueError) as err:
                 raise ConfigError(f"{label}: {first_line(err)}") from None
+
+
+def check_layer_widths(model_config: Any) -> None:
+    """Raise :class:`ConfigError` for a ``model_config`` whose layer widths (its ``*hiddens``
+    lists, such as ``fcnet_hiddens``) are not integers >= 1: a network RLlib cannot build (it
+    fails inside the trial, ``fcnet_hiddens: [0]`` with a division by zero)."""
+    for key, widths in dict(model_config or {}).items():
+        if not key.endswith(HIDDENS_SUFFIX) or widths is None:
+            continue
+        valid = isinstance(widths, (list, tuple)) and all(
+            isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in widths
+        )
+        if not valid:
+            raise ConfigError(
+                f"`{MODEL_CONFIG}.{key}` must list layer widths, integers >= 1; got {widths!r}"
+            )
 
 
 def _tuner(

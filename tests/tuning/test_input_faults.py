@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import ray
+import yaml
 
 from fttpo_ray.cli import EXIT_ERROR, main
 from fttpo_ray.errors import ConfigError
@@ -306,3 +307,112 @@ def test_two_trainings_in_one_second_keep_both_checkpoints(
         run = client.get_run(outcome.mlflow_run_id)
         assert run.data.params["seed"] == str(outcome.seed)
         assert str(folder) in run.data.tags.values()
+
+
+# ---- defect 2: a trial that fails while being built ------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["sweep", "train"])
+def test_layer_width_zero_fails_before_ray(
+    capsys: pytest.CaptureFixture, tmp_path: Path, cwd: Path, minari_root: Path, command: str
+) -> None:
+    """2: ``model_config: {fcnet_hiddens: [0]}`` failed every trial inside Ray (three tracebacks,
+    a division by zero, exit 2 from a misleading report error)."""
+    path = tiny_yaml(tmp_path / "tiny.yaml", config={"model_config": {"fcnet_hiddens": [0]}})
+    failure = fails(capsys, [command, str(path)], watch=[cwd], minari=minari_root)
+    assert (
+        "`runs[0].config` (run 'fttpo'): `model_config.fcnet_hiddens` must list layer widths, "
+        "integers >= 1; got [0]" in failure.line
+    )
+
+
+def test_layer_widths_checked_for_each_searched_value(
+    capsys: pytest.CaptureFixture, tmp_path: Path, cwd: Path, minari_root: Path
+) -> None:
+    path = tiny_yaml(
+        tmp_path / "tiny.yaml",
+        search={"model_config": {"grid_search": [{"fcnet_hiddens": [8]}, {"fcnet_hiddens": [-4]}]}},
+    )
+    failure = fails(capsys, ["sweep", str(path)], watch=[cwd], minari=minari_root)
+    assert "`runs[0].search.model_config` = {'fcnet_hiddens': [-4]}" in failure.line
+    assert "got [-4]" in failure.line
+
+
+def nan_reward_dataset(dataset_id: str) -> None:
+    """A tiny treatment dataset whose first episode's third reward is NaN (its Arrow file
+    rewritten, as a broken logger or a bad export would leave it)."""
+    import pyarrow as pa
+    import pyarrow.ipc as ipc
+
+    from fttpo_ray.data import collect_dataset, dataset_path, load_transitions
+
+    collect_dataset("fttpo/TreatmentSim-v0", "random", 2, dataset_id, reference_policy=None)
+    (part,) = (dataset_path(dataset_id) / "data" / "0").glob("*.arrow")
+    with ipc.open_file(part) as reader:
+        table = reader.read_all()
+    rewards = table.column("rewards").to_pylist()
+    rewards[2] = float("nan")
+    index = table.schema.get_field_index("rewards")
+    table = table.set_column(index, "rewards", pa.array(rewards, pa.float64()))
+    with ipc.new_file(part, table.schema) as writer:
+        writer.write_table(table)
+    load_transitions(dataset_id)  # converted once here, not by the command under test
+
+
+def test_nan_rewards_fail_the_sweep_before_ray(
+    capsys: pytest.CaptureFixture, tmp_path: Path, cwd: Path, minari_root: Path
+) -> None:
+    """2: a dataset with a NaN reward, which `fttpo train` rejected in one line, failed every
+    trial of `fttpo sweep` inside Ray; now both say so before Ray starts."""
+    dataset_id = "test/input-faults/nan-reward-v0"
+    nan_reward_dataset(dataset_id)
+    capsys.readouterr()
+    path = tiny_yaml(tmp_path / "tiny.yaml")
+    data = yaml.safe_load(path.read_text())
+    data["dataset"] = {"id": dataset_id}
+    path.write_text(yaml.safe_dump(data))
+    for command in ("sweep", "train"):
+        failure = fails(capsys, [command, str(path)], watch=[cwd], minari=minari_root)
+        assert (
+            f"dataset '{dataset_id}' has a non-finite value in column 'rewards' at transition 2; "
+            "clean or re-collect the dataset" in failure.line
+        )
+
+
+@pytest.mark.slow
+def test_a_trial_failing_while_built_has_its_run_its_row_and_one_line(
+    capsys: pytest.CaptureFixture, tmp_path: Path, cwd: Path
+) -> None:
+    """2: a trial that still fails while being built (here its data does not fit the in-memory
+    limit that its split needs, which only the trial finds out) had no MLflow run, so the sweep
+    ended with a misleading report error and exit 2, after three Ray tracebacks. Now: one line
+    naming the trial and its error (its traceback kept in the trial's folder), its MLflow run
+    (FAILED, outcome failed), its row in the table, exit 1."""
+    from mlflow.tracking import MlflowClient
+
+    from fttpo_ray.tuning import tracking as tr
+
+    path = tiny_yaml(
+        tmp_path / "tiny.yaml", config={"in_memory_max_transitions": 1}, max_failures=0
+    )
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    rc = main(["sweep", str(path), "--mlflow-uri", uri, "--storage", str(tmp_path / "storage")])
+    captured = capsys.readouterr()
+    assert rc == 1, captured.err
+    assert "Traceback" not in captured.err and "ERROR" not in captured.err
+    (line,) = [line for line in captured.err.splitlines() if "FAILED" in line]
+    assert (
+        "fttpo 0_seed=0 FAILED: fttpo_ray.errors.ConfigError: `held_out_fraction`=0.2 needs the "
+        "dataset in memory" in line
+    )
+    traceback = Path(line.rsplit("(traceback: ", 1)[1].rstrip(")"))
+    assert traceback.is_file() and str(tmp_path / "storage") in str(traceback)
+    assert "| fttpo | –      | failed  | 1 | 0/1" in captured.out
+    client = MlflowClient(uri)
+    (experiment,) = [e for e in client.search_experiments() if e.name == "tiny"]
+    trials = client.search_runs(
+        [experiment.experiment_id], f"tags.`{tr.KIND_TAG}` = '{tr.KIND_TRIAL}'"
+    )
+    assert len(trials) == 1
+    assert trials[0].info.status == tr.FAILED
+    assert trials[0].data.tags[tr.OUTCOME_TAG] == tr.OUTCOME_FAILED
