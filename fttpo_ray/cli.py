@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import json
 import logging
 import math
@@ -65,6 +66,33 @@ QUIET_MESSAGES = {
 }
 
 
+#: Messages not shown when they are about a full disk, by logger: a part of each message. Tune
+#: logs each write that failed (with a traceback) and goes on; the command ends with one line
+#: naming the full disk (:class:`fttpo_ray.errors.StorageFullError`).
+QUIET_WHEN_DISK_FULL = {
+    "ray.tune.execution.experiment_state": ("Saving experiment state to storage",),
+    "ray.train._internal.syncer": ("Last sync command failed",),
+}
+#: How a full disk shows in a message or a traceback (``ENOSPC``).
+NO_SPACE_MESSAGE = os.strerror(errno.ENOSPC)
+
+
+class _DiskFullFilter(logging.Filter):
+    """Drops the records whose message contains one of ``parts`` and that are about a full
+    disk (:data:`NO_SPACE_MESSAGE` in the message or its exception)."""
+
+    def __init__(self, parts: Sequence[str]) -> None:
+        super().__init__()
+        self.parts = tuple(parts)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if not any(part in message for part in self.parts):
+            return True
+        error = record.exc_info[1] if record.exc_info else None
+        return NO_SPACE_MESSAGE not in message and NO_SPACE_MESSAGE not in str(error or "")
+
+
 class _QuietFilter(logging.Filter):
     """Drops the records whose message contains one of ``parts``."""
 
@@ -114,6 +142,10 @@ def _setup_logging() -> None:
         source = logging.getLogger(name)
         if not any(isinstance(f, _QuietFilter) for f in source.filters):
             source.addFilter(_QuietFilter(parts))
+    for name, parts in QUIET_WHEN_DISK_FULL.items():
+        source = logging.getLogger(name)
+        if not any(isinstance(f, _DiskFullFilter) for f in source.filters):
+            source.addFilter(_DiskFullFilter(parts))
 
 
 def _where_to_look(uri: str, experiment: str, lines: list[tuple[str, str]]) -> str:
@@ -463,6 +495,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             return int(args.func(args, results))
     except FttpoError as err:
         print(f"fttpo {args.command}: error: {err}", file=sys.stderr)
+        return EXIT_ERROR
+    except OSError as err:
+        if err.errno != errno.ENOSPC:
+            raise
+        print(
+            f"fttpo {args.command}: error: the disk is full ({err.strerror}"
+            + (f": '{err.filename}'" if err.filename else "")
+            + "); free some space or write elsewhere (--storage, --out, MINARI_DATASETS_PATH)",
+            file=sys.stderr,
+        )
         return EXIT_ERROR
     except KeyboardInterrupt:
         print(f"fttpo {args.command}: interrupted", file=sys.stderr)

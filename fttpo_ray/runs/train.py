@@ -22,7 +22,13 @@ from fttpo_ray.tuning.progress import describe_result
 from fttpo_ray.tuning.runtime import start_ray, stop_ray, storage_root
 from fttpo_ray.tuning.schema import load_experiment
 from fttpo_ray.tuning.space import algorithm_config, dataset_ref, prepare_dataset
-from fttpo_ray.tuning.sweep import check_run_configs, new_run_dir
+from fttpo_ray.tuning.sweep import (
+    check_free_space,
+    check_run_configs,
+    disk_full_error,
+    is_disk_full,
+    new_run_dir,
+)
 from fttpo_ray.tuning.tracking import (
     CHECKPOINT_ARTIFACT_DIR,
     FAILED,
@@ -88,6 +94,7 @@ def train_once(
     root = storage_root(storage)
     uri = resolve_tracking_uri(mlflow_uri)
     check_tracking_store(uri)
+    check_free_space(root)
     # Every setting is checked before anything starts or is created (the search block is not
     # used here). RLlib's own algorithms are checked once their dataset export exists.
     fixed = replace(run_spec, search={})
@@ -154,6 +161,10 @@ def train_once(
         )
     except KeyboardInterrupt:
         status = KILLED
+        raise
+    except OSError as err:
+        if is_disk_full(err, root):
+            raise disk_full_error(root, "the run was training or saving its checkpoint") from None
         raise
     finally:
         if run_id:

@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 import logging
 import pickle
+import subprocess
 import threading
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -416,3 +418,89 @@ def test_a_trial_failing_while_built_has_its_run_its_row_and_one_line(
     assert len(trials) == 1
     assert trials[0].info.status == tr.FAILED
     assert trials[0].data.tags[tr.OUTCOME_TAG] == tr.OUTCOME_FAILED
+
+
+# ---- defect 3: a full disk under --storage ----------------------------------------------------
+
+
+def small_disk(path: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of ``size`` mounted at ``path`` (needs root: skipped where mounting is not
+    permitted), unmounted after the test."""
+    path.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", str(path)], check=True)
+
+
+@pytest.fixture
+def two_mib_disk(tmp_path: Path) -> Iterator[Path]:
+    yield from small_disk(tmp_path / "disk", "2M")
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    yield from small_disk(tmp_path / "disk", "300k")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["sweep", "train"])
+def test_a_storage_disk_too_full_to_start_is_one_line(
+    capsys: pytest.CaptureFixture,
+    tmp_path: Path,
+    cwd: Path,
+    minari_root: Path,
+    two_mib_disk: Path,
+    command: str,
+) -> None:
+    """3: a sweep on a 2 MiB disk ran until the disk was full (exit 1, six tracebacks, last line
+    ``EOFError: Ran out of input``, FAILED runs, half-written folders). Now it does not start."""
+    path = tiny_yaml(tmp_path / "tiny.yaml")
+    storage = two_mib_disk / "results"
+    failure = fails(
+        capsys,
+        [command, str(path), "--storage", str(storage)],
+        watch=[cwd, two_mib_disk],
+        minari=minari_root,
+    )
+    assert f"the disk of storage directory '{storage}' is (nearly) full: 2.0 MiB free" in (
+        failure.line
+    )
+    assert "free some space or choose another --storage" in failure.line
+
+
+@pytest.mark.slow
+def test_a_storage_disk_that_fills_up_during_a_sweep_is_one_line(
+    capsys: pytest.CaptureFixture,
+    tmp_path: Path,
+    cwd: Path,
+    tiny_disk: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """3: the disk fills up while the trials write their checkpoints: one line naming the full
+    disk, no traceback, and the half-written sweep folder removed (the space freed)."""
+    monkeypatch.setattr(sweep, "MIN_FREE_STORAGE_BYTES", 0)  # let it start on the tiny disk
+    path = tiny_yaml(tmp_path / "tiny.yaml", stop={"iterations": 2}, max_failures=0)
+    storage = tiny_disk / "results"
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    rc = main(["sweep", str(path), "--storage", str(storage), "--mlflow-uri", uri])
+    captured = capsys.readouterr()
+    assert rc == EXIT_ERROR, captured.err
+    assert "Traceback" not in captured.err and "EOFError" not in captured.err
+    errors = [line for line in captured.err.splitlines() if "error:" in line]
+    assert len(errors) == 1 and errors[0] == captured.err.strip().splitlines()[-1]
+    assert errors[0].startswith(
+        f"fttpo sweep: error: the disk of storage directory '{storage}' is full (No space left "
+        "on device) while run 'fttpo' was running; the half-written "
+    )
+    assert list((storage / "tiny").iterdir()) == []
+    assert captured.out == ""
+    assert not ray.is_initialized()
