@@ -95,6 +95,16 @@ class ProgressCallback(Callback):
             traceback_path(trial),
         )
 
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        now = time.monotonic()
+        if now - self._last_status < STATUS_EVERY_S:
+            return
+        self._last_status = now
+        counts = Counter(trial.status.lower() for trial in trials)
+        logger.info(
+            "%s: %s", self.run_name, ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+        )
+
 
 def traceback_path(trial: Any) -> str:
     """Where the traceback of a failed trial is kept: its error file in the trial's folder of the
@@ -119,13 +129,3 @@ def trial_error(trial: Any) -> str:
         if ERROR_LINE.match(line):
             return ERROR_COLOURS.sub("", line)
     return lines[-1] if lines else "unknown error"
-
-    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
-        now = time.monotonic()
-        if now - self._last_status < STATUS_EVERY_S:
-            return
-        self._last_status = now
-        counts = Counter(trial.status.lower() for trial in trials)
-        logger.info(
-            "%s: %s", self.run_name, ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-        )

@@ -381,6 +381,31 @@ def test_nan_rewards_fail_the_sweep_before_ray(
         )
 
 
+def test_the_error_of_a_failed_trial_is_its_cause(tmp_path: Path) -> None:
+    """2: the progress line names the error the trial died of, past Ray's actor error, and the
+    trial's own copy of its traceback."""
+    from types import SimpleNamespace
+
+    from fttpo_ray.tuning.progress import trial_error, traceback_path
+
+    error_file = tmp_path / "session" / "error.txt"
+    error_file.parent.mkdir()
+    error_file.write_text(
+        "Failure # 1 (occurred at 2026-01-02_03-04-05)\n"
+        "\x1b[36mray::Located.__init__()\x1b[39m (pid=1, ip=10.0.0.1)\n"
+        "ray.exceptions.ActorDiedError: The actor died because of an error raised in its "
+        "creation task\n"
+        "Traceback (most recent call last):\n"
+        '  File "fttpo.py", line 3, in setup\n'
+        "    1 / 0\n"
+        "ZeroDivisionError: float division by zero\n\n"
+    )
+    trial = SimpleNamespace(error_file=str(error_file), path=str(tmp_path / "storage" / "t0"))
+    assert trial_error(trial) == "ZeroDivisionError: float division by zero"
+    assert traceback_path(trial) == str(tmp_path / "storage" / "t0" / "error.txt")
+    assert trial_error(SimpleNamespace(error_file=None, path="")) == "unknown error"
+
+
 @pytest.mark.slow
 def test_a_trial_failing_while_built_has_its_run_its_row_and_one_line(
     capsys: pytest.CaptureFixture, tmp_path: Path, cwd: Path
