@@ -43,6 +43,20 @@ def cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return path
 
 
+#: The dataset of the tests that train (``tests/tuning/test_cli_errors.py`` checks that its own
+#: is never collected).
+RUNNING_DATASET_ID = "test/input-faults/treatment-v0"
+
+
+def running_yaml(path: Path, **changes: Any) -> Path:
+    """:func:`tiny_yaml` on a dataset of its own, for the tests that train."""
+    tiny_yaml(path, **changes)
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    data["dataset"]["id"] = RUNNING_DATASET_ID
+    path.write_text(yaml.safe_dump(data, sort_keys=True), encoding="utf-8")
+    return path
+
+
 # ---- defect 12: small ones ------------------------------------------------------------------
 
 
@@ -294,7 +308,7 @@ def test_two_trainings_in_one_second_keep_both_checkpoints(
     checkpoint folder; now each has its own, and its MLflow run names it."""
     from mlflow.tracking import MlflowClient
 
-    path = tiny_yaml(tmp_path / "tiny.yaml")
+    path = running_yaml(tmp_path / "tiny.yaml")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     storage = tmp_path / "storage"
     outcomes = [
@@ -419,7 +433,7 @@ def test_a_trial_failing_while_built_has_its_run_its_row_and_one_line(
 
     from fttpo_ray.tuning import tracking as tr
 
-    path = tiny_yaml(
+    path = running_yaml(
         tmp_path / "tiny.yaml", config={"in_memory_max_transitions": 1}, max_failures=0
     )
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -513,7 +527,7 @@ def test_a_storage_disk_that_fills_up_during_a_sweep_is_one_line(
     """3: the disk fills up while the trials write their checkpoints: one line naming the full
     disk, no traceback, and the half-written sweep folder removed (the space freed)."""
     monkeypatch.setattr(sweep, "MIN_FREE_STORAGE_BYTES", 0)  # let it start on the tiny disk
-    path = tiny_yaml(tmp_path / "tiny.yaml", stop={"iterations": 2}, max_failures=0)
+    path = running_yaml(tmp_path / "tiny.yaml", stop={"iterations": 2}, max_failures=0)
     storage = tiny_disk / "results"
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     rc = main(["sweep", str(path), "--storage", str(storage), "--mlflow-uri", uri])
