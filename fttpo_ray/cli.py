@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import json
 import logging
 import math
@@ -48,7 +49,9 @@ MLFLOW_LOGGING_LEVEL_ENV = "MLFLOW_LOGGING_LEVEL"
 #: GPUtil (there is no GPU to monitor on a CPU machine), the ``Tuner.restore(...)`` hint of an
 #: interrupted Tune run (the CLI prints its own ``fttpo sweep ... --resume`` command) and the
 #: ``FileNotFoundError`` list of trials that had not reported when a run was interrupted (Tune
-#: reads them for its result grid; the CLI's results come from MLflow).
+#: reads them for its result grid; the CLI's results come from MLflow), and the traceback of each
+#: failed trial (the sweep's progress names the trial and its error in one line, the traceback is
+#: in the trial's error file).
 QUIET_MESSAGES = {
     "ray._private.authentication.authentication_token_setup": (
         "Token authentication is enabled for this Ray cluster",
@@ -57,9 +60,37 @@ QUIET_MESSAGES = {
     "ray.rllib.algorithms.sac.sac": ("on the new API stack! This is the new default",),
     "ray._common.deprecation": ("`RLModule(config=[RLModuleConfig object])` has been deprecated",),
     "ray.tune.utils.util": ("Install gputil for GPU system monitoring",),
-    "ray.tune.tune": ("Resume experiment with: Tuner.restore(",),
+    "ray.tune.tune": ("Resume experiment with: Tuner.restore(", "Trials did not complete"),
+    "ray.tune.execution.tune_controller": ("Trial task failed for trial",),
     "ray.tune.analysis.experiment_analysis": ("Failed to fetch metrics for",),
 }
+
+
+#: Messages not shown when they are about a full disk, by logger: a part of each message. Tune
+#: logs each write that failed (with a traceback) and goes on; the command ends with one line
+#: naming the full disk (:class:`fttpo_ray.errors.StorageFullError`).
+QUIET_WHEN_DISK_FULL = {
+    "ray.tune.execution.experiment_state": ("Saving experiment state to storage",),
+    "ray.train._internal.syncer": ("Last sync command failed",),
+}
+#: How a full disk shows in a message or a traceback (``ENOSPC``).
+NO_SPACE_MESSAGE = os.strerror(errno.ENOSPC)
+
+
+class _DiskFullFilter(logging.Filter):
+    """Drops the records whose message contains one of ``parts`` and that are about a full
+    disk (:data:`NO_SPACE_MESSAGE` in the message or its exception)."""
+
+    def __init__(self, parts: Sequence[str]) -> None:
+        super().__init__()
+        self.parts = tuple(parts)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if not any(part in message for part in self.parts):
+            return True
+        error = record.exc_info[1] if record.exc_info else None
+        return NO_SPACE_MESSAGE not in message and NO_SPACE_MESSAGE not in str(error or "")
 
 
 class _QuietFilter(logging.Filter):
@@ -111,6 +142,10 @@ def _setup_logging() -> None:
         source = logging.getLogger(name)
         if not any(isinstance(f, _QuietFilter) for f in source.filters):
             source.addFilter(_QuietFilter(parts))
+    for name, parts in QUIET_WHEN_DISK_FULL.items():
+        source = logging.getLogger(name)
+        if not any(isinstance(f, _DiskFullFilter) for f in source.filters):
+            source.addFilter(_DiskFullFilter(parts))
 
 
 def _where_to_look(
@@ -468,6 +503,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             return int(args.func(args, results))
     except FttpoError as err:
         print(f"fttpo {args.command}: error: {err}", file=sys.stderr)
+        return EXIT_ERROR
+    except OSError as err:
+        if err.errno != errno.ENOSPC:
+            raise
+        print(
+            f"fttpo {args.command}: error: the disk is full ({err.strerror}"
+            + (f": '{err.filename}'" if err.filename else "")
+            + "); free some space or write elsewhere (--storage, --out, MINARI_DATASETS_PATH)",
+            file=sys.stderr,
+        )
         return EXIT_ERROR
     except KeyboardInterrupt:
         print(f"fttpo {args.command}: interrupted", file=sys.stderr)

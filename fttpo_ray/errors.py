@@ -24,6 +24,10 @@ class EnvironmentSpecError(FttpoError):
     """An environment id is unknown or its spaces do not fit what was asked."""
 
 
+class StorageFullError(FttpoError):
+    """The disk of the storage directory (``--storage``) is full, or too full to start."""
+
+
 class NonFiniteError(FttpoError, FloatingPointError):
     """A NaN or inf appeared in a batch or a loss; training stops before it spreads."""
 

@@ -13,13 +13,17 @@ import hashlib
 import logging
 import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from fttpo_ray.data.minari_files import MINARI_DATA_DIR, dataset_path, read_metadata
+from fttpo_ray.data.minari_files import (
+    MINARI_DATA_DIR,
+    dataset_path,
+    make_staging_dir,
+    read_metadata,
+)
 from fttpo_ray.errors import first_line
 
 logger = logging.getLogger(__name__)
@@ -65,7 +69,7 @@ def write_entry(dataset_dir: Path, kind: str, key: str, fill: Callable[[Path], N
     """
     entry = entry_path(dataset_dir, kind, key)
     entry.parent.mkdir(exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".tmp-{kind}-", dir=entry.parent))
+    staging = make_staging_dir(entry.parent, f".tmp-{kind}-")
     try:
         fill(staging)
         try:

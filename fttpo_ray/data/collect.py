@@ -35,6 +35,7 @@ from fttpo_ray.data.minari_files import (
     MINARI_DATA_DIR,
     dataset_exists,
     dataset_path,
+    make_staging_dir,
 )
 from fttpo_ray.data.policies import ORACLE, Policy, RandomPolicy, make_policy
 from fttpo_ray.data.transitions import load_transitions
@@ -307,7 +308,7 @@ def _write_atomically(
     from minari.storage import get_dataset_path
 
     root = Path(get_dataset_path())
-    staging = Path(tempfile.mkdtemp(prefix=_TMP_PREFIX, dir=root))
+    staging = make_staging_dir(root, _TMP_PREFIX)
     trash: Path | None = None
     try:
         storage = MinariStorage.new(

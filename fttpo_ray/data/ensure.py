@@ -12,7 +12,13 @@ from dataclasses import dataclass
 
 from fttpo_ray.data.collect import DatasetInfo, collect_dataset, dataset_info
 from fttpo_ray.data.compat import check_compatible
-from fttpo_ray.data.minari_files import dataset_exists
+from fttpo_ray.data.minari_files import (
+    close_dataset_ids,
+    dataset_exists,
+    dataset_path,
+    did_you_mean,
+    local_dataset_ids,
+)
 from fttpo_ray.data.policies import RANDOM
 from fttpo_ray.data.remote import download_dataset, is_local_namespace
 from fttpo_ray.envs import TREATMENT_ENV_ID, TREATMENT_ENV_IDS, TREATMENT_LETHAL_ENV_ID
@@ -54,16 +60,23 @@ def ensure_dataset(
 
     An existing dataset is returned as it is (if ``env_id`` is given, its spaces are checked
     against it with :func:`check_compatible`). A missing one is collected with the uniform-random
-    policy when its recipe is known: from ``env_id``/``episodes``/``seed`` if ``env_id`` is
-    given (``episodes`` defaults to 50 for the treatment envs and is required otherwise), or from
-    :data:`KNOWN_DATASETS`. A missing id outside fttpo-ray's own namespaces is downloaded from
-    Minari's remote (:func:`~fttpo_ray.data.remote.download_dataset`). Otherwise
-    :class:`DatasetError` says how to create it.
+    policy when its recipe is known: from ``env_id``/``episodes``/``seed`` if ``env_id`` is given
+    (``episodes`` defaults to 50 for the treatment envs and is required otherwise; an id not in
+    :data:`KNOWN_DATASETS` is announced with a warning: a new dataset), or from
+    :data:`KNOWN_DATASETS`. A
+    missing id outside fttpo-ray's own namespaces is downloaded from Minari's remote
+    (:func:`~fttpo_ray.data.remote.download_dataset`). Otherwise :class:`DatasetError` says how
+    to create it.
+
+    A missing id that looks like a typo of a local or known one (:func:`close_dataset_ids`) is
+    never collected: :class:`DatasetError` asks "did you mean ...?" and names the
+    ``fttpo collect`` command that creates a new dataset under that id on purpose.
     """
     if dataset_exists(dataset_id):
         if env_id is not None:
             check_compatible(dataset_id, env_id)
         return dataset_info(dataset_id)
+    dataset_path(dataset_id)  # a malformed id fails here, naming the expected form
     if env_id is not None:
         if episodes is None:
             if env_id not in TREATMENT_ENV_IDS:
@@ -73,23 +86,42 @@ def ensure_dataset(
                 )
             episodes = TREATMENT_EPISODES
         recipe = DatasetRecipe(env_id, episodes, RANDOM, seed)
+        if dataset_id not in KNOWN_DATASETS:
+            _refuse_typo(dataset_id, recipe)
     elif dataset_id in KNOWN_DATASETS:
         recipe = KNOWN_DATASETS[dataset_id]
     elif not is_local_namespace(dataset_id):
         download_dataset(dataset_id)  # a Minari remote id, or a one-line error saying how
         return dataset_info(dataset_id)
     else:
+        close = close_dataset_ids(dataset_id, {*local_dataset_ids(), *KNOWN_DATASETS})
+        if close:
+            raise DatasetError(
+                f"dataset '{dataset_id}' does not exist; {did_you_mean(close)} (a new one is "
+                f"made with `fttpo collect --env ENV --episodes N --dataset-id {dataset_id}`)"
+            )
         raise DatasetError(
             f"dataset '{dataset_id}' does not exist and fttpo-ray does not know how to create "
             f"it; collect it with `fttpo collect --env ENV --episodes N --dataset-id {dataset_id}`"
         )
-    logger.info(
-        "Dataset '%s' not found; collecting %d %s episodes of %s",
-        dataset_id,
-        recipe.episodes,
-        recipe.policy,
-        recipe.env_id,
-    )
+    if dataset_id in KNOWN_DATASETS:
+        logger.info(
+            "Dataset '%s' not found; collecting %d %s episodes of %s",
+            dataset_id,
+            recipe.episodes,
+            recipe.policy,
+            recipe.env_id,
+        )
+    else:
+        logger.warning(
+            "Dataset '%s' does not exist: collecting a NEW dataset of %d %s episodes of %s under "
+            "this id in %s",
+            dataset_id,
+            recipe.episodes,
+            recipe.policy,
+            recipe.env_id,
+            dataset_path(dataset_id),
+        )
     try:
         return collect_dataset(
             env_id=recipe.env_id,
@@ -103,3 +135,15 @@ def ensure_dataset(
         if dataset_exists(dataset_id):  # another trial created it meanwhile
             return dataset_info(dataset_id)
         raise
+
+
+def _refuse_typo(dataset_id: str, recipe: DatasetRecipe) -> None:
+    """Raise :class:`DatasetError` if ``dataset_id`` (missing) looks like a typo of a local or
+    known id of the same namespace and version, instead of collecting a new dataset under it."""
+    typo = close_dataset_ids(dataset_id, {*local_dataset_ids(), *KNOWN_DATASETS}, same_version=True)
+    if typo:
+        raise DatasetError(
+            f"dataset '{dataset_id}' does not exist; {did_you_mean(typo)} To create a new dataset "
+            f"under this id on purpose, run `fttpo collect --env {recipe.env_id} --episodes "
+            f"{recipe.episodes} --seed {recipe.seed} --dataset-id {dataset_id}` first"
+        )

@@ -10,9 +10,12 @@ decoding (Arrow IPC and Parquet) or through Minari's episode iterator (other for
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import os
+import uuid
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +41,12 @@ EPISODE_ACTIONS = "actions"
 EPISODE_REWARDS = "rewards"
 EPISODE_TERMINATIONS = "terminations"
 EPISODE_TRUNCATIONS = "truncations"
+#: Similarity (``difflib`` ratio) from which an id is suggested for a missing one.
+CLOSE_ID_CUTOFF = 0.8
+#: Mode of a new directory before the umask: ``mkdir``'s default, so that a dataset or cache
+#: entry renamed into place from a staging directory gets the permissions of any directory the
+#: user creates (``tempfile.mkdtemp`` makes 0o700 ones, unreadable to others sharing the root).
+DIRECTORY_MODE = 0o777
 _EPISODE_COLUMNS = (
     EPISODE_OBSERVATIONS,
     EPISODE_ACTIONS,
@@ -269,3 +278,65 @@ def _read_with_minari(data_path: Path) -> tuple[np.ndarray, ...]:
         np.concatenate(truncs),
         np.array(lengths, dtype=np.int64),
     )
+
+
+def make_staging_dir(parent: Path, prefix: str) -> Path:
+    """A new, uniquely named, empty directory ``<parent>/<prefix><random>`` to be filled and
+    renamed into place, with the mode the umask gives any new directory (:data:`DIRECTORY_MODE`
+    masked)."""
+    while True:
+        path = parent / f"{prefix}{uuid.uuid4().hex}"
+        try:
+            path.mkdir(mode=DIRECTORY_MODE)
+        except FileExistsError:
+            continue
+        return path
+
+
+def local_dataset_ids() -> list[str]:
+    """The ids of the datasets under the Minari root (sorted; staging folders, whose names
+    start with a dot, are skipped)."""
+    from minari.storage import get_dataset_path
+
+    root = Path(get_dataset_path())
+    ids = []
+    for directory, subdirs, _ in os.walk(root):
+        here = Path(directory)
+        if MINARI_DATA_DIR in subdirs and (here / MINARI_DATA_DIR / MINARI_METADATA_FILE).is_file():
+            ids.append(here.relative_to(root).as_posix())
+            subdirs[:] = []
+            continue
+        subdirs[:] = [d for d in subdirs if not d.startswith(".")]
+    return sorted(ids)
+
+
+def close_dataset_ids(
+    dataset_id: str, candidates: Collection[str], *, same_version: bool = False
+) -> list[str]:
+    """The id of ``candidates`` closest to ``dataset_id`` if it looks like a typo of it (a list
+    of at most one).
+
+    With ``same_version`` only ids of the same namespace and version whose names are close
+    count (``fttpo/treatment/randm-v0`` → ``fttpo/treatment/random-v0``, not ``...-v1``);
+    otherwise whole ids are compared."""
+    from minari.dataset.minari_dataset import parse_dataset_id
+
+    others = [c for c in candidates if c != dataset_id]
+    if not same_version:
+        return difflib.get_close_matches(dataset_id, others, n=1, cutoff=CLOSE_ID_CUTOFF)
+    namespace, name, version = parse_dataset_id(dataset_id)
+    by_name = {}
+    for candidate in others:
+        try:
+            other_namespace, other_name, other_version = parse_dataset_id(candidate)
+        except (ValueError, TypeError):
+            continue
+        if (other_namespace, other_version) == (namespace, version):
+            by_name[other_name] = candidate
+    close = difflib.get_close_matches(name, list(by_name), n=1, cutoff=CLOSE_ID_CUTOFF)
+    return [by_name[other] for other in close]
+
+
+def did_you_mean(ids: Sequence[str]) -> str:
+    """``did you mean 'a'?`` / ``did you mean 'a' or 'b'?`` (empty for no ids)."""
+    return f"did you mean {' or '.join(repr(i) for i in ids)}?" if ids else ""

@@ -29,8 +29,11 @@ from fttpo_ray.data.minari_files import (
     META_REF_MIN_SCORE,
     MINARI_DATA_DIR,
     MINARI_METADATA_FILE,
+    close_dataset_ids,
     dataset_exists,
     dataset_path,
+    did_you_mean,
+    local_dataset_ids,
     read_metadata,
 )
 from fttpo_ray.errors import DatasetError, first_line
@@ -64,6 +67,11 @@ def missing_dataset_error(dataset_id: str, reason: str | None = None) -> Dataset
     """The one-line error for a dataset that is neither local nor downloadable here."""
     because = f" and could not be downloaded ({reason})" if reason else ""
     if is_local_namespace(dataset_id):
+        close = did_you_mean(close_dataset_ids(dataset_id, local_dataset_ids()))
+        if close:
+            return DatasetError(
+                f"dataset '{dataset_id}' is not under the Minari root {minari_root()}; {close}"
+            )
         return DatasetError(
             f"dataset '{dataset_id}' is not under the Minari root {minari_root()}; it is made by "
             f"fttpo-ray, not hosted by Minari: copy its folder to {dataset_path(dataset_id)}, "

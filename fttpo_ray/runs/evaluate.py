@@ -20,7 +20,7 @@ def evaluate(
     explore: bool = True,
 ) -> dict[str, dict[str, float]]:
     """Returns and safety metrics of an algorithm checkpoint (``fttpo eval``), per policy."""
-    from fttpo_ray.algorithms.checkpoint_evaluation import evaluate_checkpoint
+    from fttpo_ray.algorithms.checkpoint_evaluation import check_checkpoint, evaluate_checkpoint
 
     path = Path(checkpoint).expanduser().resolve()
     if not path.exists():
@@ -35,6 +35,7 @@ def evaluate(
         )
     if episodes < 1:
         raise ConfigError(f"--episodes must be >= 1; got {episodes}")
+    check_checkpoint(path)
     started_ray = start_ray(None)
     try:
         return evaluate_checkpoint(str(path), episodes=episodes, seed=seed, explore=explore)

@@ -4,16 +4,17 @@ The run's ``config`` block is used as it is (its ``search`` block is ignored), w
 overrides, the first of the YAML's ``seeds`` (or ``seed``) and ``stop.iterations`` (or
 ``iterations``). Metrics go to the YAML's MLflow experiment as a top-level run (tag
 ``fttpo.kind = train``); the final checkpoint is written to
-``<storage>/<experiment>/train-<time>/checkpoint`` and logged as an artifact.
+``<storage>/<experiment>/train-<time>/checkpoint`` (``train-<time>-1``, ... for a run started in
+the same second as another: each run has its own folder) and logged as an artifact.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
 from pathlib import Path
 
 from fttpo_ray.data.minari_files import content_digest
@@ -22,7 +23,13 @@ from fttpo_ray.tuning.progress import describe_result
 from fttpo_ray.tuning.runtime import start_ray, stop_ray, storage_root
 from fttpo_ray.tuning.schema import load_experiment
 from fttpo_ray.tuning.space import algorithm_config, dataset_ref, prepare_dataset
-from fttpo_ray.tuning.sweep import TIME_FORMAT, check_run_configs
+from fttpo_ray.tuning.sweep import (
+    check_free_space,
+    check_run_configs,
+    disk_full_error,
+    is_disk_full,
+    new_run_dir,
+)
 from fttpo_ray.tuning.tracking import (
     CHECKPOINT_ARTIFACT_DIR,
     FAILED,
@@ -96,6 +103,7 @@ def train_once(
     root = storage_root(storage)
     uri = resolve_tracking_uri(mlflow_uri)
     check_tracking_store(uri)
+    check_free_space(root)
     # Every setting is checked before anything starts or is created (the search block is not
     # used here). RLlib's own algorithms are checked once their dataset export exists.
     fixed = replace(run_spec, search={})
@@ -107,14 +115,14 @@ def train_once(
     if not fttpo:
         check_run_configs(spec, [fixed], dataset, seed=seed)
     config = algorithm_config(spec, run_spec, dataset, seed=seed)
-    stamp = datetime.now().strftime(TIME_FORMAT)
-    out_dir = root / spec.name / f"{TRAIN_DIR_PREFIX}{stamp}"
 
     started_ray = start_ray(None)
     algo = None
     run_id = ""
     status = FAILED
+    out_dir: Path | None = None
     try:
+        out_dir = new_run_dir(root / spec.name, TRAIN_DIR_PREFIX)
         algo = config.build_algo()
         client = open_tracking_store(uri)
         exp_id = experiment_id(client, spec.name, uri)
@@ -138,7 +146,7 @@ def train_once(
             client,
             context,
             name=f"train {trial_run_name(context, settings)}",
-            trial_id=f"{TRAIN_DIR_PREFIX}{stamp}",
+            trial_id=out_dir.name,
             config=settings,
             trial_dir=str(out_dir),
             kind=KIND_TRAIN,
@@ -169,9 +177,15 @@ def train_once(
     except KeyboardInterrupt:
         status = KILLED
         raise
+    except OSError as err:
+        if is_disk_full(err, root):
+            raise disk_full_error(root, "the run was training or saving its checkpoint") from None
+        raise
     finally:
         if run_id:
             client.set_terminated(run_id, status=status)
         if algo is not None:
             algo.stop()
         stop_ray(started_ray)
+        if status != FINISHED and out_dir is not None:
+            shutil.rmtree(out_dir, ignore_errors=True)  # no folder without a whole checkpoint

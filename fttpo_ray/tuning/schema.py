@@ -41,6 +41,8 @@ from __future__ import annotations
 
 import copy
 import difflib
+import logging
+import math
 import re
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -67,6 +69,8 @@ from fttpo_ray.algorithms.offline_data import DEFAULT_HELD_OUT_FRACTION, DEFAULT
 from fttpo_ray.defaults import EVALUATION_SEED
 from fttpo_ray.errors import ConfigError, DatasetError
 from fttpo_ray.tuning.trainables import KIND_RLLIB, algorithm_defaults, trainable_kind
+
+logger = logging.getLogger(__name__)
 
 # ---- top-level keys ------------------------------------------------------------------------
 CHECKPOINT = "checkpoint"
@@ -138,6 +142,14 @@ RANDINT = "randint"
 LIST_DOMAINS = (GRID_SEARCH, CHOICE)
 RANGE_DOMAINS = (UNIFORM, LOGUNIFORM, RANDINT)
 SEARCH_DOMAINS = LIST_DOMAINS + RANGE_DOMAINS
+
+# ---- plausibility (warnings, not errors) -----------------------------------------------------
+#: A config key named ``lr`` or ending in ``_lr`` is a learning rate (RLlib's ``lr``, FtTPO's and
+#: CQL's ``actor_lr``, ``critic_lr``, ...).
+LEARNING_RATE_KEY = "lr"
+#: Learning rates above this are accepted with a warning: almost surely a typo (``1e6`` for
+#: ``1e-6``); Adam's steps are of the order of the learning rate.
+MAX_PLAUSIBLE_LEARNING_RATE = 1.0
 
 # ---- AlgorithmConfig fields that the YAML sets through its own sections ----------------------
 #: ``config`` key -> the YAML key that sets it instead.
@@ -623,9 +635,29 @@ def parse_yaml_text(text: str, source: str) -> Any:
     """Parse YAML text with the strict loader; syntax errors become :class:`ConfigError`."""
     try:
         return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.MarkedYAMLError as err:
+        raise ConfigError(f"{source}{_yaml_error(err)}") from None
     except yaml.YAMLError as err:
         detail = " ".join(str(err).split())
         raise ConfigError(f"{source}: invalid YAML: {detail}") from None
+
+
+def _at(mark: Any) -> str:
+    """``line L, column C`` of a PyYAML mark (counted from 1)."""
+    return f"line {mark.line + 1}, column {mark.column + 1}"
+
+
+def _yaml_error(err: Any) -> str:
+    """``, line L, column C: invalid YAML: <problem> (<context> at line L', column C')``: the
+    position in the file the caller names, instead of PyYAML's ``"<unicode string>"``."""
+    mark = err.problem_mark or err.context_mark
+    where = f", {_at(mark)}" if mark is not None else ""
+    problem = " ".join((err.problem or err.context or "syntax error").split())
+    context = ""
+    if err.problem and err.context:
+        context_at = f" that starts at {_at(err.context_mark)}" if err.context_mark else ""
+        context = f" ({' '.join(err.context.split())}{context_at})"
+    return f"{where}: invalid YAML: {problem}{context}"
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
@@ -800,7 +832,34 @@ def _check_config(
         checked = model.model_validate(values)
     except ValidationError as err:
         raise _config_error(err, source, where, skip=skip) from None
-    return {key: getattr(checked, model.FIELD_NAMES[key]) for key in values}
+    result = {key: getattr(checked, model.FIELD_NAMES[key]) for key in values}
+    if not skip:
+        for key, value in result.items():
+            _warn_implausible(key, value, f"{where}.{key}", source)
+    return result
+
+
+def _is_learning_rate(key: str) -> bool:
+    return key == LEARNING_RATE_KEY or key.endswith(f"_{LEARNING_RATE_KEY}")
+
+
+def _warn_implausible(key: str, value: Any, where: str, source: str) -> None:
+    """Log a warning for a valid but implausible value: a learning rate above
+    :data:`MAX_PLAUSIBLE_LEARNING_RATE`."""
+    if (
+        _is_learning_rate(key)
+        and _number(value, integer=False)
+        and math.isfinite(value)
+        and value > MAX_PLAUSIBLE_LEARNING_RATE
+    ):
+        logger.warning(
+            "%s: `%s` = %r is a learning rate above %r, almost surely a typo (typical values: "
+            "1e-5 to 1e-2); training will likely diverge",
+            source,
+            where,
+            value,
+            MAX_PLAUSIBLE_LEARNING_RATE,
+        )
 
 
 def _number(value: Any, integer: bool) -> bool:
@@ -833,6 +892,8 @@ def _search_domain(
             _check_config({key: v}, model, f"{at}[{i}]", source, skip=1)
             for i, v in enumerate(values)
         ]
+        for index, item in enumerate(checked):
+            _warn_implausible(key, item[key], f"{at}[{index}]", source)
         return SearchDomain(kind, tuple(item[key] for item in checked))
     if len(values) != 2:
         fail(at, f"must be [low, high]; got {_show(values)}")
@@ -852,6 +913,7 @@ def _search_domain(
         fail(at, f"needs low > 0; got {low}")
     if not low < high:
         fail(at, f"needs low < high; got {values}")
+    _warn_implausible(key, high, f"{at}[1]", source)
     return SearchDomain(kind, (low, high))
 
 
@@ -965,7 +1027,8 @@ def _check_tuning(exp: _Experiment, runs: Sequence[RunSpec], source: str) -> Non
         for name, value in ((METRIC, metric), (MODE, exp.mode)):
             if value is None:
                 example = "evaluation/thin/episode_return_mean" if name == METRIC else "max"
-                fail(name, f"is missing: {' and '.join(users)} need it (e.g. {name}: {example})")
+                verb = "needs" if len(users) == 1 else "need"
+                fail(name, f"is missing: {' and '.join(users)} {verb} it (e.g. {name}: {example})")
     if metric is not None:
         plain_only = all(fields_model(run.algorithm) is None for run in runs)
         if not plain_only and not _is_result_metric(metric):
@@ -988,7 +1051,8 @@ def _check_tuning(exp: _Experiment, runs: Sequence[RunSpec], source: str) -> Non
         if metric.startswith(EVALUATION_METRIC_PREFIX) and interval != 1 and users:
             fail(
                 f"{EVALUATION}.{INTERVAL}",
-                f"must be 1 when {' and '.join(users)} use(s) the evaluation metric `{metric}` "
+                f"must be 1 when {' and '.join(users)} "
+                f"{'uses' if len(users) == 1 else 'use'} the evaluation metric `{metric}` "
                 f"(Tune reads it from every result); got {interval}",
             )
     if scheduler is not None:

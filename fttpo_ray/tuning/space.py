@@ -37,7 +37,11 @@ from typing import Any
 from ray.tune.search import Repeater
 from ray.tune.search.repeater import TRIAL_INDEX
 
-from fttpo_ray.algorithms.offline_data import DEFAULT_HELD_OUT_FRACTION, DEFAULT_SPLIT_SEED
+from fttpo_ray.algorithms.offline_data import (
+    DEFAULT_HELD_OUT_FRACTION,
+    DEFAULT_SPLIT_SEED,
+    check_finite,
+)
 from fttpo_ray.errors import ConfigError
 from fttpo_ray.tuning.schema import (
     ASHA,
@@ -143,14 +147,17 @@ def dataset_ref(ds: DatasetSpec, env_id: str | None = None) -> DatasetRef:
 
 def prepare_dataset(spec: ExperimentSpec, ds: DatasetSpec | None = None) -> DatasetRef:
     """Make sure a dataset of the YAML (the first by default) exists (created on demand where
-    possible) and read its env."""
+    possible), holds only finite numbers, and read its env."""
     from fttpo_ray.data import ensure_dataset, ensure_mixture, load_transitions
 
     ds = ds or spec.dataset
     if ds.parts:
         ensure_mixture(ds.parts)  # combined once (parts downloaded where needed)
     ensure_dataset(ds.id, env_id=ds.env, episodes=ds.episodes, seed=ds.seed)
-    env_id = ds.env or load_transitions(ds.id).env_id
+    transitions = load_transitions(ds.id)
+    # A NaN or inf would fail every trial while it is built: say so once, before Ray starts.
+    check_finite(transitions.as_dict(), ds.id)
+    env_id = ds.env or transitions.env_id
     logger.info("Dataset '%s' ready (environment %s)", ds.id, env_id)
     return dataset_ref(ds, env_id)
 

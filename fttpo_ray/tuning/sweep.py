@@ -17,8 +17,10 @@ runs are reused, not duplicated (see :mod:`fttpo_ray.tuning.tracking`).
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import shutil
 import time
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
@@ -28,7 +30,7 @@ from typing import Any
 
 from fttpo_ray.data.minari_files import content_digest
 from fttpo_ray.data.object_store import release_transitions, share_transitions
-from fttpo_ray.errors import ConfigError, FttpoError, first_line
+from fttpo_ray.errors import ConfigError, FttpoError, StorageFullError, first_line
 from fttpo_ray.tuning.progress import ProgressCallback
 from fttpo_ray.tuning.runtime import check_address, located, start_ray, stop_ray, storage_root
 from fttpo_ray.tuning.schema import (
@@ -94,6 +96,17 @@ STATE_STARTED = "started"
 DONE = "done"
 #: Tune's result key naming the trial.
 TRIAL_ID = "trial_id"
+#: RLlib's config key of the module's settings, and the end of its layer-width keys
+#: (``fcnet_hiddens``, ``head_fcnet_hiddens``, ...).
+MODEL_CONFIG = "model_config"
+HIDDENS_SUFFIX = "hiddens"
+#: Free space of the storage's disk below which `fttpo sweep` / `train` refuse to start: a tiny
+#: sweep's checkpoints and Tune's state take about 1 MiB per trial.
+MIN_FREE_STORAGE_BYTES = 16 * 2**20
+#: Free space below which a disk that failed a write counts as full.
+FULL_DISK_BYTES = 2**20
+#: The words of the error ``ENOSPC`` (how it shows in the messages Ray passes on).
+NO_SPACE_MESSAGE = "No space left on device"
 
 
 @dataclass
@@ -111,14 +124,70 @@ class SweepOutcome:
     wall_s: float = 0.0
 
 
-def _new_sweep_path(root: Path, name: str) -> Path:
-    """A sweep directory that does not exist yet (named after the time; made by the caller)."""
-    base = root / name / datetime.now().strftime(TIME_FORMAT)
-    path, index = base, 1
-    while path.exists():
-        path = base.with_name(f"{base.name}-{index}")
-        index += 1
+def new_run_dir(parent: Path, prefix: str = "") -> Path:
+    """Create and return a new directory ``<parent>/<prefix><time>`` (``-1``, ``-2``, ... appended
+    when a run started in the same second has it): made atomically, so that two runs started at
+    once never share one, whatever the process."""
+    parent.mkdir(parents=True, exist_ok=True)
+    base = f"{prefix}{datetime.now().strftime(TIME_FORMAT)}"
+    index = 0
+    while True:
+        path = parent / (f"{base}-{index}" if index else base)
+        try:
+            path.mkdir()
+        except FileExistsError:
+            index += 1
+            continue
+        return path
+
+
+def _existing_ancestor(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
     return path
+
+
+def free_bytes(path: Path) -> int:
+    """Free space of the disk that holds ``path`` (or would hold it: its nearest existing
+    ancestor)."""
+    return shutil.disk_usage(_existing_ancestor(path)).free
+
+
+def check_free_space(root: Path) -> None:
+    """Raise :class:`StorageFullError` when the disk of the storage ``root`` has less than
+    :data:`MIN_FREE_STORAGE_BYTES` free (checked before anything starts or is created)."""
+    free = free_bytes(root)
+    if free < MIN_FREE_STORAGE_BYTES:
+        raise StorageFullError(
+            f"the disk of storage directory '{root}' is (nearly) full: {free / 2**20:.1f} MiB "
+            f"free, at least {MIN_FREE_STORAGE_BYTES // 2**20} MiB needed for checkpoints and "
+            "Tune's state; free some space or choose another --storage"
+        )
+
+
+def is_disk_full(err: BaseException | None, path: Path) -> bool:
+    """Whether ``err`` (or its cause or context) is ``ENOSPC``, or the disk of ``path`` is
+    full now (Tune reports a failed write as other errors, such as ``EOFError`` reading a
+    truncated error file)."""
+    seen = 0
+    while err is not None and seen < 16:
+        if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+            return True
+        if NO_SPACE_MESSAGE in str(err):
+            return True
+        err = err.__cause__ or err.__context__
+        seen += 1
+    return free_bytes(path) < FULL_DISK_BYTES
+
+
+def disk_full_error(path: Path, what: str, removed: Path | None = None) -> StorageFullError:
+    """The one-line error of a storage disk that filled up while ``what`` happened (``removed``:
+    the half-written folder taken away)."""
+    gone = f"; the half-written '{removed}' was removed" if removed is not None else ""
+    return StorageFullError(
+        f"the disk of storage directory '{path}' is full ({NO_SPACE_MESSAGE}) while {what}"
+        f"{gone}; free some space or choose another --storage, then run again"
+    )
 
 
 def latest_sweep_dir(root: Path, name: str) -> Path:
@@ -219,8 +288,25 @@ def check_run_configs(
             config = algorithm_config(spec, run, dataset, seed=seed, overrides=overrides)
             try:
                 config.validate()
+                check_layer_widths(config.model_config)
             except (FttpoError, ValueError) as err:
                 raise ConfigError(f"{label}: {first_line(err)}") from None
+
+
+def check_layer_widths(model_config: Any) -> None:
+    """Raise :class:`ConfigError` for a ``model_config`` whose layer widths (its ``*hiddens``
+    lists, such as ``fcnet_hiddens``) are not integers >= 1: a network RLlib cannot build (it
+    fails inside the trial, ``fcnet_hiddens: [0]`` with a division by zero)."""
+    for key, widths in dict(model_config or {}).items():
+        if not key.endswith(HIDDENS_SUFFIX) or widths is None:
+            continue
+        valid = isinstance(widths, (list, tuple)) and all(
+            isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in widths
+        )
+        if not valid:
+            raise ConfigError(
+                f"`{MODEL_CONFIG}.{key}` must list layer widths, integers >= 1; got {widths!r}"
+            )
 
 
 def _tuner(
@@ -355,6 +441,7 @@ def run_sweep(
         max_concurrent = spec.max_concurrent if max_concurrent is None else max_concurrent
 
     check_tracking_store(uri)
+    check_free_space(root)
     first_seed = spec.seeds[0]
     kinds = {run.name: trainable_kind(run.algorithm) for run in spec.runs}
     fttpo_runs = [run for run in spec.runs if kinds[run.name] == KIND_FTTPO]
@@ -372,18 +459,23 @@ def run_sweep(
 
     client = open_tracking_store(uri)
     if not resume:
-        sweep_dir = _new_sweep_path(root, spec.name)
+        sweep_dir = root / spec.name  # the sweep's own directory is made once Ray runs
     parent_id = state.get(STATE_PARENT_RUN_ID, "")
     outcome = SweepOutcome(spec.name, uri, "", parent_id, sweep_dir)
     started_ray = start_ray(address)
     status = FAILED
     shared: list[Any] = []
+    made: Path | None = None  # the sweep directory this call created
+    writing = "the sweep's state was written"  # what a full disk interrupted
     try:
         # FtTPO trials read their transition table from Ray's object store (put once here), so
         # no node needs the dataset on its disk.
         shared = share_transitions(p.dataset.id for p in plans if p.kind == KIND_FTTPO)
         exp_id = outcome.experiment_id = experiment_id(client, spec.name, uri)
-        sweep_dir.mkdir(parents=True, exist_ok=True)
+        if resume:
+            sweep_dir.mkdir(parents=True, exist_ok=True)
+        else:
+            sweep_dir = outcome.sweep_dir = made = new_run_dir(root / spec.name)
         if parent_id:
             client.update_run(parent_id, status=RUNNING)
         else:
@@ -448,7 +540,10 @@ def run_sweep(
                 resume=resume,
             )
             logger.info("Run '%s' (%s) starts on %s", run.name, run.algorithm, plan.dataset.id)
+            writing = f"run '{run.name}' was running"
             grid = tuner.fit()
+            if grid.num_errors and is_disk_full(None, sweep_dir):
+                raise OSError(errno.ENOSPC, NO_SPACE_MESSAGE)  # the trials failed of it
             outcome.trials += len(grid)
             outcome.errored += grid.num_errors
             tracked = tracker.trial_runs.items()
@@ -461,6 +556,13 @@ def run_sweep(
         outcome.interrupted = True
         status = KILLED
         raise
+    except Exception as err:  # noqa: BLE001 - a full disk shows as any of Tune's errors
+        if not is_disk_full(err, sweep_dir):
+            raise
+        if made is not None:
+            # Half-written checkpoints and state that cannot be resumed: gone, freeing the space.
+            shutil.rmtree(made, ignore_errors=True)
+        raise disk_full_error(root, writing, made) from None
     finally:
         if parent_id:
             client.set_terminated(parent_id, status=status)

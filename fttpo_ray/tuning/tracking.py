@@ -1080,6 +1080,10 @@ class MLflowTrackingCallback(Callback):
         self._finish(trial, FINISHED)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        if trial.trial_id not in self.trial_runs:
+            # It failed while being built (Tune starts a trial once its trainable is set up):
+            # it still gets its run, so that it has its row and its outcome.
+            self.on_trial_start(iteration, trials, trial)
         self._finish(trial, FAILED)
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:

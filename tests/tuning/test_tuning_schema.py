@@ -195,7 +195,7 @@ def test_a_list_of_datasets_is_an_environment_axis(tmp_path: Path) -> None:
         ),
         (
             {"mode": "max", "scheduler": {"name": "asha"}},
-            "`metric` is missing: `scheduler` need it",
+            "`metric` is missing: `scheduler` needs it",
         ),
         (
             {"metric": METRIC, "mode": "up", "scheduler": {"name": "asha"}},
