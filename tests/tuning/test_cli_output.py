@@ -91,7 +91,7 @@ def test_sweep_prints_only_results_on_stdout_and_only_progress_on_stderr(
         ("fttpo", "thin"),
     ]
     assert all(WHERE_LINE.match(line) for line in where.splitlines()), where
-    assert len(where.splitlines()) == 4
+    assert len(where.splitlines()) == 5
 
     err = proc.stderr.splitlines()
     assert [line for line in err if not LOG_LINE.match(line)] == []

@@ -14,7 +14,8 @@ from mlflow.tracking import MlflowClient
 from fttpo_ray.tuning import tracking as tr
 from tests.tuning import dashboard
 from tests.tuning.mlflow_server import mlflow_server
-from tests.tuning.test_sweep_e2e import run_cli, tiny_quickstart
+from tests.helpers import run_cli
+from tests.tuning.test_sweep_e2e import tiny_quickstart
 
 EXPERIMENT = "tiny_quickstart"
 DATASET_ID = "fttpo/treatment/random-v0"

@@ -42,7 +42,7 @@ def tiny_quickstart(path: Path) -> Path:
     runs = {run["name"]: run for run in data["runs"]}
     fttpo, iql = runs["fttpo"], runs["iql"]
     fttpo["search"]["variant"] = {"grid_search": ["fttpo", "rar"]}
-    fttpo["config"].update(
+    fttpo.setdefault("config", {}).update(
         num_gradient_steps_per_iteration=5,
         train_batch_size_per_learner=32,
         model_config={"fcnet_hiddens": [16, 16]},
