@@ -31,7 +31,7 @@ pytestmark = [
 def test_trials_listed_and_charted_on_first_open(tmp_path: Path, ray_local: None) -> None:
     path = tiny_quickstart(tmp_path / f"{EXPERIMENT}.yaml")
     with mlflow_server(tmp_path) as server:
-        rc, stdout = run_cli(
+        rc, stdout, _ = run_cli(
             ["sweep", str(path), "--mlflow-uri", server.uri, "--storage", str(tmp_path),
              "--iterations", "2"]
         )  # fmt: skip
