@@ -227,7 +227,7 @@ def main() -> None:
     import ray
     import torch
 
-    from tests.tuning.mlflow_server import mlflow_server
+    from fttpo_ray.reporting.mlflow_server import mlflow_server
 
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory(prefix="fttpo-driver-bench-") as tmp:

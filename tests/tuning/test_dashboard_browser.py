@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from fttpo_ray.reporting import dashboard
+from fttpo_ray.reporting.mlflow_server import mlflow_server
 from fttpo_ray.tuning import tracking as tr
-from tests.tuning import dashboard
-from tests.tuning.mlflow_server import mlflow_server
 from tests.helpers import run_cli
 from tests.tuning.test_sweep_e2e import tiny_quickstart
 

@@ -1,9 +1,9 @@
 """``fttpo sweep --mlflow-uri http://127.0.0.1:PORT``: a sweep tracked by an MLflow tracking server
 run as teams run one (``mlflow server``, SQLite backend store, local artifact root, artifacts
-proxied by the server), started and stopped by the test (tests/tuning/mlflow_server.py). Runs,
-params, metrics and artifacts (each trial's ``config.json`` and final checkpoint, the sweep's
-YAML and report) reach the server over HTTP and land in its stores, none in the working
-directory."""
+proxied by the server), started and stopped by the test
+(``fttpo_ray/reporting/mlflow_server.py``). Runs, params, metrics and artifacts (each trial's
+``config.json`` and final checkpoint, the sweep's YAML and report) reach the server over HTTP
+and land in its stores, none in the working directory."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from fttpo_ray.reporting.mlflow_server import mlflow_server
 from fttpo_ray.tuning import tracking as tr
 from tests.helpers import run_cli
 from tests.tuning import ray_cluster
-from tests.tuning.mlflow_server import mlflow_server
 
 pytestmark = pytest.mark.slow
 

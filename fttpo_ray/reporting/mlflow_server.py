@@ -1,6 +1,7 @@
-"""An MLflow tracking server as teams run one, for tests and benchmarks: ``mlflow server`` with a
-SQLite backend store and a local artifact root, proxying artifacts (``--serve-artifacts``, the
-default), on 127.0.0.1 and a free port; started and stopped by the caller (a context manager).
+"""An MLflow tracking server as teams run one: ``mlflow server`` with a SQLite backend store and a
+local artifact root, proxying artifacts (``--serve-artifacts``, the default), on 127.0.0.1 and a
+free port; started and stopped by the caller (a context manager). Used by the tests, the
+benchmarks and ``docs/make_dashboard_screenshots.py``.
 """
 
 from __future__ import annotations

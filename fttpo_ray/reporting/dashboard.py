@@ -2,7 +2,7 @@
 Chromium (Debian's ``chromium`` package) into a screenshot or the DOM, and shared views (a
 grouping, a parallel-coordinates chart) stored in the experiment for a link to open.
 
-Used by the browser test (``test_dashboard_browser.py``) and by
+Used by the browser test (``tests/tuning/test_dashboard_browser.py``) and by
 ``docs/make_dashboard_screenshots.py``. The shared-view state is MLflow 3.17's own (the UI's
 "Share" button writes the same experiment tag); the browser test checks that it still opens.
 """
@@ -10,6 +10,7 @@ Used by the browser test (``test_dashboard_browser.py``) and by
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import subprocess
 from collections.abc import Sequence
@@ -19,6 +20,14 @@ from typing import Any
 #: What ``.ci/run`` installs (``apt-get install -y chromium``).
 CHROMIUM_NAMES = ("chromium", "chromium-browser")
 WINDOW = (1800, 1100)
+#: MLflow 3.17 opens its "MLflow Assistant" panel on a local server's first visit (it remembers
+#: the choice in the browser's storage, which a fresh headless profile does not have): the
+#: panel takes this share of the window at its right, after the page's margin.
+ASSISTANT_SHARE = 0.25
+PAGE_MARGIN_PX = 8
+#: :func:`screenshot` renders in a window this wide, so that the page left of the panel is
+#: :data:`WINDOW` wide, and cuts the panel off: the page a person sees once they close it.
+SCREENSHOT_WIDTH = math.ceil((WINDOW[0] + PAGE_MARGIN_PX) / (1 - ASSISTANT_SHARE))
 #: Virtual milliseconds a page gets to load its runs and draw its charts.
 BUDGET_MS = 60_000
 TIMEOUT_S = 180
@@ -27,6 +36,8 @@ TRAINING = "workflowType=machine_learning"
 CHART_VIEW = "compareRunsMode=CHART"
 SHARE_QUERY = "viewStateShareKey"
 SHARE_TAG_PREFIX = "mlflow.sharedViewState."
+#: Height of the parallel-coordinates chart (MLflow's chart cards are 360 px high).
+PARALLEL_HEIGHT_PX = 560
 #: Names in the DOM: a drawn chart (Plotly's root element) and an empty chart section.
 PLOT_CLASS = "js-plotly-plot"
 NO_CHARTS = "No charts in this section"
@@ -41,7 +52,9 @@ def chromium() -> str | None:
     return None
 
 
-def _run(args: Sequence[str], url: str) -> subprocess.CompletedProcess:
+def _run(
+    args: Sequence[str], url: str, window: tuple[int, int] = WINDOW
+) -> subprocess.CompletedProcess:
     executable = chromium()
     if executable is None:
         raise RuntimeError("chromium is not installed (apt-get install -y chromium)")
@@ -50,7 +63,7 @@ def _run(args: Sequence[str], url: str) -> subprocess.CompletedProcess:
         "--headless=new",
         "--no-sandbox",
         "--disable-gpu",
-        f"--window-size={WINDOW[0]},{WINDOW[1]}",
+        f"--window-size={window[0]},{window[1]}",
         f"--virtual-time-budget={BUDGET_MS}",
         *args,
         url,
@@ -64,11 +77,17 @@ def dump_dom(url: str) -> str:
 
 
 def screenshot(url: str, path: Path) -> Path:
-    """A PNG of the page as a person sees it in a :data:`WINDOW`-sized browser window."""
+    """A PNG of the page as a person sees it in a :data:`WINDOW`-sized browser window, the
+    Assistant panel closed (:data:`SCREENSHOT_WIDTH`)."""
+    from PIL import Image
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    _run([f"--screenshot={path}"], url)
+    _run([f"--screenshot={path}"], url, (SCREENSHOT_WIDTH, WINDOW[1]))
     if not path.is_file():
         raise RuntimeError(f"chromium wrote no screenshot to {path}")
+    with Image.open(path) as image:
+        page = image.crop((0, 0, *WINDOW))
+    page.save(path)
     return path
 
 
@@ -88,13 +107,29 @@ def group_by_param(param: str) -> dict[str, Any]:
     }
 
 
-def parallel_coordinates(params: Sequence[str], metric: str) -> dict[str, Any]:
-    """UI state: one parallel-coordinates chart of ``params`` against ``metric``, every run."""
+def charts_matching(pattern: str) -> dict[str, Any]:
+    """UI state: only the charts whose metric names match ``pattern`` (the charts' search box: a
+    regular expression, case-insensitive)."""
+    return {"chartsSearchFilter": pattern}
+
+
+def parallel_coordinates(
+    params: Sequence[str], metric: str, height_px: int = PARALLEL_HEIGHT_PX
+) -> dict[str, Any]:
+    """UI state: one parallel-coordinates chart of ``params`` against ``metric``, every run, in a
+    section of its own as wide as the chart view and ``height_px`` high."""
     section = "comparison"
     return {
         "runsHiddenMode": "SHOWALL",
         "compareRunSections": [
-            {"uuid": section, "name": "Comparison", "display": True, "isReordered": False}
+            {
+                "uuid": section,
+                "name": "Comparison",
+                "display": True,
+                "isReordered": False,
+                "columns": 1,
+                "cardHeight": height_px,
+            }
         ],
         "compareRunCharts": [
             {
