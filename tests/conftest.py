@@ -9,6 +9,7 @@ directory, never in the user's ``~/.minari``.
 ``ray_local`` (per module): a local Ray instance, started unless one is already running.
 ``toy_registered``: the toy trainable of ``tests/tuning/toy_trainable.py`` registered on it.
 ``trained`` (per module): the requesting module's FtTPO, built and trained.
+``cwd``: an empty working directory (MLflow's default store is ``./mlflow.db`` there).
 
 Helpers that take arguments (a tiny FtTPO config or YAML, the command line in-process) are
 functions in ``tests/helpers.py``.
@@ -76,3 +77,15 @@ def trained(request: pytest.FixtureRequest, ray_local: None) -> Iterator[tuple[F
         yield algo, results
     finally:
         algo.stop()
+
+
+@pytest.fixture
+def cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty working directory; MLflow's default store is ``./mlflow.db`` there."""
+    from fttpo_ray.tuning.tracking import TRACKING_URI_ENV
+
+    path = tmp_path / "cwd"
+    path.mkdir()
+    monkeypatch.chdir(path)
+    monkeypatch.delenv(TRACKING_URI_ENV, raising=False)
+    return path

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import contextlib
 import io
-from collections.abc import Mapping
+import subprocess
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import pytest
 import yaml
 
 from fttpo_ray import FtTPOConfig
@@ -119,3 +121,22 @@ def run_cli(args: list[str]) -> CliRun:
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         rc = main(args)
     return CliRun(rc, out.getvalue(), err.getvalue())
+
+
+def small_disk(path: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of ``size`` (mount's syntax: ``256k``, ``2M``) mounted at ``path``, for tests of
+    a full disk; needs the superuser (skipped where mounting is not permitted). Unmounted
+    lazily after the test: MLflow keeps an open engine on a store until the process ends."""
+    path.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "--lazy", str(path)], check=True)

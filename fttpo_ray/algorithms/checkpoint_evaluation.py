@@ -91,8 +91,7 @@ def check_checkpoint(path: str | Path) -> None:
             made = make_env(env, **(_state(config, _ENV_CONFIG_KEY) or {}))
         except FttpoError as err:
             raise ConfigError(
-                f"'{path}' is a checkpoint of {name} on '{env}', which cannot be made here "
-                f"({err})"
+                f"'{path}' is a checkpoint of {name} on '{env}', which cannot be made here ({err})"
             ) from None
         action_space = made.action_space
         made.close()

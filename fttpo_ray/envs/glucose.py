@@ -90,7 +90,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.error import ResetNeeded
 
-from fttpo_ray.errors import ConfigError, EnvironmentSpecError, NonFiniteError
+from fttpo_ray.envs.actions import action_vector
+from fttpo_ray.errors import ConfigError, EnvironmentSpecError
 
 #: The simglucose release whose simulation parts this module uses (installed with ``--no-deps``).
 SIMGLUCOSE_VERSION = "0.2.11"
@@ -270,23 +271,6 @@ def basal_bolus_action(observations: Any, max_bolus: float = DEFAULT_MAX_BOLUS) 
     return actions[0] if obs.ndim == 1 else actions
 
 
-def _as_action_vector(actions: Any) -> np.ndarray:
-    """Candidate actions as a float64 vector ``(N,)``; accepts a scalar, ``(N,)`` or ``(N, 1)``."""
-    a = np.asarray(actions, dtype=np.float64)
-    if a.ndim == 0:
-        a = a.reshape(1)
-    elif a.ndim == 2 and a.shape[1] == 1:
-        a = a[:, 0]
-    elif a.ndim != 1:
-        raise EnvironmentSpecError(
-            f"actions must have shape (N,) or (N, 1) for the 1-D bolus action; got shape "
-            f"{a.shape}; reshape them"
-        )
-    if not np.all(np.isfinite(a)):
-        raise NonFiniteError(f"actions must be finite; got {a}; check the policy output")
-    return a
-
-
 def _resolve_patients(patients: str | Sequence[str] | None) -> tuple[str, ...]:
     if patients is None:
         return PATIENT_NAMES
@@ -363,8 +347,7 @@ class GlucoseBolusEnv(gym.Env[np.ndarray, np.ndarray]):
             )
         if render_mode is not None:
             raise ConfigError(
-                f"the glucose simulator does not render; got render_mode={render_mode!r}, "
-                "pass None"
+                f"the glucose simulator does not render; got render_mode={render_mode!r}, pass None"
             )
         self.days = int(days)
         self.max_bolus = float(max_bolus)
@@ -435,7 +418,7 @@ class GlucoseBolusEnv(gym.Env[np.ndarray, np.ndarray]):
             raise EnvironmentSpecError(
                 f"the bolus action has one element; got shape {np.shape(action)}; pass shape (1,)"
             )
-        a = float(_as_action_vector(flat)[0])
+        a = float(action_vector(flat, what="actions", finite=True)[0])
         bolus = float(self.bolus_of(a)[0])
         was_prohibited = bool(self.prohibited([a])[0]) if self.label_prohibited else False
         minute, carbs = self._meals[self._next_meal]
@@ -464,7 +447,7 @@ class GlucoseBolusEnv(gym.Env[np.ndarray, np.ndarray]):
     # ------------------------------------------------------------------ oracle
     def bolus_of(self, actions: Any) -> np.ndarray:
         """Bolus (U) of each action: ``(clip(a, -1, 1) + 1) / 2 * max_bolus``, shape ``(N,)``."""
-        a = np.clip(_as_action_vector(actions), -1.0, 1.0)
+        a = np.clip(action_vector(actions, what="actions", finite=True), -1.0, 1.0)
         return (a + 1.0) * 0.5 * self.max_bolus
 
     def min_glucose(self, boluses: Any, *, exact: bool = False) -> np.ndarray:
@@ -478,7 +461,7 @@ class GlucoseBolusEnv(gym.Env[np.ndarray, np.ndarray]):
         ``exact=True``: simglucose's minute-by-minute stepping throughout (~5x slower).
         """
         self._require_decision()
-        doses = _as_action_vector(boluses)
+        doses = action_vector(boluses, what="actions", finite=True)
         return np.array([self._rollout_min(float(b), exact) for b in doses])
 
     def prohibited(self, actions: Any) -> np.ndarray:
@@ -630,9 +613,7 @@ class GlucoseBolusEnv(gym.Env[np.ndarray, np.ndarray]):
         back = TREND_MINUTES // SAMPLE_MINUTES
         cgm = self._cgm[-1]
         trend = cgm - self._cgm[max(len(self._cgm) - 1 - back, 0)]
-        iob = sum(
-            b * max(0.0, 1.0 - (minute - m) / IOB_DURATION_MINUTES) for m, b in self._boluses
-        )
+        iob = sum(b * max(0.0, 1.0 - (minute - m) / IOB_DURATION_MINUTES) for m, b in self._boluses)
         angle = 2.0 * math.pi * ((START_HOUR * 60 + minute) % MINUTES_PER_DAY) / MINUTES_PER_DAY
         return np.array(
             [

@@ -32,7 +32,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.error import ResetNeeded
 
-from fttpo_ray.errors import ConfigError, EnvironmentSpecError, NonFiniteError
+from fttpo_ray.envs.actions import action_vector
+from fttpo_ray.errors import ConfigError, NonFiniteError
 
 #: Dimension of the observed state and of the hidden mean.
 STATE_DIM = 8
@@ -99,21 +100,6 @@ def psd_factor(cov: np.ndarray) -> np.ndarray:
     """
     eigenvalues, eigenvectors = np.linalg.eigh(cov)
     return eigenvectors * np.sqrt(np.clip(eigenvalues, 0.0, None))[None, :]
-
-
-def _as_dose_vector(actions: Any) -> np.ndarray:
-    """Candidate doses as a float64 vector ``(N,)``; accepts a scalar, ``(N,)`` or ``(N, 1)``."""
-    a = np.asarray(actions, dtype=np.float64)
-    if a.ndim == 0:
-        a = a.reshape(1)
-    elif a.ndim == 2 and a.shape[1] == 1:
-        a = a[:, 0]
-    elif a.ndim != 1:
-        raise EnvironmentSpecError(
-            f"doses must have shape (N,) or (N, 1) for the 1-D treatment action; got shape "
-            f"{a.shape}; reshape them"
-        )
-    return a
 
 
 class TreatmentSimEnv(gym.Env[np.ndarray, np.ndarray]):
@@ -228,7 +214,9 @@ class TreatmentSimEnv(gym.Env[np.ndarray, np.ndarray]):
         Doses are clipped to [-1, 1] first, as the environment does. Shape ``(N,)``, float64.
         (In the lethal variant a lethal dose's actual reward is the penalty, not ``r̄``.)
         """
-        return expected_reward_at(self._current_mean(), self._cov, _as_dose_vector(actions))
+        return expected_reward_at(
+            self._current_mean(), self._cov, action_vector(actions, what="doses")
+        )
 
     def prohibited(self, actions: Any, delta: float | None = None) -> np.ndarray:
         """Which candidate doses are prohibited at the current state (bool, shape ``(N,)``).
@@ -236,7 +224,7 @@ class TreatmentSimEnv(gym.Env[np.ndarray, np.ndarray]):
         ``r̄(a) < r̄(0) - delta`` (worse than no treatment by more than ``delta``; default the
         ``prohibited_delta`` given at make time) or, in the lethal variant, ``|a| > threshold``.
         """
-        return self._evaluate(_as_dose_vector(actions), delta)[1]
+        return self._evaluate(action_vector(actions, what="doses"), delta)[1]
 
     def myopic_oracle_action(self) -> np.ndarray:
         """The allowed dose with the highest ``r̄`` at the current state, shape ``(1,)`` float32.

@@ -57,7 +57,6 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    TypeAdapter,
     ValidationError,
     create_model,
     model_validator,
@@ -359,9 +358,9 @@ class DatasetSpec(Section):
     env: NonEmptyStr | None = None
     episodes: PositiveInt | None = None
     seed: NonNegativeInt = 0
-    held_out_fraction: Annotated[
-        float, _interval(0.0, 1.0, low_open=False, high_open=True)
-    ] = DEFAULT_HELD_OUT_FRACTION
+    held_out_fraction: Annotated[float, _interval(0.0, 1.0, low_open=False, high_open=True)] = (
+        DEFAULT_HELD_OUT_FRACTION
+    )
     split_seed: NonNegativeInt = DEFAULT_SPLIT_SEED
     #: The ids combined into ``id`` when the YAML lists several (a mixture such as
     #: medium + expert; ``id`` is then :func:`fttpo_ray.data.remote.mixture_id` of them).
@@ -444,9 +443,7 @@ class SchedulerSpec(_Named):
     max_t: PositiveInt | None = None
     perturbation_interval: PositiveInt = 1
     hyperparam_mutations: dict[str, Any] = {}
-    quantile_fraction: Annotated[
-        Number, _interval(0.0, 0.5, low_open=True, high_open=False)
-    ] = 0.25
+    quantile_fraction: Annotated[Number, _interval(0.0, 0.5, low_open=True, high_open=False)] = 0.25
     resample_probability: Annotated[
         Number, _interval(0.0, 1.0, low_open=False, high_open=False)
     ] = 0.25

@@ -54,7 +54,7 @@ from urllib.parse import urlparse
 from ray.tune import Callback
 
 from fttpo_ray import metrics as m
-from fttpo_ray.data.minari_files import content_digest, dataset_exists, dataset_path
+from fttpo_ray.data.minari_files import dataset_exists, dataset_path
 from fttpo_ray.errors import ConfigError, first_line
 from fttpo_ray.tuning.trainables import report_vocabulary
 

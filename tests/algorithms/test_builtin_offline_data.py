@@ -20,7 +20,7 @@ from fttpo_ray.algorithms.offline_data import (
     discounted_returns_to_go,
     in_memory_input_kwargs,
 )
-from fttpo_ray.data import DatasetInfo, ensure_dataset, load_transitions
+from fttpo_ray.data import DatasetInfo, load_transitions
 from fttpo_ray.data.split import held_out_mask
 from fttpo_ray.errors import ConfigError
 from tests.helpers import TREATMENT_ID

@@ -19,8 +19,6 @@ from fttpo_ray.data.split import held_out_mask
 from fttpo_ray.errors import ConfigError
 from tests.helpers import TREATMENT_ID, tiny_fttpo_config
 
-
-
 #: The module's FtTPO (``trained``: three iterations of it).
 TRAINED_SETTINGS = {
     "num_gradient_steps_per_iteration": 15,

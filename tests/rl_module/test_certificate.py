@@ -60,9 +60,7 @@ def test_gain_spread_and_lower_bound_by_hand() -> None:
     delta = doses - 0.25
     torch.testing.assert_close(gain, 2.0 * delta)
     torch.testing.assert_close(spread, delta.abs())
-    torch.testing.assert_close(
-        certificate.lower_bound(obs, doses), 2.0 * delta - 1.5 * delta.abs()
-    )
+    torch.testing.assert_close(certificate.lower_bound(obs, doses), 2.0 * delta - 1.5 * delta.abs())
 
 
 def test_cut_keeps_the_certified_doses_of_the_thin_support() -> None:

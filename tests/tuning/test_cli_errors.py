@@ -24,7 +24,6 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from fttpo_ray.cli import EXIT_ERROR, main
-from fttpo_ray.tuning.tracking import TRACKING_URI_ENV
 from tests.helpers import TINY_ID, tiny_yaml
 
 #: Seconds a failing command may take (it takes about one; the machine is shared).
@@ -61,16 +60,6 @@ def listing(root: Path) -> set[str]:
 class Failure:
     line: str
     seconds: float
-
-
-@pytest.fixture
-def cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An empty working directory; MLflow's default store is ``./mlflow.db`` there."""
-    path = tmp_path / "cwd"
-    path.mkdir()
-    monkeypatch.chdir(path)
-    monkeypatch.delenv(TRACKING_URI_ENV, raising=False)
-    return path
 
 
 def fails(

@@ -22,9 +22,7 @@ DATASET_ID = "fttpo/treatment/random-v0"
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(
-        dashboard.chromium() is None, reason="needs chromium (.ci/run installs it)"
-    ),
+    pytest.mark.skipif(dashboard.chromium() is None, reason="needs chromium (.ci/run installs it)"),
 ]
 
 

@@ -28,9 +28,7 @@ RETURN = "evaluation/thin/episode_return_mean"
 FAT_RETURN = "evaluation/fat/episode_return_mean"
 
 
-def context(
-    experiment_id: str = "1", sweep_run_id: str = "", **fields: object
-) -> tr.RunContext:
+def context(experiment_id: str = "1", sweep_run_id: str = "", **fields: object) -> tr.RunContext:
     values: dict = {
         "experiment_id": experiment_id,
         "parent_run_id": sweep_run_id,

@@ -17,8 +17,8 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from fttpo_ray.tuning import tracking as tr
 from fttpo_ray.reporting.report import RESULTS_CSV, RESULTS_MD
+from fttpo_ray.tuning import tracking as tr
 from tests.helpers import run_cli
 from tests.tuning.toy_trainable import TOY_NAME
 

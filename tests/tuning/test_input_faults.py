@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import pickle
-import subprocess
 import threading
 from collections.abc import Iterator
 from datetime import datetime
@@ -26,22 +25,12 @@ from fttpo_ray.runs import train
 from fttpo_ray.runs.evaluate import ALGORITHM_STATE_FILE
 from fttpo_ray.tuning import sweep
 from fttpo_ray.tuning.schema import load_experiment
-from fttpo_ray.tuning.tracking import TRACKING_URI_ENV
+from tests.helpers import small_disk
 from tests.tuning.test_cli_errors import fails, tiny_yaml
 
 #: What ``fttpo eval`` says it accepts, at the end of each of its checkpoint errors.
 EVAL_ACCEPTS = "fttpo eval accepts the checkpoint of an algorithm with continuous (Box) actions"
 CLASS_FILE = "class_and_ctor_args.pkl"
-
-@pytest.fixture
-def cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An empty working directory; MLflow's default store is ``./mlflow.db`` there."""
-    path = tmp_path / "cwd"
-    path.mkdir()
-    monkeypatch.chdir(path)
-    monkeypatch.delenv(TRACKING_URI_ENV, raising=False)
-    return path
-
 
 #: The dataset of the tests that train (``tests/tuning/test_cli_errors.py`` checks that its own
 #: is never collected).
@@ -400,7 +389,7 @@ def test_the_error_of_a_failed_trial_is_its_cause(tmp_path: Path) -> None:
     trial's own copy of its traceback."""
     from types import SimpleNamespace
 
-    from fttpo_ray.tuning.progress import trial_error, traceback_path
+    from fttpo_ray.tuning.progress import traceback_path, trial_error
 
     error_file = tmp_path / "session" / "error.txt"
     error_file.parent.mkdir()
@@ -460,24 +449,6 @@ def test_a_trial_failing_while_built_has_its_run_its_row_and_one_line(
 
 
 # ---- defect 3: a full disk under --storage ----------------------------------------------------
-
-
-def small_disk(path: Path, size: str) -> Iterator[Path]:
-    """A tmpfs of ``size`` mounted at ``path`` (needs root: skipped where mounting is not
-    permitted), unmounted after the test."""
-    path.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", str(path)], check=True)
 
 
 @pytest.fixture

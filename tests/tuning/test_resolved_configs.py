@@ -85,9 +85,7 @@ def resolve(path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[list[dict], di
         calls.append({"dataset_id": dataset_id, **kwargs})
         return config
 
-    monkeypatch.setattr(
-        builtin_offline, "configure_builtin_offline", configure_builtin_offline
-    )
+    monkeypatch.setattr(builtin_offline, "configure_builtin_offline", configure_builtin_offline)
     monkeypatch.setattr(rllib_evaluation, "reference_scores", lambda dataset_id: dataset_id)
     spec = load_experiment(path)
     plans, defaults = [], {}
@@ -143,9 +141,7 @@ def test_shipped_yaml_resolves_to_the_snapshot_trial_configs(
 ) -> None:
     plans, new_defaults = resolve(path, monkeypatch)
     olds = SNAPSHOT_DATA[PLANS][path.name]
-    assert [(p["run"], p["trainable"]) for p in plans] == [
-        (p["run"], p["trainable"]) for p in olds
-    ]
+    assert [(p["run"], p["trainable"]) for p in plans] == [(p["run"], p["trainable"]) for p in olds]
     for old, new in zip(olds, plans, strict=True):
         defaults = new_defaults[new["trainable"]]
         builtin = old[BUILTIN_OFFLINE] and {**old[BUILTIN_OFFLINE], **BUILTIN_MIGRATION}

@@ -38,6 +38,7 @@ from fttpo_ray.cli import EXIT_ERROR, main
 from fttpo_ray.errors import ConfigError
 from fttpo_ray.tuning import runtime
 from fttpo_ray.tuning.tracking import create_sqlite_store, open_tracking_store
+from tests.helpers import small_disk
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -119,22 +120,8 @@ TMPFS_BYTES = 256 * 1024
 
 @pytest.fixture
 def tiny_tmpfs(tmp_path: Path) -> Iterator[Path]:
-    """A 256 KiB tmpfs (a fresh MLflow store takes about 1 MB); needs the superuser."""
-    mount = tmp_path / "tiny"
-    mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={TMPFS_BYTES}", "tmpfs", str(mount)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs: {done.stderr.strip()}")
-    try:
-        yield mount
-    finally:
-        # Lazily: MLflow keeps its engine (an open file) on the store until the process ends.
-        subprocess.run(["umount", "--lazy", str(mount)], check=False)
+    """A 256 KiB tmpfs (a fresh MLflow store takes about 1 MB)."""
+    yield from small_disk(tmp_path / "tiny", f"{TMPFS_BYTES // 1024}k")
 
 
 @pytest.mark.slow
@@ -193,8 +180,15 @@ def test_processes_creating_one_store_at_once_share_it(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO), "MLFLOW_LOGGING_LEVEL": "WARNING"}
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", CREATOR, sqlite_uri(db), str(tmp_path / f"ready{i}"), str(go),
-             f"sweep{i}"],
+            [
+                sys.executable,
+                "-c",
+                CREATOR,
+                sqlite_uri(db),
+                str(tmp_path / f"ready{i}"),
+                str(go),
+                f"sweep{i}",
+            ],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -208,7 +202,7 @@ def test_processes_creating_one_store_at_once_share_it(tmp_path: Path) -> None:
         time.sleep(0.01)
     go.touch()
     results = [proc.communicate(timeout=CREATOR_TIMEOUT_S) for proc in procs]
-    failures = [err for proc, (_, err) in zip(procs, results) if proc.returncode != 0]
+    failures = [err for proc, (_, err) in zip(procs, results, strict=True) if proc.returncode != 0]
     assert failures == []
     names = sorted(e.name for e in MlflowClient(sqlite_uri(db)).search_experiments())
     assert names == ["Default", *(f"sweep{i}" for i in range(CREATORS))]

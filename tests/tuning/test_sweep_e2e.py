@@ -14,8 +14,8 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from fttpo_ray.tuning import tracking as tr
 from fttpo_ray.reporting.report import RESULTS_CSV, RESULTS_MD, TRIALS_CSV
+from fttpo_ray.tuning import tracking as tr
 from tests.helpers import run_cli
 
 REPO = Path(__file__).resolve().parents[2]

@@ -22,8 +22,8 @@ from ray.rllib.algorithms.cql import CQLConfig
 
 from fttpo_ray.algorithms.offline_data import (
     DEFAULT_HELD_OUT_FRACTION,
-    IN_MEMORY_MAX_TRANSITIONS,
     DEFAULT_SPLIT_SEED,
+    IN_MEMORY_MAX_TRANSITIONS,
     InMemoryOfflineData,
     check_streamable,
     fits_in_memory,

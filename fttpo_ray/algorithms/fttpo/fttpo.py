@@ -62,8 +62,8 @@ from fttpo_ray.algorithms.fttpo.selection import (
 from fttpo_ray.algorithms.learner_module import learner_module
 from fttpo_ray.algorithms.offline_data import (
     DEFAULT_HELD_OUT_FRACTION,
-    IN_MEMORY_MAX_TRANSITIONS,
     DEFAULT_SPLIT_SEED,
+    IN_MEMORY_MAX_TRANSITIONS,
     handing_over,
 )
 from fttpo_ray.defaults import EVALUATION_SEED

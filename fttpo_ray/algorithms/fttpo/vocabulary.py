@@ -29,7 +29,6 @@ VARIANT_KEY = "variant"
 HEATMAP = Heatmap(rows=THIN_Q, columns=KL_WEIGHT, panels=FAT_Q, policy=m.THIN)
 
 
-
 def variant_parameters(variant: str) -> tuple[str, ...]:
     """The report parameters of a variant: ``thin_q`` only where it has a thin policy (not
     Tsallis-AWAC, ``fat_only``); every one for a variant this version does not know (a store
