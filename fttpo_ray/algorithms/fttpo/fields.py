@@ -4,8 +4,7 @@
 :class:`Field`; :func:`check_field` checks one value against it and raises
 :class:`~fttpo_ray.errors.ConfigError` naming the field, the bad value and the valid range, in
 one line. ``FtTPOConfig.validate`` checks every field of the table, then the few rules that
-relate several fields (kept as an explicit list there). The YAML schema may read the table too
-(:func:`field_names`, :attr:`Field.python_type`, :meth:`Field.describe`).
+relate several fields (kept as an explicit list there).
 """
 
 from __future__ import annotations
@@ -32,15 +31,6 @@ POSITIVE_PAIR = "positive_pair"
 #: A non-empty list of integers >= 1 (layer widths).
 WIDTHS = "widths"
 
-_PYTHON_TYPES = {
-    NUMBER: float,
-    INTEGER: int,
-    FLAG: bool,
-    CHOICE: str,
-    POSITIVE_PAIR: tuple,
-    WIDTHS: list,
-}
-
 
 @dataclass(frozen=True)
 class Field:
@@ -60,11 +50,6 @@ class Field:
     label: str = ""
     why: str = ""
     optional: bool = False
-
-    @property
-    def python_type(self) -> type:
-        """The Python type of the field's values (``float`` for numbers, ``int`` also accepted)."""
-        return _PYTHON_TYPES[self.kind]
 
     def describe(self) -> str:
         """What a valid value is, as the error message says it (``in [1, 3)``, ``an integer >=
@@ -225,11 +210,6 @@ FIELDS: Mapping[str, Field] = MappingProxyType(
         "seed": Field(INTEGER, low=0, optional=True),
     }
 )
-
-
-def field_names() -> tuple[str, ...]:
-    """The names of the checked fields, in table order."""
-    return tuple(FIELDS)
 
 
 def check_fields(config: Any) -> None:
