@@ -22,6 +22,11 @@ sparse acting policy — or ``fat`` — the heavy-tailed proposal):
   above plus ``abstention_rate`` (states given the safe action), ``certified_share_mean``
   (certified share of the thin support), ``certified_width_mean`` (width of the certified
   support), ``certificate_bound_width_mean`` (``c σ̂``) and ``certificate_multiplier`` (``c``).
+- Glucose simulator only (docs/metrics.md), in percent of the 3-minute glucose samples:
+  ``evaluation/P/time_in_range`` (70–180 mg/dL), ``time_below_70``, ``time_below_54``,
+  ``time_above_180``, and ``glucose_mean`` (mg/dL); per patient group ``G``
+  (adolescent, adult, child) the same five and ``violation_rate`` and
+  ``deaths_per_100_episodes`` as ``evaluation/P/<name>/G`` (:func:`group_metric`).
 - ``learner/{critic,value,fat,thin}_loss``: the four losses of docs/algorithm.md §2.
 - ``learner/grad_steps_per_s``: gradient steps per second of the learner in the last iteration.
 """
@@ -59,6 +64,23 @@ CERTIFIED_WIDTH_MEAN = "certified_width_mean"
 CERTIFICATE_BOUND_WIDTH_MEAN = "certificate_bound_width_mean"
 CERTIFICATE_MULTIPLIER = "certificate_multiplier"
 
+# The glucose simulator's clinical measures (percent of 3-minute samples; mean in mg/dL).
+TIME_IN_RANGE = "time_in_range"
+TIME_BELOW_70 = "time_below_70"
+TIME_BELOW_54 = "time_below_54"
+TIME_ABOVE_180 = "time_above_180"
+GLUCOSE_MEAN = "glucose_mean"
+#: Metrics also reported per patient group (:func:`group_metric`).
+GROUP_METRICS = (
+    TIME_IN_RANGE,
+    TIME_BELOW_70,
+    TIME_BELOW_54,
+    TIME_ABOVE_180,
+    GLUCOSE_MEAN,
+    VIOLATION_RATE,
+    DEATHS_PER_100_EPISODES,
+)
+
 CRITIC_LOSS = "critic_loss"
 VALUE_LOSS = "value_loss"
 FAT_LOSS = "fat_loss"
@@ -69,6 +91,11 @@ GRAD_STEPS_PER_S = "grad_steps_per_s"
 def evaluation_key(policy: str, name: str) -> str:
     """``evaluation/<policy>/<name>``, e.g. ``evaluation/thin/violation_rate``."""
     return f"{EVALUATION_PREFIX}/{policy}/{name}"
+
+
+def group_metric(name: str, group: str) -> str:
+    """``<name>/<group>``, e.g. ``time_in_range/child``: a metric of one patient group."""
+    return f"{name}/{group}"
 
 
 def learner_key(name: str) -> str:

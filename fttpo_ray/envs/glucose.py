@@ -13,7 +13,8 @@ simulated days of one patient from ``START_HOUR`` (03:00) to 03:00 ``days`` late
 (simglucose's ``RandomScenario``: 3 main meals with probability 0.95 each and 3 snacks with
 probability 0.3 each, between 05:00 and 23:00) all fall inside it, so an episode has 3–6
 decisions per day. Meals starting in the same minute are one decision (their carbohydrates
-summed).
+summed). An episode drawn without any meal (probability ~4e-5 a day) takes the meals of the next
+scenario seed instead, so every episode has at least one decision.
 
 **Observation** (float32, shape ``(9,)``; what a clinician knows, scaled to order one):
 
@@ -90,6 +91,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.error import ResetNeeded
 
+from fttpo_ray import metrics as m
 from fttpo_ray.envs.actions import action_vector
 from fttpo_ray.errors import ConfigError, EnvironmentSpecError
 
@@ -271,6 +273,63 @@ def basal_bolus_action(observations: Any, max_bolus: float = DEFAULT_MAX_BOLUS) 
     return actions[0] if obs.ndim == 1 else actions
 
 
+def patient_group(patient_index: int) -> str:
+    """The group (``adolescent``, ``adult``, ``child``) of ``PATIENT_NAMES[patient_index]``."""
+    return PATIENT_NAMES[patient_index].split("#")[0]
+
+
+def glucose_metrics(episodes: Sequence[Sequence[dict[str, Any]]]) -> dict[str, float]:
+    """The clinical measures of evaluated episodes (docs/metrics.md), overall and per group.
+
+    ``episodes`` holds, per episode, its ``info`` dicts in order: the one of ``reset`` (the
+    samples before the first meal) and then one per ``step`` (one per decision). Times are
+    percentages of all 3-minute glucose samples of the episodes pooled (an episode that ends in
+    death contributes the samples it lived; deaths are reported beside):
+    ``time_in_range`` (70–180 mg/dL), ``time_below_70``, ``time_below_54``, ``time_above_180``,
+    and ``glucose_mean`` (mg/dL, pooled mean). Per patient group ``G`` the same five and
+    ``violation_rate`` (prohibited share of the group's decisions, ``info["prohibited"]``) and
+    ``deaths_per_100_episodes``, under :func:`fttpo_ray.metrics.group_metric` names; a group with
+    no episode is left out.
+    """
+    totals: dict[str, np.ndarray] = {}
+    keys = (INFO_SAMPLES, INFO_IN_RANGE, INFO_BELOW_70, INFO_BELOW_54, INFO_ABOVE_180)
+    for infos in episodes:
+        if not infos:
+            raise ConfigError("`episodes` holds an empty episode; give each its reset info first")
+        group = patient_group(int(infos[0][INFO_PATIENT_INDEX]))
+        decisions = infos[1:]
+        row = np.array(
+            [sum(float(info[key]) for info in infos) for key in keys]
+            + [sum(float(info[INFO_GLUCOSE_SUM]) for info in infos)]
+            + [sum(bool(info[INFO_PROHIBITED]) for info in decisions), len(decisions)]
+            + [float(any(bool(info[INFO_DEATH]) for info in decisions)), 1.0]
+        )
+        totals[group] = totals.get(group, np.zeros_like(row)) + row
+    if not totals:
+        raise ConfigError("`episodes` is empty; evaluate at least one episode")
+
+    def measures(t: np.ndarray) -> dict[str, float]:
+        samples, in_range, below_70, below_54, above_180, glucose_sum = t[:6]
+        return {
+            m.TIME_IN_RANGE: 100.0 * in_range / samples,
+            m.TIME_BELOW_70: 100.0 * below_70 / samples,
+            m.TIME_BELOW_54: 100.0 * below_54 / samples,
+            m.TIME_ABOVE_180: 100.0 * above_180 / samples,
+            m.GLUCOSE_MEAN: glucose_sum / samples,
+        }
+
+    result = measures(sum(totals.values()))
+    for group in PATIENT_GROUPS:
+        if group not in totals:
+            continue
+        t = totals[group]
+        per_group = measures(t)
+        per_group[m.VIOLATION_RATE] = t[6] / t[7] if t[7] else 0.0
+        per_group[m.DEATHS_PER_100_EPISODES] = 100.0 * t[8] / t[9]
+        result.update({m.group_metric(k, group): float(v) for k, v in per_group.items()})
+    return {k: float(v) for k, v in result.items()}
+
+
 def _resolve_patients(patients: str | Sequence[str] | None) -> tuple[str, ...]:
     if patients is None:
         return PATIENT_NAMES
@@ -311,6 +370,10 @@ class GlucoseBolusEnv(gym.Env[np.ndarray, np.ndarray]):
     """
 
     metadata = {"render_modes": []}
+    #: The evaluator's prohibited *mass* needs the prohibited set of every visited state: a scan
+    #: of 2 001 doses (or a bisection, ~0.27 s) per decision. Too slow here; the evaluation
+    #: reports the executed boluses' violations (:meth:`prohibited`) instead.
+    scan_prohibited_mass = False
 
     def __init__(
         self,
@@ -399,13 +462,16 @@ class GlucoseBolusEnv(gym.Env[np.ndarray, np.ndarray]):
         self._carb_ratio = float(parts.quest.loc[name, "CR"])
         self._correction_factor = float(parts.quest.loc[name, "CF"])
         self._meals = self._draw_meals(parts, scenario_seed)
+        while not self._meals:  # no meal at all (p ~ 4e-5 a day): the next scenario seed
+            scenario_seed += 1
+            self._meals = self._draw_meals(parts, scenario_seed)
         self._next_meal = 0
         self._boluses: list[tuple[int, float]] = []
         self._cgm: list[float] = []
         self._glucose: list[float] = []
         self._oracle_cache: dict[tuple[float, bool], float] = {}
         self._record_sample()
-        self._advance_to(self._meals[0][0] if self._meals else self._end_minute)
+        self._advance_to(self._meals[0][0])
         return self._observation(), self._info(0.0, 0.0, False, False, self._glucose)
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
@@ -443,6 +509,11 @@ class GlucoseBolusEnv(gym.Env[np.ndarray, np.ndarray]):
         truncated = not died and self._next_meal >= len(self._meals)
         info = self._info(delivered, carbs, was_prohibited, died, samples)
         return self._observation(), reward, died, truncated, info
+
+    @staticmethod
+    def episode_metrics(episodes: Sequence[Sequence[dict[str, Any]]]) -> dict[str, float]:
+        """:func:`glucose_metrics` of evaluated episodes (the evaluator's hook)."""
+        return glucose_metrics(episodes)
 
     # ------------------------------------------------------------------ oracle
     def bolus_of(self, actions: Any) -> np.ndarray:

@@ -71,7 +71,10 @@ def evaluate_policies(
     """Evaluate each policy on the same ``episodes`` and return ``{policy name: metrics}``.
 
     Metric names are those of :mod:`fttpo_ray.metrics`. Safety metrics appear when the
-    environment has the treatment oracle (``env.unwrapped.prohibited``) and a 1-D action.
+    environment has an oracle (``env.unwrapped.prohibited``) and a 1-D action; the prohibited
+    mass only where the env allows its grid scan (``scan_prohibited_mass``, default True).
+    An env with ``episode_metrics(episodes)`` (the glucose simulator) adds what it returns from
+    each episode's ``info`` dicts (the reset's, then one per step).
     """
     if episodes < 1:
         raise ConfigError(f"evaluation `episodes` must be >= 1; got {episodes}")
@@ -97,7 +100,11 @@ def _evaluate_one(
 ) -> dict[str, float]:
     space = envs[0].action_space
     low, high = space.low.astype(np.float64), space.high.astype(np.float64)
-    oracle = hasattr(envs[0].unwrapped, "prohibited") and space.shape == (1,)
+    unwrapped = envs[0].unwrapped
+    oracle = hasattr(unwrapped, "prohibited") and space.shape == (1,)
+    scan_mass = oracle and getattr(unwrapped, "scan_prohibited_mass", True)
+    episode_metrics = getattr(unwrapped, "episode_metrics", None)
+    episode_infos: list[list[dict[str, Any]]] = []
     grid = action_grid()
     grid_env = low[0] + (grid + 1.0) * 0.5 * (high[0] - low[0]) if oracle else grid
 
@@ -117,7 +124,9 @@ def _evaluate_one(
         torch.manual_seed(seed)
         for wave_start in range(0, episodes, len(envs)):
             wave = envs[: min(len(envs), episodes - wave_start)]
-            obs = [env.reset(seed=seed + wave_start + i)[0] for i, env in enumerate(wave)]
+            resets = [env.reset(seed=seed + wave_start + i) for i, env in enumerate(wave)]
+            obs = [o for o, _ in resets]
+            infos = [[info] for _, info in resets]
             active = np.ones(len(wave), dtype=bool)
             episode_return = np.zeros(len(wave))
             episode_len = np.zeros(len(wave), dtype=np.int64)
@@ -148,11 +157,13 @@ def _evaluate_one(
                     intervals = []
                     for j, i in enumerate(idx):
                         oracle_env = wave[i].unwrapped
-                        intervals.append(
-                            prohibited_intervals(oracle_env.prohibited(grid_env), grid)
-                        )
+                        if scan_mass:
+                            intervals.append(
+                                prohibited_intervals(oracle_env.prohibited(grid_env), grid)
+                            )
                         violations += int(oracle_env.prohibited(env_action[j : j + 1])[0])
                     actions_taken += len(idx)
+                if scan_mass:
                     if _has_closed_form_cdf(dist):
                         masses.append(prohibited_mass(dist, intervals))
                     else:
@@ -163,15 +174,17 @@ def _evaluate_one(
                         )
 
                 for j, i in enumerate(idx):
-                    obs[i], reward, terminated, truncated, _ = wave[i].step(
+                    obs[i], reward, terminated, truncated, info = wave[i].step(
                         env_action[j].astype(np.float32)
                     )
+                    infos[i].append(info)
                     episode_return[i] += float(reward)
                     episode_len[i] += 1
                     if terminated or truncated:
                         active[i] = False
                         deaths += int(terminated)
             returns.extend(episode_return.tolist())
+            episode_infos.extend(infos)
             lengths.extend(episode_len.tolist())
 
     returns_arr = np.asarray(returns)
@@ -191,18 +204,21 @@ def _evaluate_one(
                 100.0 * (returns_arr.mean() - ref_min) / (ref_max - ref_min)
             )
     if oracle:
-        mass = np.concatenate(masses)
         result.update(
             {
                 m.VIOLATION_RATE: violations / max(actions_taken, 1),
                 m.VIOLATIONS: float(violations),
                 m.ACTIONS: float(actions_taken),
                 m.VIOLATION_RATE_UB95: clopper_pearson_upper(violations, actions_taken),
-                m.PROHIBITED_MASS_MEAN: float(mass.mean()),
-                m.PROHIBITED_MASS_ZERO_FRAC: float(np.mean(mass == 0.0)),
                 m.DEATHS_PER_100_EPISODES: 100.0 * deaths / len(returns_arr),
             }
         )
+    if scan_mass:
+        mass = np.concatenate(masses)
+        result[m.PROHIBITED_MASS_MEAN] = float(mass.mean())
+        result[m.PROHIBITED_MASS_ZERO_FRAC] = float(np.mean(mass == 0.0))
+    if episode_metrics is not None:
+        result.update(episode_metrics(episode_infos))
     if halfwidths:
         result[m.SUPPORT_HALFWIDTH_MEAN] = float(np.concatenate(halfwidths).mean())
         result[m.SUPPORT_OUTSIDE_BOX_FRAC] = float(np.concatenate(outside_box).mean())

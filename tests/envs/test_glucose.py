@@ -19,7 +19,9 @@ import pytest
 from gymnasium.error import ResetNeeded
 from gymnasium.utils.env_checker import check_env
 
+from fttpo_ray import metrics as m
 from fttpo_ray.envs import GLUCOSE_ENV_ID, make_glucose_env, register_envs
+from fttpo_ray.envs import glucose as g
 from fttpo_ray.envs.glucose import (
     DEFAULT_MAX_BOLUS,
     HYPO_LIMIT,
@@ -390,3 +392,114 @@ def test_an_unavoidable_low_allows_no_dose_that_deepens_it() -> None:
     actions = 2 * np.array([0.0, 0.05, 1.0]) / DEFAULT_MAX_BOLUS - 1
     np.testing.assert_array_equal(env.prohibited(actions), [False, True, True])
     assert env.max_safe_bolus() < 0.05
+
+
+def _info(
+    patient: int,
+    samples: int,
+    in_range: int,
+    below_70: int,
+    below_54: int,
+    above_180: int,
+    glucose_sum: float,
+    prohibited: bool = False,
+    death: bool = False,
+) -> dict:
+    return {
+        g.INFO_PATIENT_INDEX: patient,
+        g.INFO_SAMPLES: samples,
+        g.INFO_IN_RANGE: in_range,
+        g.INFO_BELOW_70: below_70,
+        g.INFO_BELOW_54: below_54,
+        g.INFO_ABOVE_180: above_180,
+        g.INFO_GLUCOSE_SUM: glucose_sum,
+        g.INFO_PROHIBITED: prohibited,
+        g.INFO_DEATH: death,
+    }
+
+
+def test_glucose_metrics_of_a_hand_made_trajectory() -> None:
+    """Two adult days and one child day, counts by hand: pooled percentages of samples."""
+    adult, child = g.PATIENT_NAMES.index("adult#001"), g.PATIENT_NAMES.index("child#003")
+    episodes = [
+        # adult day 1: reset 10 samples (all in range, 1 000 mg/dL summed), 2 decisions
+        [
+            _info(adult, 10, 10, 0, 0, 0, 1000.0),
+            _info(adult, 20, 15, 0, 0, 5, 3000.0),
+            _info(adult, 10, 5, 5, 2, 0, 700.0, prohibited=True),
+        ],
+        # adult day 2: one decision, 20 samples above 180
+        [_info(adult, 0, 0, 0, 0, 0, 0.0), _info(adult, 20, 0, 0, 0, 20, 4000.0)],
+        # child day: dies after its second decision (a reset with 4 samples at 100 mg/dL)
+        [
+            _info(child, 4, 4, 0, 0, 0, 400.0),
+            _info(child, 6, 2, 4, 0, 0, 500.0, prohibited=True),
+            _info(child, 5, 0, 5, 5, 0, 200.0, prohibited=True, death=True),
+        ],
+    ]
+    r = g.glucose_metrics(episodes)
+    # all: samples 10+20+10 + 20 + 4+6+5 = 75; in range 10+15+5+0+4+2 = 36
+    assert r[m.TIME_IN_RANGE] == pytest.approx(100 * 36 / 75)
+    assert r[m.TIME_BELOW_70] == pytest.approx(100 * 14 / 75)
+    assert r[m.TIME_BELOW_54] == pytest.approx(100 * 7 / 75)
+    assert r[m.TIME_ABOVE_180] == pytest.approx(100 * 25 / 75)
+    assert r[m.GLUCOSE_MEAN] == pytest.approx(9800 / 75)
+    # adults: 60 samples, 30 in range, 5 below 70, 2 below 54, 25 above; 1 of 3 decisions bad
+    assert r[m.group_metric(m.TIME_IN_RANGE, "adult")] == pytest.approx(50.0)
+    assert r[m.group_metric(m.TIME_BELOW_54, "adult")] == pytest.approx(100 * 2 / 60)
+    assert r[m.group_metric(m.GLUCOSE_MEAN, "adult")] == pytest.approx(8700 / 60)
+    assert r[m.group_metric(m.VIOLATION_RATE, "adult")] == pytest.approx(1 / 3)
+    assert r[m.group_metric(m.DEATHS_PER_100_EPISODES, "adult")] == 0.0
+    # child: 15 samples, 6 in range, 9 below 70, 5 below 54; 2 of 2 decisions bad; 1 death in 1
+    assert r[m.group_metric(m.TIME_IN_RANGE, "child")] == pytest.approx(40.0)
+    assert r[m.group_metric(m.TIME_BELOW_70, "child")] == pytest.approx(60.0)
+    assert r[m.group_metric(m.VIOLATION_RATE, "child")] == 1.0
+    assert r[m.group_metric(m.DEATHS_PER_100_EPISODES, "child")] == 100.0
+    assert not any(key.endswith("/adolescent") for key in r)
+
+
+def test_glucose_metrics_refuses_empty_input() -> None:
+    with pytest.raises(ConfigError, match="empty"):
+        g.glucose_metrics([])
+    with pytest.raises(ConfigError, match="empty episode"):
+        g.glucose_metrics([[]])
+
+
+def test_evaluator_reports_the_glucose_metrics_of_the_env_infos() -> None:
+    """evaluate_policies adds the env's episode metrics and skips the prohibited-mass scan."""
+    import torch
+
+    from fttpo_ray.evaluation import EvalPolicy, evaluate_policies
+
+    class Fixed:
+        def __init__(self, action: torch.Tensor) -> None:
+            self.action = action
+
+        def sample(self, shape: tuple = ()) -> torch.Tensor:
+            return self.action
+
+    no_bolus = EvalPolicy(
+        "none", lambda obs: Fixed(-torch.ones(obs.shape[0], 1)), lambda d: d.action
+    )
+    config = {"patients": ["adult#001"], "label_prohibited": True}
+    result = evaluate_policies(
+        [no_bolus],
+        GLUCOSE_ENV_ID,
+        env_config=config,
+        episodes=2,
+        seed=5,
+    )["none"]
+    env = gym.make(GLUCOSE_ENV_ID, **config)
+    episodes = []
+    for i in range(2):
+        _, info = env.reset(seed=5 + i)
+        infos, done = [info], False
+        while not done:
+            _, _, terminated, truncated, info = env.step(np.array([-1.0], np.float32))
+            infos.append(info)
+            done = terminated or truncated
+        episodes.append(infos)
+    for key, value in g.glucose_metrics(episodes).items():
+        assert result[key] == pytest.approx(value), key
+    assert result[m.VIOLATIONS] == 0.0
+    assert m.PROHIBITED_MASS_MEAN not in result
