@@ -66,6 +66,17 @@ def report_evaluation(
     return results, steps, steps
 
 
+def episodes_now(
+    algorithm: Any, episodes: int, final_episodes: int | None, final_iteration: int | None
+) -> int:
+    """Episodes of the evaluation running now: ``final_episodes`` in the ``final_iteration``-th
+    call of ``train()`` (1-based; RLlib counts ``algorithm.iteration`` from 0 and increments it
+    after the evaluation), else ``episodes``."""
+    if final_episodes is not None and algorithm.iteration + 1 == final_iteration:
+        return final_episodes
+    return episodes
+
+
 class _RLlibDistribution:
     """Minimal sampling interface over an RLlib distribution without a torch counterpart."""
 
@@ -114,15 +125,17 @@ def builtin_evaluation_function(
     seed: int,
     explore: bool,
     reference: tuple[float, float] | None,
+    final_episodes: int | None = None,
+    final_iteration: int | None = None,
 ) -> tuple[dict[str, dict[str, float]], int, int]:
     """RLlib ``custom_evaluation_function`` of a built-in algorithm (installed by
     :func:`configure_evaluation`): its learner's policy, reported as ``evaluation/fat/...``,
-    with the same episodes and metrics as FtTPO's."""
+    with the same episodes and metrics as FtTPO's (:func:`episodes_now`)."""
     results = evaluate_policies(
         [rllib_module_policy(learner_module(algorithm))],
         algorithm.config.env,
         env_config=algorithm.config.env_config,
-        episodes=episodes,
+        episodes=episodes_now(algorithm, episodes, final_episodes, final_iteration),
         seed=seed,
         explore=explore,
         reference_scores=reference,
@@ -138,19 +151,33 @@ def configure_evaluation(
     explore: bool = True,
     interval: int = 1,
     dataset_id: str | None = None,
+    final_episodes: int | None = None,
+    final_iteration: int | None = None,
 ) -> Any:
     """Install FtTPO's evaluation (same episodes, same metrics) on any RLlib AlgorithmConfig.
 
     An FtTPO config (it has ``evaluation_seed``) gets these settings for its own evaluation;
-    any other config gets :func:`builtin_evaluation_function` with them."""
+    any other config gets :func:`builtin_evaluation_function` with them. With
+    ``final_episodes``, the ``final_iteration``-th iteration evaluates on that many episodes
+    (:func:`episodes_now`)."""
     if episodes < 1:
         raise ConfigError(f"evaluation `episodes` must be >= 1; got {episodes}")
+    if (final_episodes is None) != (final_iteration is None):
+        raise ConfigError(
+            "`final_episodes` and `final_iteration` go together; got "
+            f"final_episodes={final_episodes!r}, final_iteration={final_iteration!r}"
+        )
+    final = {}
+    if final_episodes is not None:
+        final = {"final_episodes": final_episodes, "final_iteration": final_iteration}
     if hasattr(config, "evaluation_seed"):
         return config.evaluation(
             evaluation_interval=interval,
             evaluation_duration=episodes,
             evaluation_seed=seed,
             evaluation_explore=explore,
+            evaluation_final_episodes=final_episodes,
+            evaluation_final_iteration=final_iteration,
         )
     return config.evaluation(
         evaluation_interval=interval,
@@ -162,5 +189,6 @@ def configure_evaluation(
             seed=seed,
             explore=explore,
             reference=reference_scores(dataset_id),
+            **final,
         ),
     )

@@ -88,6 +88,7 @@ FREQUENCY = "frequency"
 ID = "id"
 SEED = "seed"
 EPISODES = "episodes"
+FINAL_EPISODES = "final_episodes"
 EXPLORE = "explore"
 INTERVAL = "interval"
 HELD_OUT_FRACTION = "held_out_fraction"
@@ -164,6 +165,8 @@ RESERVED_CONFIG_KEYS = {
     "evaluation_duration_unit": f"{EVALUATION}.{EPISODES}",
     "evaluation_seed": f"{EVALUATION}.{SEED}",
     "evaluation_explore": f"{EVALUATION}.{EXPLORE}",
+    "evaluation_final_episodes": f"{EVALUATION}.{FINAL_EPISODES}",
+    "evaluation_final_iteration": f"{EVALUATION}.{FINAL_EPISODES}",
     "custom_evaluation_function": EVALUATION,
 }
 
@@ -395,12 +398,15 @@ class DatasetSpec(Section):
 
 
 class EvaluationSpec(Section):
-    """Evaluation every ``interval`` iterations on ``episodes`` episodes seeded from ``seed``."""
+    """Evaluation every ``interval`` iterations on ``episodes`` episodes seeded from ``seed``;
+    with ``final_episodes``, the last iteration (``stop.iterations``) evaluates on that many
+    (the result a report reads), the others on ``episodes`` (learning curves)."""
 
     episodes: PositiveInt
     interval: PositiveInt = 1
     seed: NonNegativeInt = EVALUATION_SEED
     explore: bool = True
+    final_episodes: PositiveInt | None = None
 
 
 class CheckpointSpec(Section):
@@ -1095,6 +1101,12 @@ def validate_experiment(data: dict[str, Any], path: str | Path) -> ExperimentSpe
             update={HYPERPARAM_MUTATIONS: _mutations(exp, runs, source)}
         )
     _check_tuning(exp, runs, source)
+    if exp.evaluation.final_episodes is not None and exp.stop.iterations % exp.evaluation.interval:
+        raise ConfigError(
+            f"{source}: `{EVALUATION}.{FINAL_EPISODES}` needs an evaluation at the last iteration: "
+            f"`stop.iterations` ({exp.stop.iterations}) must be a multiple of "
+            f"`{EVALUATION}.{INTERVAL}` ({exp.evaluation.interval})"
+        )
     return ExperimentSpec(
         name=path.stem,
         path=path,

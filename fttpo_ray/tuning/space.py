@@ -229,6 +229,8 @@ def algorithm_config(
         explore=ev.explore,
         interval=ev.interval,
         dataset_id=dataset.id,
+        final_episodes=ev.final_episodes,
+        final_iteration=None if ev.final_episodes is None else spec.iterations,
     )
 
 

@@ -19,7 +19,7 @@ import torch
 
 from fttpo_ray import metrics as m
 from fttpo_ray.algorithms.learner_module import learner_module
-from fttpo_ray.algorithms.rllib_evaluation import report_evaluation
+from fttpo_ray.algorithms.rllib_evaluation import episodes_now, report_evaluation
 from fttpo_ray.evaluation import EvalPolicy, evaluate_policies, reference_scores
 from fttpo_ray.rl_module.certificate import CertifiedThinDistribution
 from fttpo_ray.rl_module.fttpo_rl_module import CERTIFICATE, FtTPOTorchRLModule
@@ -76,13 +76,19 @@ def evaluation_function(
     algorithm: Any, eval_workers: Any
 ) -> tuple[dict[str, dict[str, float]], int, int]:
     """RLlib ``custom_evaluation_function`` of :class:`FtTPO`: both policies of the learner's
-    module on ``evaluation_duration`` episodes seeded from ``evaluation_seed``."""
+    module on ``evaluation_duration`` episodes seeded from ``evaluation_seed`` (on
+    ``evaluation_final_episodes`` at ``evaluation_final_iteration``)."""
     config = algorithm.config
     results = evaluate_policies(
         fttpo_policies(learner_module(algorithm)),
         config.env,
         env_config=config.env_config,
-        episodes=config.evaluation_duration,
+        episodes=episodes_now(
+            algorithm,
+            config.evaluation_duration,
+            config.evaluation_final_episodes,
+            config.evaluation_final_iteration,
+        ),
         seed=config.evaluation_seed,
         explore=config.evaluation_explore,
         reference_scores=reference_scores(config.dataset_id),

@@ -203,6 +203,8 @@ FIELDS: Mapping[str, Field] = MappingProxyType(
         # ``.evaluation(...)`` and ``.debugging(...)``
         "evaluation_seed": Field(INTEGER, low=0),
         "evaluation_explore": Field(FLAG),
+        "evaluation_final_episodes": Field(INTEGER, low=1, optional=True),
+        "evaluation_final_iteration": Field(INTEGER, low=1, optional=True),
         "evaluation_duration": _COUNT,
         "evaluation_duration_unit": Field(
             CHOICE, choices=("episodes",), why=" for FtTPO's evaluation"

@@ -233,6 +233,10 @@ class FtTPOConfig(AlgorithmConfig):
         self.evaluation_duration_unit = "episodes"
         self.evaluation_seed = EVALUATION_SEED
         self.evaluation_explore = True
+        # A larger final evaluation: at iteration `evaluation_final_iteration` (1-based), on
+        # `evaluation_final_episodes` episodes instead of `evaluation_duration` (None: off).
+        self.evaluation_final_episodes = None
+        self.evaluation_final_iteration = None
         self.custom_evaluation_function = evaluation_function
 
     # ---- builder setters -----------------------------------------------------------------------
@@ -437,16 +441,31 @@ class FtTPOConfig(AlgorithmConfig):
         *,
         evaluation_seed: int = NotProvided,
         evaluation_explore: bool = NotProvided,
+        evaluation_final_episodes: int | None = NotProvided,
+        evaluation_final_iteration: int | None = NotProvided,
         **kwargs: Any,
     ) -> FtTPOConfig:
-        """RLlib's evaluation settings plus ``evaluation_seed`` (episode ``i`` of every evaluation
-        resets with ``evaluation_seed + i``) and ``evaluation_explore`` (sample actions, default,
-        or act with the location)."""
+        """RLlib's evaluation settings plus:
+
+        Args:
+            evaluation_seed: episode ``i`` of every evaluation resets with
+                ``evaluation_seed + i``.
+            evaluation_explore: sample actions (default), or act with the location.
+            evaluation_final_episodes: episodes of the final evaluation (``None``: as every
+                other evaluation), which runs at ``evaluation_final_iteration``.
+            evaluation_final_iteration: the iteration (1-based, e.g. the sweep's last) that
+                evaluates on ``evaluation_final_episodes`` episodes; the cheaper evaluations
+                before it draw learning curves.
+        """
         super().evaluation(**kwargs)
         if evaluation_seed is not NotProvided:
             self.evaluation_seed = evaluation_seed
         if evaluation_explore is not NotProvided:
             self.evaluation_explore = evaluation_explore
+        if evaluation_final_episodes is not NotProvided:
+            self.evaluation_final_episodes = evaluation_final_episodes
+        if evaluation_final_iteration is not NotProvided:
+            self.evaluation_final_iteration = evaluation_final_iteration
         return self
 
     # ---- RLlib hooks ---------------------------------------------------------------------------
