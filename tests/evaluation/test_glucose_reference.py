@@ -161,7 +161,7 @@ def test_the_ratio_is_chosen_on_selection_episodes_and_scored_on_evaluation_ones
     assert ref.best_ratio == max(ratios, key=lambda r: ref.selection[r][m.EPISODE_RETURN_MEAN])
     selection, evaluation = calls
     assert (selection["seed"], selection["episodes"]) == (SELECTION_SEED, 5)
-    assert selection["env_config"] == {**ONE_PATIENT, "label_prohibited": False}
+    assert selection["env_config"] == ONE_PATIENT
     assert (evaluation["seed"], evaluation["episodes"]) == (EVALUATION_SEED, 7)
     assert evaluation["env_config"] == ONE_PATIENT and evaluation["explore"]
     assert evaluation["names"] == [NO_BOLUS, BASAL_BOLUS, behaviour_name(0.3), BEST_RATIO]
