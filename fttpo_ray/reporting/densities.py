@@ -6,7 +6,9 @@ evaluation-style episode (the first evaluation episode, reset with
 :data:`~fttpo_ray.defaults.EVALUATION_SEED`; mid-range doses in between)
 each policy's density is drawn over the dose range, with the doses that the safety oracle
 prohibits at that state shaded. The sparse (thin) policy's density is exactly 0 outside its
-support; the heavy-tailed (fat) one never is.
+support; the heavy-tailed (fat) one never is. Treatment simulators only: the glucose
+environment's episodes have too few decisions for these states (and its oracle costs ~20 ms
+per dose), so its report has no density plot.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from fttpo_ray import metrics as m  # noqa: E402
 from fttpo_ray.data.envs import make_env  # noqa: E402
 from fttpo_ray.data.policies import find_module_checkpoint  # noqa: E402
 from fttpo_ray.defaults import EVALUATION_SEED  # noqa: E402
+from fttpo_ray.envs.glucose import GlucoseBolusEnv  # noqa: E402
 from fttpo_ray.errors import ConfigError  # noqa: E402
 from fttpo_ray.reporting.columns import RUN_ID, ReportData  # noqa: E402
 from fttpo_ray.reporting.plots import DPI  # noqa: E402
@@ -123,10 +126,14 @@ def plot_policy_densities(data: ReportData, out: Path) -> list[Path]:
     env_id = str(trials[ENV_PARAM].dropna().iloc[0])
     probe = make_env(env_id)
     has_oracle = hasattr(probe.unwrapped, "prohibited") and probe.action_space.shape == (1,)
+    glucose = isinstance(probe.unwrapped, GlucoseBolusEnv)
     low, high = float(probe.action_space.low[0]), float(probe.action_space.high[0])
     probe.close()
     if not has_oracle:
         logger.info("No density plot: %s has no safety oracle with a 1-D dose", env_id)
+        return []
+    if glucose:
+        logger.info("No density plot: %s is the glucose simulator (treatment states only)", env_id)
         return []
     client = MlflowClient(tracking_uri=data.tracking_uri)
     fttpo = {name for name in trials[ALGORITHM_PARAM].dropna().unique() if _is_fttpo(str(name))}
