@@ -131,11 +131,15 @@ def differences(got: dict, want: dict, defaults: dict) -> tuple[dict, dict]:
 SNAPSHOT_DATA = json.loads(SNAPSHOT.read_text(encoding="utf-8"))
 
 
-def test_the_snapshot_covers_every_shipped_yaml() -> None:
-    assert sorted(SNAPSHOT_DATA[PLANS]) == [path.name for path in CONFIGS]
+#: The YAMLs shipped when the snapshot was taken (later ones, e.g. glucose.yaml, have no "before").
+SNAPSHOT_CONFIGS = [REPO / "tune_configs" / name for name in sorted(SNAPSHOT_DATA[PLANS])]
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
+def test_every_yaml_of_the_snapshot_is_still_shipped() -> None:
+    assert set(SNAPSHOT_DATA[PLANS]) <= {path.name for path in CONFIGS}
+
+
+@pytest.mark.parametrize("path", SNAPSHOT_CONFIGS, ids=[p.stem for p in SNAPSHOT_CONFIGS])
 def test_shipped_yaml_resolves_to_the_snapshot_trial_configs(
     path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
