@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import numbers
 from pathlib import Path
 from typing import Protocol
 
@@ -132,7 +133,7 @@ def check_bolus_noise(sigma: object) -> float:
     low, high = BOLUS_NOISE_RANGE
     if (
         isinstance(sigma, bool)
-        or not isinstance(sigma, int | float)
+        or not isinstance(sigma, numbers.Real)
         or not low <= float(sigma) <= high
     ):
         raise ConfigError(

@@ -225,6 +225,7 @@ def test_zero_noise_is_exactly_the_basal_bolus_controller() -> None:
 
 @pytest.mark.parametrize("sigma", [-0.1, 2.5, math.nan, math.inf, "0.3", True, None])
 def test_bad_noise_is_a_config_error(sigma: object) -> None:
+    assert check_bolus_noise(np.float32(0.5)) == 0.5 and check_bolus_noise(2) == 2.0
     with pytest.raises(ConfigError, match=r"`bolus_noise` .* must be a number in \[0, 2\]; got"):
         check_bolus_noise(sigma)
 
