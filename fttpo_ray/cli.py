@@ -177,6 +177,8 @@ def _cmd_collect(args: argparse.Namespace, out: TextIO) -> int:
         deterministic=not args.stochastic,
         reference_policy=None if args.reference_policy == "none" else args.reference_policy,
         reference_episodes=args.reference_episodes,
+        bolus_noise=args.bolus_noise,
+        tasks=args.tasks,
     )
     print(info, file=out)
     return 0
@@ -344,7 +346,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--policy",
         default="random",
-        help="'random', 'oracle' (treatment envs) or an RLlib checkpoint directory",
+        help="'random', 'oracle' (treatment envs), 'basal-bolus' (glucose env: simglucose's "
+        "controller with log-normal bolus noise) or an RLlib checkpoint directory",
+    )
+    p.add_argument(
+        "--bolus-noise",
+        type=float,
+        default=None,
+        metavar="SIGMA",
+        help="basal-bolus policy only: its bolus is dose x exp(SIGMA z), z ~ N(0, 1); SIGMA in "
+        "[0, 2] (default 0: the clean controller)",
+    )
+    p.add_argument(
+        "--tasks",
+        type=int,
+        default=None,
+        help="glucose env only: Ray tasks collecting in parallel, each a share of the patients "
+        "(default: one per patient)",
     )
     p.add_argument("--episodes", type=int, required=True, help="number of episodes (>= 1)")
     p.add_argument("--dataset-id", required=True, help="Minari id, e.g. fttpo/treatment/random-v0")

@@ -31,6 +31,7 @@ from fttpo_ray.data.remote import download_dataset, ensure_mixture, mixture_id, 
 from fttpo_ray.data.transitions import (
     Transitions,
     denormalize_actions,
+    load_step_infos,
     load_transitions,
     normalize_actions,
 )
@@ -51,6 +52,7 @@ __all__ = [
     "download_dataset",
     "ensure_dataset",
     "ensure_mixture",
+    "load_step_infos",
     "load_transitions",
     "mixture_id",
     "normalize_actions",

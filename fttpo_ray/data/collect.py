@@ -10,6 +10,18 @@ reference scores: ``ref_min_score`` = mean return of the uniform-random policy a
 episodes with seeds ``REFERENCE_SEED + i`` (the same for every dataset of an env, so normalised
 scores are comparable across datasets). The treatment envs' reference is the myopic oracle.
 
+**Glucose datasets** (the env :class:`~fttpo_ray.envs.glucose.GlucoseBolusEnv`, one simulated day
+per episode costs about a second) are collected as Ray tasks, one per patient by default: episode
+``i`` is patient ``patients[i % len(patients)]`` (reset option ``{"patient": name}``) with reset
+seed ``seed + i``, and the policy's randomness restarts from ``seed + i``
+(:meth:`~fttpo_ray.data.policies.Policy.seed`) before it, so the dataset is the same with one task
+or many. An initialised Ray is used as it is (a cluster collects in parallel); otherwise a local
+one is started for the collection and shut down after it. Every step stores the infos
+:data:`GLUCOSE_STEP_INFOS` (the oracle's label ``prohibited`` of the executed bolus, the bolus in
+U, the patient's index) as Minari's per-step ``infos`` (with the reset's, ``steps + 1`` rows;
+:func:`~fttpo_ray.data.transitions.load_step_infos` aligns them with the transitions). A
+basal-bolus behaviour policy records its noise under :data:`META_BOLUS_NOISE`.
+
 Writing is atomic: the dataset is built in a hidden temporary directory of the Minari root and
 renamed into place; on any failure nothing is left behind, and an existing dataset is replaced
 only with ``overwrite=True`` (after the new one is complete).
@@ -21,6 +33,7 @@ import logging
 import math
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,10 +50,17 @@ from fttpo_ray.data.minari_files import (
     dataset_path,
     make_staging_dir,
 )
-from fttpo_ray.data.policies import ORACLE, Policy, RandomPolicy, make_policy
+from fttpo_ray.data.policies import BASAL_BOLUS, ORACLE, Policy, RandomPolicy, make_policy
 from fttpo_ray.data.transitions import load_transitions
 from fttpo_ray.defaults import EVALUATION_SEED
-from fttpo_ray.errors import ConfigError, DatasetError, EnvironmentSpecError
+from fttpo_ray.envs.glucose import (
+    INFO_BOLUS,
+    INFO_PATIENT_INDEX,
+    INFO_PROHIBITED,
+    OPTION_PATIENT,
+    GlucoseBolusEnv,
+)
+from fttpo_ray.errors import ConfigError, DatasetError, EnvironmentSpecError, FttpoError
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +79,11 @@ META_POLICY = "fttpo_behaviour_policy"
 META_DETERMINISTIC = "fttpo_deterministic"
 META_REFERENCE_POLICY = "fttpo_reference_policy"
 META_FTTPO_VERSION = "fttpo_ray_version"
+#: The basal-bolus behaviour policy's log-normal bolus noise sigma (with :data:`META_POLICY`, what
+#: rebuilds the behaviour policy: ``make_policy(policy, env, bolus_noise=sigma)``).
+META_BOLUS_NOISE = "fttpo_bolus_noise_sigma"
+#: Per-step ``infos`` of glucose datasets (keys of the env's ``info``).
+GLUCOSE_STEP_INFOS = (INFO_PROHIBITED, INFO_BOLUS, INFO_PATIENT_INDEX)
 #: The installed distribution whose version is written as :data:`META_FTTPO_VERSION`.
 DISTRIBUTION = "fttpo-ray"
 #: Prefix of the temporary directories in the Minari root (hidden: Minari skips them).
@@ -200,13 +225,16 @@ def collect_dataset(
     author: str | None = None,
     author_email: str | None = None,
     code_permalink: str | None = None,
+    bolus_noise: float | None = None,
+    tasks: int | None = None,
 ) -> DatasetInfo:
     """Roll out ``policy`` on ``env_id`` for ``episodes`` episodes into the Minari dataset
     ``dataset_id`` (see the module docstring).
 
     Args:
         env_id: gymnasium id (the treatment ids are registered on import).
-        policy: ``"random"``, ``"oracle"`` (treatment envs) or an RLlib checkpoint directory.
+        policy: ``"random"``, ``"oracle"`` (treatment envs), ``"basal-bolus"`` (glucose env) or
+            an RLlib checkpoint directory.
         episodes: number of episodes (>= 1); the treatment default elsewhere is 50 (1 200 steps).
         dataset_id: Minari id ``(namespace/)name-v<N>``.
         seed: reset seed of the first episode (and of the policy's sampling).
@@ -216,6 +244,9 @@ def collect_dataset(
             checkpoint directory, or ``None`` (no reference scores).
         reference_episodes: episodes per reference score.
         description, author, author_email, code_permalink: optional Minari metadata.
+        bolus_noise: the basal-bolus policy's log-normal noise sigma, in [0, 2] (default 0).
+        tasks: glucose env only: the number of Ray tasks, each collecting the episodes of a
+            share of the patients (default and most: one per patient of the dataset).
     """
     from importlib.metadata import version
 
@@ -237,7 +268,6 @@ def collect_dataset(
             f"dataset '{dataset_id}' already exists at {final}; pass --overwrite "
             "(overwrite=True) to replace it"
         )
-    ref_min, ref_max = reference_scores(env_id, reference_policy, reference_episodes)
     env = make_env(env_id)
     try:
         for name, space in (("observation", env.observation_space), ("action", env.action_space)):
@@ -246,8 +276,32 @@ def collect_dataset(
                     f"env '{env_id}' has a {name} space {space}; only flat Box spaces are "
                     "supported; wrap the env with gymnasium's FlattenObservation"
                 )
-        behaviour = make_policy(policy, env, seed=seed, deterministic=deterministic)
-        buffers, returns = rollout(env, behaviour, episodes, seed)
+        behaviour = make_policy(
+            policy, env, seed=seed, deterministic=deterministic, bolus_noise=bolus_noise
+        )
+        glucose = isinstance(env.unwrapped, GlucoseBolusEnv)
+        if tasks is not None and not glucose:
+            raise ConfigError(
+                f"`tasks` splits the collection of glucose datasets; env '{env_id}' is collected "
+                "in this process; drop it"
+            )
+        # Bad input fails above, before the reference episodes; the behaviour's randomness
+        # restarts from ``seed`` after them (a checkpoint reference reseeds torch).
+        ref_min, ref_max = reference_scores(env_id, reference_policy, reference_episodes)
+        behaviour.seed(seed)
+        if glucose:
+            buffers, returns = collect_in_tasks(
+                env_id,
+                policy,
+                episodes,
+                seed,
+                len(env.unwrapped.patients),
+                tasks,
+                deterministic=deterministic,
+                bolus_noise=bolus_noise,
+            )
+        else:
+            buffers, returns = rollout(env, behaviour, episodes, seed)
         spec, observation_space, action_space = env.spec, env.observation_space, env.action_space
     finally:
         env.close()
@@ -266,6 +320,8 @@ def collect_dataset(
         META_DETERMINISTIC: deterministic,
         META_FTTPO_VERSION: version(DISTRIBUTION),
     }
+    if policy == BASAL_BOLUS:
+        metadata[META_BOLUS_NOISE] = behaviour.sigma
     if author is not None:
         metadata["author"] = {author}
     if author_email is not None:
@@ -289,6 +345,144 @@ def collect_dataset(
     info = _summary(dataset_id, final, returns, steps, ref_min, ref_max)
     logger.info("%s", info)
     return info
+
+
+def glucose_episode(env: gym.Env, policy: Policy, seed: int, patient: str) -> dict:
+    """One episode of the glucose env (reset seed ``seed``, the policy reseeded with it) as the
+    arguments of a Minari ``EpisodeBuffer`` (infos :data:`GLUCOSE_STEP_INFOS` of the reset and of
+    every step; the env gives every episode at least one decision)."""
+    options = {OPTION_PATIENT: patient}
+    policy.seed(seed)
+    obs, info = env.reset(seed=seed, options=options)
+    observations, actions, rewards, terminations, truncations = [obs], [], [], [], []
+    infos = {key: [info[key]] for key in GLUCOSE_STEP_INFOS}
+    done = False
+    while not done:
+        action = policy.act(obs, env)
+        obs, reward, terminated, truncated, info = env.step(action)
+        observations.append(obs)
+        actions.append(action)
+        rewards.append(reward)
+        terminations.append(terminated)
+        truncations.append(truncated)
+        for key in GLUCOSE_STEP_INFOS:
+            infos[key].append(info[key])
+        done = terminated or truncated
+    return {
+        "seed": seed,
+        "options": options,
+        "observations": np.asarray(observations, dtype=env.observation_space.dtype),
+        "actions": np.asarray(actions, dtype=env.action_space.dtype),
+        "rewards": np.asarray(rewards, dtype=np.float64),
+        "terminations": np.asarray(terminations, dtype=bool),
+        "truncations": np.asarray(truncations, dtype=bool),
+        # Lists of Python scalars: Minari's Arrow storage decodes 1-D arrays' shapes wrongly.
+        "infos": {
+            INFO_PROHIBITED: [bool(v) for v in infos[INFO_PROHIBITED]],
+            INFO_BOLUS: [float(v) for v in infos[INFO_BOLUS]],
+            INFO_PATIENT_INDEX: [int(v) for v in infos[INFO_PATIENT_INDEX]],
+        },
+    }
+
+
+def collect_episodes(
+    env_id: str,
+    policy: str,
+    seed: int,
+    indices: list[int],
+    deterministic: bool = True,
+    bolus_noise: float | None = None,
+) -> list[tuple[int, dict]]:
+    """Episodes ``indices`` of a glucose dataset (:func:`glucose_episode` of episode ``i``:
+    reset seed ``seed + i``, patient ``patients[i % len(patients)]``): one Ray task's work."""
+    env = make_env(env_id)
+    try:
+        behaviour = make_policy(
+            policy, env, seed=seed, deterministic=deterministic, bolus_noise=bolus_noise
+        )
+        patients = env.unwrapped.patients
+        return [
+            (i, glucose_episode(env, behaviour, seed + i, patients[i % len(patients)]))
+            for i in indices
+        ]
+    finally:
+        env.close()
+
+
+def task_episodes(episodes: int, patients: int, tasks: int | None) -> list[list[int]]:
+    """Episode indices of each task: episode ``i`` belongs to patient ``i % patients``, patient
+    ``p`` to task ``p % tasks`` (``tasks`` defaults to, and is capped at, the patients that have
+    an episode)."""
+    used = min(episodes, patients)
+    if tasks is None:
+        tasks = used
+    if isinstance(tasks, bool) or not isinstance(tasks, int) or tasks < 1:
+        raise ConfigError(f"`tasks` must be an integer >= 1; got {tasks!r}")
+    tasks = min(tasks, used)
+    return [[i for i in range(episodes) if (i % patients) % tasks == t] for t in range(tasks)]
+
+
+def collect_in_tasks(
+    env_id: str,
+    policy: str,
+    episodes: int,
+    seed: int,
+    patients: int,
+    tasks: int | None = None,
+    *,
+    deterministic: bool = True,
+    bolus_noise: float | None = None,
+) -> tuple[list, np.ndarray]:
+    """Glucose episodes ``0 .. episodes-1`` collected by Ray tasks (:func:`task_episodes`,
+    :func:`collect_episodes`), gathered with ``ray.wait`` as they finish, progress logged; as
+    Minari episode buffers (ids in episode order, days without a decision left out) and
+    returns. Uses an initialised Ray, else starts a local one and shuts it down afterwards."""
+    import ray
+    from minari.data_collector.episode_buffer import EpisodeBuffer
+
+    groups = task_episodes(episodes, patients, tasks)
+    started = not ray.is_initialized()
+    if started:
+        ray.init(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+    results: dict[int, dict] = {}
+    pending: dict = {}
+    try:
+        task = ray.remote(num_cpus=1)(collect_episodes)
+        pending = {
+            task.remote(env_id, policy, seed, group, deterministic, bolus_noise): group
+            for group in groups
+        }
+        used = min(episodes, patients)
+        done_patients, start = 0, time.perf_counter()
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            for ref in ready:
+                group = pending.pop(ref)
+                try:
+                    results.update(ray.get(ref))
+                except ray.exceptions.RayTaskError as err:
+                    if isinstance(err.cause, FttpoError):
+                        raise err.cause from None
+                    raise
+                done_patients += len({i % patients for i in group})
+                logger.info(
+                    "Collected %d/%d patients, %d/%d episodes (%.0f s)",
+                    done_patients,
+                    used,
+                    len(results),
+                    episodes,
+                    time.perf_counter() - start,
+                )
+    finally:
+        for ref in pending:  # a task failed: the others' work is not wanted
+            ray.cancel(ref, force=True)
+        if started:
+            ray.shutdown()
+    buffers, returns = [], []
+    for i in range(episodes):
+        buffers.append(EpisodeBuffer(id=i, **results[i]))
+        returns.append(float(np.sum(results[i]["rewards"])))
+    return buffers, np.asarray(returns)
 
 
 def _write_atomically(
@@ -358,7 +552,10 @@ def _write_atomically(
 __all__ = [
     "DatasetInfo",
     "collect_dataset",
+    "collect_episodes",
+    "collect_in_tasks",
     "dataset_info",
     "reference_scores",
     "rollout",
+    "task_episodes",
 ]

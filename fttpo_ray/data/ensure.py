@@ -2,7 +2,9 @@
 
 Used by sweeps and by ``FtTPOConfig.dataset(id)``: a YAML can name a dataset that does not exist
 yet, and the first trial creates it with ``fttpo collect`` semantics (uniform-random behaviour
-policy, reset seeds ``seed + i``, reference scores where a reference policy exists).
+policy, reset seeds ``seed + i``, reference scores where a reference policy exists), or, for the
+ids of :data:`KNOWN_DATASETS`, with their own recipe (the glucose datasets: the noisy basal-bolus
+controller, collected as Ray tasks).
 """
 
 from __future__ import annotations
@@ -19,15 +21,25 @@ from fttpo_ray.data.minari_files import (
     did_you_mean,
     local_dataset_ids,
 )
-from fttpo_ray.data.policies import RANDOM
+from fttpo_ray.data.policies import BASAL_BOLUS, RANDOM
 from fttpo_ray.data.remote import download_dataset, is_local_namespace
-from fttpo_ray.envs import TREATMENT_ENV_ID, TREATMENT_ENV_IDS, TREATMENT_LETHAL_ENV_ID
+from fttpo_ray.envs import (
+    GLUCOSE_ENV_ID,
+    TREATMENT_ENV_ID,
+    TREATMENT_ENV_IDS,
+    TREATMENT_LETHAL_ENV_ID,
+)
 from fttpo_ray.errors import ConfigError, DatasetError
 
 logger = logging.getLogger(__name__)
 
 #: Episodes of the paper's treatment dataset (50 x 24 = 1 200 transitions).
 TREATMENT_EPISODES = 50
+#: Episodes (one simulated day each) of the glucose datasets: 28 days of each of the 30 patients.
+GLUCOSE_EPISODES = 840
+#: Log-normal bolus noise sigma of the glucose datasets' basal-bolus behaviour policy.
+GLUCOSE_MODERATE_NOISE = 0.3
+GLUCOSE_WIDE_NOISE = 0.6
 
 
 @dataclass(frozen=True)
@@ -41,12 +53,20 @@ class DatasetRecipe:
     #: Episodes per reference policy (Minari's ref_min/ref_max scores). The treatment simulator is
     #: very noisy (s.e. ~0.3 per 1 000 episodes), so its known datasets use 1 000.
     reference_episodes: int = 1000
+    #: The basal-bolus policy's log-normal bolus noise sigma (``None`` for other policies).
+    bolus_noise: float | None = None
 
 
 #: Dataset ids that :func:`ensure_dataset` can create without being told the env.
 KNOWN_DATASETS: dict[str, DatasetRecipe] = {
     "fttpo/treatment/random-v0": DatasetRecipe(TREATMENT_ENV_ID, TREATMENT_EPISODES),
     "fttpo/treatment-lethal/random-v0": DatasetRecipe(TREATMENT_LETHAL_ENV_ID, TREATMENT_EPISODES),
+    "fttpo/glucose/basal-bolus-moderate-v0": DatasetRecipe(
+        GLUCOSE_ENV_ID, GLUCOSE_EPISODES, BASAL_BOLUS, bolus_noise=GLUCOSE_MODERATE_NOISE
+    ),
+    "fttpo/glucose/basal-bolus-wide-v0": DatasetRecipe(
+        GLUCOSE_ENV_ID, GLUCOSE_EPISODES, BASAL_BOLUS, bolus_noise=GLUCOSE_WIDE_NOISE
+    ),
 }
 
 
@@ -59,11 +79,12 @@ def ensure_dataset(
     """Return the local dataset ``dataset_id``, collecting it first if it does not exist.
 
     An existing dataset is returned as it is (if ``env_id`` is given, its spaces are checked
-    against it with :func:`check_compatible`). A missing one is collected with the uniform-random
-    policy when its recipe is known: from ``env_id``/``episodes``/``seed`` if ``env_id`` is given
+    against it with :func:`check_compatible`). A missing one is collected when its recipe is
+    known: an id of :data:`KNOWN_DATASETS` with its own recipe when the arguments do not change
+    it (``env_id`` its env or ``None``, ``episodes`` ``None``, ``seed`` its seed); otherwise,
+    if ``env_id`` is given, with the uniform-random policy from ``env_id``/``episodes``/``seed``
     (``episodes`` defaults to 50 for the treatment envs and is required otherwise; an id not in
-    :data:`KNOWN_DATASETS` is announced with a warning: a new dataset), or from
-    :data:`KNOWN_DATASETS`. A
+    :data:`KNOWN_DATASETS` is announced with a warning: a new dataset). A
     missing id outside fttpo-ray's own namespaces is downloaded from Minari's remote
     (:func:`~fttpo_ray.data.remote.download_dataset`). Otherwise :class:`DatasetError` says how
     to create it.
@@ -77,7 +98,15 @@ def ensure_dataset(
             check_compatible(dataset_id, env_id)
         return dataset_info(dataset_id)
     dataset_path(dataset_id)  # a malformed id fails here, naming the expected form
-    if env_id is not None:
+    known = KNOWN_DATASETS.get(dataset_id)
+    if (
+        known is not None
+        and env_id in (None, known.env_id)
+        and episodes is None
+        and seed == known.seed
+    ):
+        recipe = known
+    elif env_id is not None:
         if episodes is None:
             if env_id not in TREATMENT_ENV_IDS:
                 raise ConfigError(
@@ -130,6 +159,7 @@ def ensure_dataset(
             dataset_id=dataset_id,
             seed=recipe.seed,
             reference_episodes=recipe.reference_episodes,
+            bolus_noise=recipe.bolus_noise,
         )
     except DatasetError:
         if dataset_exists(dataset_id):  # another trial created it meanwhile

@@ -41,6 +41,8 @@ EPISODE_ACTIONS = "actions"
 EPISODE_REWARDS = "rewards"
 EPISODE_TERMINATIONS = "terminations"
 EPISODE_TRUNCATIONS = "truncations"
+#: Minari's per-step infos column (a struct of one field per info key; the reset's info first).
+EPISODE_INFOS = "infos"
 #: Similarity (``difflib`` ratio) from which an id is suggested for a missing one.
 CLOSE_ID_CUTOFF = 0.8
 #: Mode of a new directory before the umask: ``mkdir``'s default, so that a dataset or cache
@@ -247,6 +249,42 @@ def _read_columnar(
         table.column(EPISODE_TRUNCATIONS).to_numpy(),
         lengths,
     )
+
+
+def read_step_infos(
+    data_path: Path, metadata: dict[str, Any]
+) -> tuple[dict[str, np.ndarray], np.ndarray] | None:
+    """Minari's per-step ``infos`` of every episode, concatenated, and the episodes' step counts
+    ``lengths``: each scalar info key as an array of ``sum(lengths + 1)`` rows (the reset's info,
+    then one per step: the padded layout of the observations). ``None`` when the dataset stores
+    no infos or is in another format than Arrow / Parquet. Nested or array-valued infos are left
+    out."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    suffix = _FILE_SUFFIX.get(metadata[META_DATA_FORMAT])
+    if suffix is None:
+        return None
+    tables = []
+    for episode in range(int(metadata[META_TOTAL_EPISODES])):
+        for file in sorted((data_path / str(episode)).glob(f"*{suffix}")):
+            if suffix == ".parquet":
+                table = pq.read_table(file)
+            else:
+                table = pa.ipc.open_file(pa.memory_map(str(file))).read_all()
+            if EPISODE_INFOS not in table.column_names:
+                return None
+            tables.append(table.select([EPISODE_INFOS]))
+    if not tables:
+        return None
+    lengths = np.array([t.num_rows for t in tables], dtype=np.int64) - 1
+    column = pa.concat_tables(tables).column(EPISODE_INFOS).combine_chunks()
+    infos = {
+        field.name: column.field(i).to_numpy(zero_copy_only=False)
+        for i, field in enumerate(column.type)
+        if not pa.types.is_nested(field.type)
+    }
+    return infos, lengths
 
 
 def _fixed_list(column: Any, width: int) -> np.ndarray:

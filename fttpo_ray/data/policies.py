@@ -6,6 +6,9 @@ state) to an action in the environment's action space:
 - ``"random"``: uniform over the action box, seeded (:class:`RandomPolicy`).
 - ``"oracle"``: the treatment simulator's myopic oracle (:class:`OraclePolicy`), the natural
   expert reference of the treatment envs.
+- ``"basal-bolus"``: simglucose's basal-bolus controller on the glucose env, its bolus times
+  log-normal noise ``exp(sigma z)`` (:class:`BasalBolusPolicy`; ``sigma = 0``: the clean
+  controller), the behaviour policy of the glucose datasets.
 - a checkpoint directory: an RLlib RLModule acting through ``forward_inference`` and the module's
   own inference action distribution (:class:`CheckpointPolicy`).
 """
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import numbers
 from pathlib import Path
 from typing import Protocol
 
@@ -27,6 +31,12 @@ logger = logging.getLogger(__name__)
 #: Policy names understood by :func:`make_policy` besides checkpoint paths.
 RANDOM = "random"
 ORACLE = "oracle"
+BASAL_BOLUS = "basal-bolus"
+#: Range of the basal-bolus policy's log-normal bolus noise ``sigma``.
+BOLUS_NOISE_RANGE = (0.0, 2.0)
+#: Second entropy word of the basal-bolus noise stream, ``default_rng((seed, this))``: keeps the
+#: noise apart from the env's own draws for the same reset seed (``default_rng(seed)``).
+BOLUS_NOISE_STREAM = 1
 #: Where an Algorithm checkpoint keeps each RLModule: ``<ckpt>/<this>/<module_id>``.
 ALGORITHM_MODULE_SUBDIR = Path("learner_group", "learner", "rl_module")
 #: Module id of single-agent RLlib algorithms.
@@ -47,6 +57,10 @@ class Policy(Protocol):
         """The action (in the env's action space, its dtype) at observation ``obs``."""
         ...
 
+    def seed(self, seed: int) -> None:
+        """Restart the policy's randomness from ``seed`` (the collector's per-episode seeding)."""
+        ...
+
 
 class RandomPolicy:
     """Uniform random actions from the environment's action space, seeded once."""
@@ -60,6 +74,9 @@ class RandomPolicy:
     def act(self, obs: np.ndarray, env: gym.Env) -> np.ndarray:
         return self._space.sample()
 
+    def seed(self, seed: int) -> None:
+        self._space.seed(seed)
+
 
 class OraclePolicy:
     """The treatment simulator's myopic oracle (best allowed expected immediate reward)."""
@@ -68,6 +85,62 @@ class OraclePolicy:
 
     def act(self, obs: np.ndarray, env: gym.Env) -> np.ndarray:
         return env.unwrapped.myopic_oracle_action()
+
+    def seed(self, seed: int) -> None:
+        """Deterministic: nothing to seed."""
+
+
+class BasalBolusPolicy:
+    """simglucose's basal-bolus controller on the glucose env, from the observation alone
+    (:func:`~fttpo_ray.envs.glucose.basal_bolus_dose`), its bolus times log-normal noise:
+    ``dose * exp(sigma z)``, ``z ~ N(0, 1)`` drawn once per decision
+    (:func:`~fttpo_ray.envs.glucose.noisy_bolus`; the median bolus is the clean dose).
+
+    The noise comes from ``default_rng((seed, BOLUS_NOISE_STREAM))``; ``sigma = 0`` acts exactly
+    as :func:`~fttpo_ray.envs.glucose.basal_bolus_action`.
+    """
+
+    def __init__(self, env: gym.Env, sigma: float, seed: int = 0) -> None:
+        from fttpo_ray.envs.glucose import GlucoseBolusEnv
+
+        if not isinstance(env.unwrapped, GlucoseBolusEnv):
+            raise ConfigError(
+                f"policy '{BASAL_BOLUS}' doses insulin on the glucose env "
+                f"(fttpo/GlucoseBolus-v0); '{env.spec.id if env.spec else env}' is not it; use "
+                "'random' or a checkpoint"
+            )
+        self.sigma = check_bolus_noise(sigma)
+        self._max_bolus = env.unwrapped.max_bolus
+        self.description = (
+            f"{BASAL_BOLUS} (simglucose's basal-bolus controller, bolus x log-normal noise "
+            f"sigma={self.sigma:g})"
+        )
+        self.seed(seed)
+
+    def act(self, obs: np.ndarray, env: gym.Env) -> np.ndarray:
+        from fttpo_ray.envs.glucose import noisy_basal_bolus_action
+
+        z = self._rng.standard_normal()
+        return noisy_basal_bolus_action(obs, self.sigma, z, self._max_bolus)
+
+    def seed(self, seed: int) -> None:
+        self._rng = np.random.default_rng((seed, BOLUS_NOISE_STREAM))
+
+
+def check_bolus_noise(sigma: object) -> float:
+    """``sigma`` as a float if it is a number in :data:`BOLUS_NOISE_RANGE`, else
+    :class:`ConfigError` naming the parameter, the value and the range."""
+    low, high = BOLUS_NOISE_RANGE
+    if (
+        isinstance(sigma, bool)
+        or not isinstance(sigma, numbers.Real)
+        or not low <= float(sigma) <= high
+    ):
+        raise ConfigError(
+            f"`bolus_noise` (--bolus-noise, the basal-bolus policy's log-normal sigma) must be a "
+            f"number in [{low:g}, {high:g}]; got {sigma!r}"
+        )
+    return float(sigma)
 
 
 class CheckpointPolicy:
@@ -99,7 +172,7 @@ class CheckpointPolicy:
         self._space = env.action_space
         self._deterministic = deterministic
         self._torch = torch
-        torch.manual_seed(seed)
+        self.seed(seed)
         mode = "deterministic" if deterministic else "sampled"
         self.description = f"rllib-checkpoint {Path(path).resolve()} ({mode})"
         logger.info("Acting with %s (%s)", type(self.module).__name__, self.description)
@@ -126,6 +199,9 @@ class CheckpointPolicy:
                 dist = dist.to_deterministic()
             action = dist.sample()[0].cpu().numpy()
         return unsquash(action, self._space)
+
+    def seed(self, seed: int) -> None:
+        self._torch.manual_seed(seed)
 
 
 def unsquash(action: np.ndarray, space: gym.Space) -> np.ndarray:
@@ -174,9 +250,21 @@ def _is_module_checkpoint(directory: Path) -> bool:
 
 
 def make_policy(
-    policy: str, env: gym.Env, seed: int = 0, deterministic: bool = True
-) -> RandomPolicy | OraclePolicy | CheckpointPolicy:
-    """``"random"``, ``"oracle"`` (treatment envs only) or a checkpoint directory."""
+    policy: str,
+    env: gym.Env,
+    seed: int = 0,
+    deterministic: bool = True,
+    bolus_noise: float | None = None,
+) -> RandomPolicy | OraclePolicy | BasalBolusPolicy | CheckpointPolicy:
+    """``"random"``, ``"oracle"`` (treatment envs only), ``"basal-bolus"`` (glucose env only,
+    with its noise ``bolus_noise``, default 0) or a checkpoint directory."""
+    if policy == BASAL_BOLUS:
+        return BasalBolusPolicy(env, 0.0 if bolus_noise is None else bolus_noise, seed)
+    if bolus_noise is not None:
+        raise ConfigError(
+            f"`bolus_noise` (--bolus-noise) is the noise of the '{BASAL_BOLUS}' policy; policy "
+            f"'{policy}' takes none; drop it or use --policy {BASAL_BOLUS}"
+        )
     if policy == RANDOM:
         return RandomPolicy(env.action_space, seed)
     if policy == ORACLE:

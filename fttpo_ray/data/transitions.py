@@ -46,6 +46,7 @@ from fttpo_ray.data.minari_files import (
     dataset_spaces,
     read_episode_columns,
     read_metadata,
+    read_step_infos,
 )
 from fttpo_ray.errors import DatasetError
 
@@ -257,6 +258,29 @@ def _convert(
         "truncateds": truncs[step_rows].astype(bool),
         "episode_ids": np.repeat(np.arange(len(lengths), dtype=np.int64), lengths),
     }
+
+
+def load_step_infos(dataset_id: str) -> dict[str, np.ndarray] | None:
+    """The per-step ``infos`` a dataset stores, aligned with :func:`load_transitions`' rows:
+    entry ``i`` of each array is the info the env returned with transition ``i``'s step (e.g.
+    ``"prohibited"``, the glucose oracle's label of its action). ``None`` when the dataset has
+    no infos (the treatment datasets)."""
+    metadata = read_metadata(dataset_id)
+    data_path = dataset_path(dataset_id) / MINARI_DATA_DIR
+    try:
+        read = read_step_infos(data_path, metadata)
+    except Exception as err:  # noqa: BLE001 - pyarrow/OS errors all mean "damaged dataset"
+        raise DatasetError(
+            f"dataset '{dataset_id}' is damaged ({type(err).__name__}: {err}); delete it and "
+            "collect it again (fttpo collect --overwrite ...)"
+        ) from None
+    if read is None:
+        return None
+    infos, lengths = read
+    rows = lengths + 1
+    starts = np.concatenate([[0], np.cumsum(rows)[:-1]])
+    step_rows = np.repeat(starts, lengths) + _ranges(lengths) + 1  # after the reset's row
+    return {key: values[step_rows] for key, values in infos.items()}
 
 
 def _ranges(lengths: np.ndarray) -> np.ndarray:

@@ -261,16 +261,7 @@ def basal_bolus_dose(cgm: Any, carbs: Any, carb_ratio: Any, correction_factor: A
 def basal_bolus_action(observations: Any, max_bolus: float = DEFAULT_MAX_BOLUS) -> np.ndarray:
     """The basal-bolus controller from observations alone, as actions in [-1, 1]: float32,
     shape ``(N, 1)`` for ``(N, 9)`` observations (``(1,)`` for one observation)."""
-    obs = np.asarray(observations, dtype=np.float64)
-    flat = obs.reshape(-1, OBS_DIM)
-    dose = basal_bolus_dose(
-        flat[:, 0] * CGM_SCALE,
-        flat[:, 2] * CARBS_SCALE,
-        CARB_RATIO_GRAMS / flat[:, 7],
-        CORRECTION_MG_DL / flat[:, 8],
-    )
-    actions = (2.0 * np.clip(dose / max_bolus, 0.0, 1.0) - 1.0).astype(np.float32)[:, None]
-    return actions[0] if obs.ndim == 1 else actions
+    return noisy_basal_bolus_action(observations, 0.0, 0.0, max_bolus)
 
 
 def patient_group(patient_index: int) -> str:
@@ -328,6 +319,33 @@ def glucose_metrics(episodes: Sequence[Sequence[dict[str, Any]]]) -> dict[str, f
         per_group[m.DEATHS_PER_100_EPISODES] = 100.0 * t[8] / t[9]
         result.update({m.group_metric(k, group): float(v) for k, v in per_group.items()})
     return {k: float(v) for k, v in result.items()}
+
+
+def noisy_bolus(dose: Any, sigma: float, z: Any) -> np.ndarray:
+    """The behaviour policy's bolus (U): the dose times log-normal noise,
+    ``dose * exp(sigma * z)`` with ``z ~ N(0, 1)`` given; its median is ``dose``, and
+    ``sigma = 0`` gives ``dose`` exactly. Broadcasts ``dose`` and ``z``; float64."""
+    return np.asarray(dose, dtype=np.float64) * np.exp(sigma * np.asarray(z, dtype=np.float64))
+
+
+def noisy_basal_bolus_action(
+    observations: Any, sigma: float, z: Any, max_bolus: float = DEFAULT_MAX_BOLUS
+) -> np.ndarray:
+    """:func:`basal_bolus_action` with its dose through :func:`noisy_bolus` (one ``z`` per
+    observation): float32 actions ``(N, 1)`` for ``(N, 9)`` observations (``(1,)`` for one);
+    ``sigma = 0`` is :func:`basal_bolus_action`."""
+    obs = np.asarray(observations, dtype=np.float64)
+    flat = obs.reshape(-1, OBS_DIM)
+    dose = basal_bolus_dose(
+        flat[:, 0] * CGM_SCALE,
+        flat[:, 2] * CARBS_SCALE,
+        CARB_RATIO_GRAMS / flat[:, 7],
+        CORRECTION_MG_DL / flat[:, 8],
+    )
+    z = np.broadcast_to(np.asarray(z, dtype=np.float64).reshape(-1), dose.shape)
+    bolus = noisy_bolus(dose, sigma, z)
+    actions = (2.0 * np.clip(bolus / max_bolus, 0.0, 1.0) - 1.0).astype(np.float32)[:, None]
+    return actions[0] if obs.ndim == 1 else actions
 
 
 def _resolve_patients(patients: str | Sequence[str] | None) -> tuple[str, ...]:

@@ -47,6 +47,7 @@ from fttpo_ray.envs.glucose import (
     GlucoseBolusEnv,
     basal_bolus_action,
     basal_bolus_dose,
+    noisy_bolus,
 )
 from fttpo_ray.errors import ConfigError
 from fttpo_ray.evaluation.rollout import EvalPolicy, evaluate_policies
@@ -86,7 +87,8 @@ class LognormalBolus:
 
     def sample(self, sample_shape: Sequence[int] = ()) -> torch.Tensor:
         z = torch.randn(*sample_shape, *self.dose.shape, dtype=torch.float64)
-        return dose_action(self.dose * torch.exp(self.sigma * z), self.max_bolus).float()
+        bolus = noisy_bolus(self.dose.numpy(), self.sigma, z.numpy())
+        return dose_action(torch.from_numpy(bolus), self.max_bolus).float()
 
 
 def dose_action(dose: torch.Tensor, max_bolus: float) -> torch.Tensor:

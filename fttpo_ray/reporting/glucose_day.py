@@ -299,9 +299,7 @@ def _draw_patient(
         if day.glucose.size:
             top = max(top, float(day.glucose.max()) * 1.08)
         if day.died:
-            ax_g.plot(
-                _hours(day.minute[-1:]), day.glucose[-1:], "x", color=colour, ms=9, mew=2
-            )
+            ax_g.plot(_hours(day.minute[-1:]), day.glucose[-1:], "x", color=colour, ms=9, mew=2)
         text = (
             f"{day.policy}: {day.percent_of_time(low, high):.0f} % in 70–180, "
             f"{100.0 * float(np.mean(day.glucose < low)):.0f} % below 70, "

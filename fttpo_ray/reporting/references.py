@@ -35,6 +35,7 @@ import gymnasium as gym
 import pandas as pd
 
 from fttpo_ray import metrics as m
+from fttpo_ray.data.collect import META_BOLUS_NOISE
 from fttpo_ray.data.minari_files import read_metadata
 from fttpo_ray.defaults import EVALUATION_SEED
 from fttpo_ray.errors import DatasetError
@@ -93,9 +94,6 @@ GLUCOSE_COLUMNS = (
     GLUCOSE_MEAN_COLUMN,
     *REFERENCE_COLUMNS[2:],
 )
-#: The behaviour policy's log-normal bolus noise σ in a glucose dataset's metadata (written by
-#: ``fttpo collect --policy basal-bolus``).
-BOLUS_NOISE_METADATA = "fttpo_bolus_noise_sigma"
 
 
 @dataclass
@@ -267,7 +265,7 @@ def _behaviour_sigmas(trials: pd.DataFrame) -> list[float]:
     sigmas = set()
     for dataset_id in trials[DATASET_ID_PARAM].dropna().unique():
         try:
-            sigma = read_metadata(str(dataset_id)).get(BOLUS_NOISE_METADATA)
+            sigma = read_metadata(str(dataset_id)).get(META_BOLUS_NOISE)
         except DatasetError:
             logger.info("No behaviour row for dataset %s: not found here", dataset_id)
             continue

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from fttpo_ray import metrics as m
+from fttpo_ray.data.collect import META_BOLUS_NOISE
 from fttpo_ray.envs import GLUCOSE_ENV_ID, TREATMENT_ENV_ID
 from fttpo_ray.evaluation.glucose_reference import (
     BASAL_BOLUS,
@@ -101,7 +102,7 @@ def test_treatment_keeps_its_rows_and_glucose_gets_glucose_rows(
     monkeypatch.setattr(
         refs,
         "read_metadata",
-        lambda dataset_id: {refs.BOLUS_NOISE_METADATA: 0.6} if dataset_id == "glucose-wide" else {},
+        lambda dataset_id: {META_BOLUS_NOISE: 0.6} if dataset_id == "glucose-wide" else {},
     )
     calls: list[dict] = []
 
