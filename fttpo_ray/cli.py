@@ -179,6 +179,7 @@ def _cmd_collect(args: argparse.Namespace, out: TextIO) -> int:
         reference_episodes=args.reference_episodes,
         bolus_noise=args.bolus_noise,
         tasks=args.tasks,
+        ray_address=args.address,
     )
     print(info, file=out)
     return 0
@@ -363,6 +364,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="glucose env only: Ray tasks collecting in parallel, each a share of the patients "
         "(default: one per patient)",
+    )
+    p.add_argument(
+        "--address",
+        default=None,
+        help="glucose env only: the Ray cluster whose cores collect (HOST:PORT, ray://HOST:PORT "
+        "or 'auto'; default: a local Ray started for the collection)",
     )
     p.add_argument("--episodes", type=int, required=True, help="number of episodes (>= 1)")
     p.add_argument("--dataset-id", required=True, help="Minari id, e.g. fttpo/treatment/random-v0")

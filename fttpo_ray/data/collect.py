@@ -227,6 +227,7 @@ def collect_dataset(
     code_permalink: str | None = None,
     bolus_noise: float | None = None,
     tasks: int | None = None,
+    ray_address: str | None = None,
 ) -> DatasetInfo:
     """Roll out ``policy`` on ``env_id`` for ``episodes`` episodes into the Minari dataset
     ``dataset_id`` (see the module docstring).
@@ -247,6 +248,9 @@ def collect_dataset(
         bolus_noise: the basal-bolus policy's log-normal noise sigma, in [0, 2] (default 0).
         tasks: glucose env only: the number of Ray tasks, each collecting the episodes of a
             share of the patients (default and most: one per patient of the dataset).
+        ray_address: glucose env only: the Ray cluster whose cores collect (``ray.init``'s
+            ``address``) when Ray is not initialised; default a local Ray. Either is shut down
+            after the collection.
     """
     from importlib.metadata import version
 
@@ -299,6 +303,7 @@ def collect_dataset(
                 tasks,
                 deterministic=deterministic,
                 bolus_noise=bolus_noise,
+                ray_address=ray_address,
             )
         else:
             buffers, returns = rollout(env, behaviour, episodes, seed)
@@ -432,18 +437,25 @@ def collect_in_tasks(
     *,
     deterministic: bool = True,
     bolus_noise: float | None = None,
+    ray_address: str | None = None,
 ) -> tuple[list, np.ndarray]:
     """Glucose episodes ``0 .. episodes-1`` collected by Ray tasks (:func:`task_episodes`,
     :func:`collect_episodes`), gathered with ``ray.wait`` as they finish, progress logged; as
     Minari episode buffers (ids in episode order, days without a decision left out) and
-    returns. Uses an initialised Ray, else starts a local one and shuts it down afterwards."""
+    returns. Uses an initialised Ray, else connects to ``ray_address`` (a cluster) or starts a
+    local Ray, and disconnects afterwards."""
     import ray
     from minari.data_collector.episode_buffer import EpisodeBuffer
 
     groups = task_episodes(episodes, patients, tasks)
     started = not ray.is_initialized()
     if started:
-        ray.init(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+        ray.init(
+            address=ray_address,
+            include_dashboard=False if ray_address is None else None,
+            logging_level=logging.WARNING,
+            log_to_driver=False,
+        )
     results: dict[int, dict] = {}
     pending: dict = {}
     try:

@@ -75,6 +75,7 @@ def ensure_dataset(
     env_id: str | None = None,
     episodes: int | None = None,
     seed: int = 0,
+    ray_address: str | None = None,
 ) -> DatasetInfo:
     """Return the local dataset ``dataset_id``, collecting it first if it does not exist.
 
@@ -92,6 +93,9 @@ def ensure_dataset(
     A missing id that looks like a typo of a local or known one (:func:`close_dataset_ids`) is
     never collected: :class:`DatasetError` asks "did you mean ...?" and names the
     ``fttpo collect`` command that creates a new dataset under that id on purpose.
+
+    A glucose dataset is collected by Ray tasks on the cluster at ``ray_address`` (``ray.init``'s
+    address), or on a local Ray when it is ``None`` and Ray is not initialised.
     """
     if dataset_exists(dataset_id):
         if env_id is not None:
@@ -160,6 +164,7 @@ def ensure_dataset(
             seed=recipe.seed,
             reference_episodes=recipe.reference_episodes,
             bolus_noise=recipe.bolus_noise,
+            ray_address=ray_address,
         )
     except DatasetError:
         if dataset_exists(dataset_id):  # another trial created it meanwhile

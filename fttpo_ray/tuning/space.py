@@ -145,15 +145,18 @@ def dataset_ref(ds: DatasetSpec, env_id: str | None = None) -> DatasetRef:
     )
 
 
-def prepare_dataset(spec: ExperimentSpec, ds: DatasetSpec | None = None) -> DatasetRef:
+def prepare_dataset(
+    spec: ExperimentSpec, ds: DatasetSpec | None = None, *, address: str | None = None
+) -> DatasetRef:
     """Make sure a dataset of the YAML (the first by default) exists (created on demand where
-    possible), holds only finite numbers, and read its env."""
+    possible; a glucose dataset by Ray tasks on the cluster at ``address``, else a local Ray),
+    holds only finite numbers, and read its env."""
     from fttpo_ray.data import ensure_dataset, ensure_mixture, load_transitions
 
     ds = ds or spec.dataset
     if ds.parts:
         ensure_mixture(ds.parts)  # combined once (parts downloaded where needed)
-    ensure_dataset(ds.id, env_id=ds.env, episodes=ds.episodes, seed=ds.seed)
+    ensure_dataset(ds.id, env_id=ds.env, episodes=ds.episodes, seed=ds.seed, ray_address=address)
     transitions = load_transitions(ds.id)
     # A NaN or inf would fail every trial while it is built: say so once, before Ray starts.
     check_finite(transitions.as_dict(), ds.id)

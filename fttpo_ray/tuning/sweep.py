@@ -450,7 +450,9 @@ def run_sweep(
         check_run_configs(spec, fttpo_runs, ref, seed=first_seed)
     # Nothing is created before this point; the datasets are collected if missing (a cache).
     datasets = (
-        [prepare_dataset(spec, ds) for ds in spec.datasets] if needs_dataset(spec) else declared
+        [prepare_dataset(spec, ds, address=address) for ds in spec.datasets]
+        if needs_dataset(spec)
+        else declared
     )
     rllib_runs = [run for run in spec.runs if kinds[run.name] == KIND_RLLIB]
     for ref in datasets:

@@ -74,6 +74,30 @@ def test_cli_collects_with_its_own_ray_and_shuts_it_down(
     np.testing.assert_array_equal(infos[INFO_PATIENT_INDEX], 0)  # episode 0: adolescent#001
 
 
+def test_a_cluster_address_collects_there_and_disconnects(minari_root: Path) -> None:
+    """With ``--address`` the collection's tasks run on that cluster (here a one-node
+    ``ray.cluster_utils.Cluster`` of 2 CPUs), and the process disconnects afterwards, leaving
+    the cluster running for the sweep."""
+    from ray.cluster_utils import Cluster
+
+    if ray.is_initialized():
+        ray.shutdown()
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2})
+    try:
+        argv = ["collect", "--env", GLUCOSE_ENV_ID, "--policy", BASAL_BOLUS, "--episodes", "2"]
+        argv += ["--dataset-id", "test/glucose/cluster-v0", "--address", cluster.address]
+        assert main(argv) == 0
+        assert not ray.is_initialized()
+        ray.init(address=cluster.address, log_to_driver=False)
+        try:
+            assert ray.cluster_resources()["CPU"] == 2.0
+        finally:
+            ray.shutdown()
+    finally:
+        cluster.shutdown()
+    assert len(_episodes("test/glucose/cluster-v0")) == 2
+
+
 @pytest.fixture(scope="module")
 def glucose_datasets(minari_root: Path, ray_local: None) -> tuple[str, str]:
     """The same recipe collected by one Ray task per patient and by a single task."""
