@@ -2,7 +2,7 @@
 
 ``minari_root`` (session-wide, autouse): every test — and every subprocess a test starts, since
 the variable is in ``os.environ`` — reads and writes Minari datasets in a fresh temporary
-directory, never in the user's ``~/.minari``.
+directory, never in the user's ``~/.minari`` (and caches in one, never in ``~/.cache``).
 
 ``treatment_dataset`` (session-wide): the paper's treatment dataset, collected once.
 
@@ -29,14 +29,17 @@ from tests.helpers import TREATMENT_ENV, TREATMENT_ID, tiny_fttpo_config
 from tests.tuning import toy_trainable
 
 MINARI_ROOT_VARIABLE = "MINARI_DATASETS_PATH"
+CACHE_VARIABLE = "XDG_CACHE_HOME"
 
 
 @pytest.fixture(scope="session", autouse=True)
 def minari_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A temporary Minari root, exported as ``MINARI_DATASETS_PATH`` for the session."""
+    """A temporary Minari root, exported as ``MINARI_DATASETS_PATH`` for the session, and a
+    temporary user cache directory (``XDG_CACHE_HOME``: the reports' reference rows)."""
     root = tmp_path_factory.mktemp("minari")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv(MINARI_ROOT_VARIABLE, str(root))
+        patch.setenv(CACHE_VARIABLE, str(tmp_path_factory.mktemp("cache")))
         yield root
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,6 +43,7 @@ from fttpo_ray.errors import DatasetError
 from fttpo_ray.evaluation.glucose_reference import (
     BASAL_BOLUS,
     BEST_RATIO,
+    SELECTION_EPISODES,
     GlucoseReference,
     behaviour_name,
     glucose_references,
@@ -76,6 +78,9 @@ from fttpo_ray.tuning.tracking import (
 logger = logging.getLogger(__name__)
 
 FRONTIER_PREFIX = "frontier"
+#: The user's cache directory variable (XDG), and fttpo-ray's directory in it.
+XDG_CACHE_HOME = "XDG_CACHE_HOME"
+CACHE_SUBDIR = "fttpo-ray"
 #: Columns of the reference table.
 REFERENCE_COLUMNS = ("policy", "return", "violation rate", "95% UB", "deaths / 100 episodes")
 #: Columns of the glucose reference table: the glucose percentages (of 3-minute samples) and
@@ -174,6 +179,12 @@ def _learned_points(
     return points
 
 
+def reference_cache_dir() -> Path:
+    """Where reports keep rolled-out glucose reference rows: ``$XDG_CACHE_HOME/fttpo-ray``
+    (default ``~/.cache/fttpo-ray``)."""
+    return Path(os.environ.get(XDG_CACHE_HOME) or Path.home() / ".cache") / CACHE_SUBDIR
+
+
 def reference_section(data: ReportData, out: Path) -> ReferenceSection:
     """Reference tables and frontier PNGs for the report's treatment-like environments."""
     section = ReferenceSection()
@@ -196,7 +207,12 @@ def reference_section(data: ReportData, out: Path) -> ReferenceSection:
         episodes = int(max(counts))
         if is_glucose_env(env_id):
             reference = glucose_references(
-                env_id, episodes=episodes, seed=EVALUATION_SEED, sigmas=_behaviour_sigmas(trials)
+                env_id,
+                episodes=episodes,
+                seed=EVALUATION_SEED,
+                selection_episodes=min(SELECTION_EPISODES, episodes),
+                sigmas=_behaviour_sigmas(trials),
+                cache_dir=reference_cache_dir(),
             )
             learned = _learned_points(trials, finals, data.group_columns, value=m.TIME_IN_RANGE)
             glucose = glucose_section(env_id, reference, learned, out)

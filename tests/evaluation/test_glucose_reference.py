@@ -214,3 +214,20 @@ def test_tiny_real_run_through_the_evaluator() -> None:
     for row in rows.values():
         assert row[m.EPISODES] == 2.0 and 0.0 <= row[m.TIME_IN_RANGE] <= 100.0
         assert m.VIOLATION_RATE_UB95 in row and m.GLUCOSE_MEAN in row
+
+
+def test_a_cached_reference_is_read_back_for_the_same_question_only(monkeypatch, tmp_path) -> None:
+    calls: list[dict] = []
+    monkeypatch.setattr(gr, "evaluate_policies", _fake_evaluator(calls))
+    ask = {"episodes": 7, "selection_episodes": 5, "sigmas": (0.3,), "ratios": (0.1, 0.15)}
+    first = glucose_references(**ask, env_config=ONE_PATIENT, cache_dir=tmp_path)
+    assert len(calls) == 2 and len(list(tmp_path.glob("glucose-references-*.json"))) == 1
+    again = glucose_references(**ask, env_config=ONE_PATIENT, cache_dir=tmp_path)
+    assert len(calls) == 2  # nothing rolled out
+    assert again == first
+    glucose_references(**{**ask, "episodes": 8}, env_config=ONE_PATIENT, cache_dir=tmp_path)
+    assert len(calls) == 4 and len(list(tmp_path.glob("glucose-references-*.json"))) == 2
+    key = gr.reference_cache_key(
+        GLUCOSE_ENV_ID, 7, EVALUATION_SEED, 5, SELECTION_SEED, (0.3,), (0.1, 0.15), ONE_PATIENT
+    )
+    assert (tmp_path / f"glucose-references-{key}.json").is_file()

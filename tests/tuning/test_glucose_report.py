@@ -6,6 +6,7 @@ tests in tests/evaluation/test_glucose_reference.py)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -131,7 +132,19 @@ def test_treatment_keeps_its_rows_and_glucose_gets_glucose_rows(
     assert "time in range" not in treatment
 
     # the glucose simulator: its rows, σ from the dataset's metadata, the trials' episode count
-    assert calls == [{"env_id": GLUCOSE_ENV_ID, "episodes": 10, "seed": 1_000_000, "sigmas": [0.6]}]
+    # the U/g rule chosen on as many selection episodes as the evaluation had (at most 30);
+    # the rows kept in the user's cache directory (tests: a temporary one)
+    assert calls == [
+        {
+            "env_id": GLUCOSE_ENV_ID,
+            "episodes": 10,
+            "seed": 1_000_000,
+            "selection_episodes": 10,
+            "sigmas": [0.6],
+            "cache_dir": refs.reference_cache_dir(),
+        }
+    ]
+    assert str(refs.reference_cache_dir()).startswith(os.environ["XDG_CACHE_HOME"])
     glucose = text.split(f"## Reference rows: `{GLUCOSE_ENV_ID}`")[1]
     header = next(line for line in glucose.splitlines() if line.startswith("| policy"))
     assert [c.strip() for c in header.strip("|").split("|")] == list(refs.GLUCOSE_COLUMNS)
