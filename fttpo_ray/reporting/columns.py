@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from fttpo_ray import metrics as m
+
 #: Columns of the trial table (one row per trial run) besides its params.
 RUN_ID = "run_id"
 RUN_NAME = "run_name"
@@ -39,6 +41,18 @@ VIOLATION_AT_BEST = "violation_rate_at_best"
 SCORE_LAST = "normalized_score_last"
 SCORE_BEST = "normalized_score_best"
 PROHIBITED_MASS_LAST = "prohibited_mass_last"
+#: The glucose simulator's clinical measures of the last evaluation (docs/metrics.md).
+TIME_IN_RANGE_LAST = "time_in_range_last"
+TIME_BELOW_70_LAST = "time_below_70_last"
+TIME_BELOW_54_LAST = "time_below_54_last"
+DEATHS_LAST = "deaths_per_100_episodes_last"
+#: Per-trial outcome column -> the evaluation metric whose last value it is.
+LAST_VALUE_METRICS = {
+    TIME_IN_RANGE_LAST: m.TIME_IN_RANGE,
+    TIME_BELOW_70_LAST: m.TIME_BELOW_70,
+    TIME_BELOW_54_LAST: m.TIME_BELOW_54,
+    DEATHS_LAST: m.DEATHS_PER_100_EPISODES,
+}
 VALUE_COLUMNS = (
     RETURN_LAST,
     RETURN_BEST,
@@ -47,6 +61,7 @@ VALUE_COLUMNS = (
     SCORE_LAST,
     SCORE_BEST,
     PROHIBITED_MASS_LAST,
+    *LAST_VALUE_METRICS,
 )
 #: Headings of the value columns in the printed tables and the plots.
 LABELS = {
@@ -57,6 +72,10 @@ LABELS = {
     SCORE_LAST: "norm. score (last)",
     SCORE_BEST: "norm. score (best)",
     PROHIBITED_MASS_LAST: "prohibited mass (last)",
+    TIME_IN_RANGE_LAST: "time in range % (last)",
+    TIME_BELOW_70_LAST: "<70 % (last)",
+    TIME_BELOW_54_LAST: "<54 % (last)",
+    DEATHS_LAST: "deaths / 100 episodes (last)",
 }
 
 

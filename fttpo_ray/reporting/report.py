@@ -36,6 +36,7 @@ from fttpo_ray.reporting.columns import (
     KEY,
     LABELS,
     LAST_ITERATION,
+    LAST_VALUE_METRICS,
     OUTCOME,
     PARENT,
     POLICY,
@@ -48,6 +49,8 @@ from fttpo_ray.reporting.columns import (
     SCORE_LAST,
     STATUS,
     STEP,
+    TIME_BELOW_54_LAST,
+    TIME_IN_RANGE_LAST,
     VALUE,
     VALUE_COLUMNS,
     VIOLATION_AT_BEST,
@@ -279,6 +282,10 @@ def trial_outcomes(data: ReportData) -> pd.DataFrame:
                     SCORE_LAST: _last(scores),
                     SCORE_BEST: float(scores.max()) if not scores.empty else math.nan,
                     PROHIBITED_MASS_LAST: _last(mass),
+                    **{
+                        column: _last(_series(part, m.evaluation_key(policy, metric)))
+                        for column, metric in LAST_VALUE_METRICS.items()
+                    },
                 }
             )
             rows.append(row)
@@ -349,7 +356,7 @@ def _with_outcome_counts(
 
 
 #: Values of the short table that ``fttpo sweep`` prints (the report has them all).
-COMPACT_VALUES = (RETURN_LAST, VIOLATION_LAST, SCORE_LAST)
+COMPACT_VALUES = (RETURN_LAST, VIOLATION_LAST, SCORE_LAST, TIME_IN_RANGE_LAST, TIME_BELOW_54_LAST)
 
 
 def compact_table(display: pd.DataFrame, group_columns: list[str]) -> pd.DataFrame:
