@@ -105,6 +105,7 @@ HISTORY_NAMES = (
     m.VIOLATION_RATE,
     m.NORMALIZED_SCORE,
     m.PROHIBITED_MASS_MEAN,
+    *LAST_VALUE_METRICS.values(),
 )
 
 RESULTS_MD = "results.md"
