@@ -259,9 +259,9 @@ def fttpo_losses(
     ``config`` needs ``gamma, kl_weight, weight_q, w_max, kl_num_samples, kl_ratio_clip,
     rar_num_samples`` (the learner passes a :class:`StepHyperParameters`, whose swept fields
     are tensors); ``q`` the module's q indices (``None``: its floats; the learner passes them as
-    tensors). Pure with respect to the learner: tests call it on a bare module. No branch depends on a tensor's value, so it never
-    waits for the device and compiles as one graph. What each variant trains is read from its
-    spec (``module.spec``).
+    tensors). Pure with respect to the learner: tests call it on a bare module. No branch
+    depends on a tensor's value, so it never waits for the device and compiles as one graph.
+    What each variant trains is read from its spec (``module.spec``).
     """
     obs = batch[Columns.OBS]
     actions = batch[Columns.ACTIONS]
