@@ -92,7 +92,9 @@ def main() -> None:
     training = {"fat_q": args.fat_q, "thin_q": args.thin_q, "kl_weight": args.kl_weight}
     algos = {
         "eager": build_algo(c.TREATMENT_DATASET, args.steps, "cpu", **training),
-        "compiled": build_algo(c.TREATMENT_DATASET, args.steps, "cpu", compile_update=True, **training),
+        "compiled": build_algo(
+            c.TREATMENT_DATASET, args.steps, "cpu", compile_update=True, **training
+        ),
     }
     try:
         mm = matmul_rate("cpu", seconds=1.0)
@@ -121,7 +123,10 @@ def main() -> None:
         "learner_median": learner,
         "wall_median": wall,
         "paired_learner_ratio": c.median(
-            [x / y for x, y in zip(out["learner"]["compiled"], out["learner"]["eager"], strict=True)]
+            [
+                x / y
+                for x, y in zip(out["learner"]["compiled"], out["learner"]["eager"], strict=True)
+            ]
         ),
         "compile_s": compile_s,
         "break_even_steps": compile_s / saved if saved > 0 else float("inf"),
@@ -162,7 +167,8 @@ def markdown(r: dict[str, Any]) -> str:
         f"| train() steps/s | {r['wall_median']['eager']:.1f} | "
         f"{r['wall_median']['compiled']:.1f} |",
         f"| FLOP rate / matmul ({r['matmul_flops_per_s'] / 1e9:.1f} GFLOP/s) | "
-        f"{r['flop_rate_over_matmul']['eager']:.2f} | {r['flop_rate_over_matmul']['compiled']:.2f} |",
+        f"{r['flop_rate_over_matmul']['eager']:.2f} | "
+        f"{r['flop_rate_over_matmul']['compiled']:.2f} |",
         f"| first train() s | {r['first_s']['eager']:.1f} | {r['first_s']['compiled']:.1f} |",
         f"| {QUICK_START_STEPS} steps, s (compiled: + compile time) | "
         f"{r['quick_start_s']['eager']:.1f} | {r['quick_start_s']['compiled']:.1f} |",
