@@ -252,9 +252,9 @@ def test_compiled_step_equals_the_eager_step_for_every_variant(inductor_step, va
 
 @pytest.mark.slow
 def test_other_q_tau_and_gamma_reuse_the_compiled_graph(inductor_step):
-    """Learners with other fat_q > 1, thin_q, kl_weight and gamma run the graph compiled for
-    the first (dynamo compiles no new graph) and get their own eager step's values; the
-    Gaussian fat_q = 1 is another graph."""
+    """Learners with other fat_q > 1, thin_q, kl_weight, gamma and learning rates run the graph
+    compiled for the first (dynamo compiles no new graph; the optimizers step outside it) and
+    get their own eager step's values; the Gaussian fat_q = 1 is another graph."""
     from torch._dynamo.utils import counters
 
     first = make_learner(make_config("fttpo", fat_q=2.0, thin_q=0.0, kl_weight=0.1))
@@ -262,7 +262,7 @@ def test_other_q_tau_and_gamma_reuse_the_compiled_graph(inductor_step):
     graphs = counters["stats"]["unique_graphs"]
     for fat_q, thin_q, kl_weight, gamma in ((1.5, -1.0, 1.0, 0.5), (2.5, 0.5, 0.01, 0.99)):
         config = make_config("fttpo", fat_q=fat_q, thin_q=thin_q, kl_weight=kl_weight)
-        learner = make_learner(config.training(gamma=gamma))
+        learner = make_learner(config.training(gamma=gamma, actor_lr=3e-4, critic_lr=1e-3))
         compiled, eager = compiled_and_eager_steps(learner, inductor_step)
         assert counters["stats"]["unique_graphs"] == graphs
         assert_steps_close(compiled, eager)
