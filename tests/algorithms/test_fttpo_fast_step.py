@@ -21,6 +21,7 @@ from fttpo_ray.algorithms.fttpo.torch.fttpo_torch_learner import (
     DYNAMO_CONFIG,
     FLOAT_COLUMNS,
     GRADIENT_CHECK,
+    INDUCTOR_OPTIONS,
     StepHyperParameters,
     compile_step,
     losses_and_gradients,
@@ -234,7 +235,7 @@ def inductor_step():
     """One inductor-compiled step shared by the compiled tests of this module (the graphs are
     cached on the step's code object: a variant compiles once per process)."""
     torch._dynamo.reset()
-    return torch.compile(losses_and_gradients, fullgraph=True, options={"fallback_random": True})
+    return torch.compile(losses_and_gradients, fullgraph=True, options=INDUCTOR_OPTIONS)
 
 
 @pytest.mark.slow

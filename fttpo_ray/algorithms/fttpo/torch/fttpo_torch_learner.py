@@ -81,6 +81,14 @@ GRADIENT_CHECK = "gradient"
 #: (:class:`StepHyperParameters`): one graph serves all their values.
 DYNAMO_CONFIG = {"trace_autograd_ops": True, "specialize_float": True}
 
+#: Inductor settings of the compiled step: random numbers from the eager kernels (a compiled step
+#: equals the eager one for the same seed), and no probe of the CPU's vector instruction sets.
+#: The probe builds and loads a test library in a subprocess for every instruction set the CPU
+#: reports, in every process: ~1.5 s of a ~4.7 s compilation from inductor's on-disk cache on a
+#: loaded 2-core machine. Without it the set is still picked from the CPU's flags; a compiler
+#: that cannot build for it fails the compilation, and the step runs eagerly (one warning).
+INDUCTOR_OPTIONS = {"fallback_random": True, "cpp.vec_isa_ok": True}
+
 #: ``losses_and_gradients``' result: the summed loss, the losses and the diagnostics (detached,
 #: keyed as by :func:`fttpo_losses`), the finiteness checks and the gradients.
 StepResult = tuple[
@@ -367,11 +375,11 @@ def compile_step(step: Callable[..., StepResult]) -> Callable[..., StepResult]:
     """``step`` compiled with ``torch.compile`` (inductor, one graph), or ``step`` itself.
 
     Compilation happens at the first call; where it fails (no C++ compiler, an unsupported
-    platform), one warning is logged and ``step`` runs eagerly from then on. Random numbers are
-    drawn by the same kernels as in eager mode (inductor's ``fallback_random``), so a compiled
-    step equals the eager one for the same seed.
+    platform), one warning is logged and ``step`` runs eagerly from then on. Inductor runs with
+    :data:`INDUCTOR_OPTIONS`: random numbers are drawn by the same kernels as in eager mode
+    (``fallback_random``), so a compiled step equals the eager one for the same seed.
     """
-    compiled = torch.compile(step, fullgraph=True, options={"fallback_random": True})
+    compiled = torch.compile(step, fullgraph=True, options=INDUCTOR_OPTIONS)
     state: dict[str, Callable[..., StepResult]] = {}
 
     def run(*args: Any) -> StepResult:
