@@ -215,6 +215,7 @@ class PlainLoop:
         from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
         from fttpo_ray.algorithms.fttpo.torch.fttpo_torch_learner import (
+            StepHyperParameters,
             compile_step,
             losses_and_gradients,
             optimizer_groups,
@@ -240,13 +241,17 @@ class PlainLoop:
             for p, lr in groups
         ]
         self.read_values = read_values
+        # The learner's tensor-valued hyper-parameters: the same compiled graph as the learner's.
+        self.hyper = StepHyperParameters.from_config(self.module, config, torch.device(device))
         self.step_fn = compile_step(losses_and_gradients) if compile else losses_and_gradients
         self.sums: torch.Tensor | None = None
 
     def step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         from fttpo_ray.algorithms.fttpo.torch.fttpo_torch_learner import polyak_update
 
-        _, named, metrics, _, grads = self.step_fn(self.module, batch, self.config, self.params)
+        _, named, metrics, _, grads = self.step_fn(
+            self.module, batch, self.hyper, self.params, self.hyper.q
+        )
         for param, grad in zip(self.params, grads, strict=True):
             param.grad = grad
         for opt in self.optimizers:

@@ -10,7 +10,13 @@ second one of ``steps`` gradient steps (``dataset_num_iters_per_learner``). In m
 RLlib's own module and learner. "in memory, lean": IQL and CQL with
 :func:`~fttpo_ray.algorithms.baselines.builtin_offline.use_lean_learner` (the default of
 ``configure_builtin_offline``). FtTPO uses its own in-memory path (eager, as its default). The
-machine is shared: compare rows of one run only::
+machine is shared: compare rows of one run only.
+
+Then, per dataset, lean CQL against FtTPO eager and with ``compile_update``, interleaved
+(``--paired-rounds`` rounds after a first ``train()`` each): the median of the per-round ratios
+of CQL's steps/s to FtTPO's, each one's FLOPs per gradient step (``FlopCounterMode``) and FLOP
+rate over a 256x256 matmul's in the same run, and the ratio CQL would reach at the matmul's
+rate (its ceiling without less arithmetic)::
 
     .venv/bin/python benchmarks/throughput_builtins.py --standins DIR
 """
@@ -32,16 +38,21 @@ LEAN = "in memory, lean"
 RAY_DATA = "Ray Data"
 #: Algorithms with a lean module and learner (fttpo_ray.algorithms.lean_*).
 HAS_LEAN = ("IQL", "CQL")
+FTTPO_COMPILED = "FtTPO compiled"
 
 
-def build(algorithm: str, dataset_id: str, path: str, steps: int) -> Any:
+def build(algorithm: str, dataset_id: str, path: str, steps: int, **fttpo_training: Any) -> Any:
     if algorithm == "FtTPO":
         import fttpo_ray
 
         config = (
             fttpo_ray.FtTPOConfig()
             .dataset(dataset_id)
-            .training(num_gradient_steps_per_iteration=steps, train_batch_size_per_learner=256)
+            .training(
+                num_gradient_steps_per_iteration=steps,
+                train_batch_size_per_learner=256,
+                **fttpo_training,
+            )
             .evaluation(evaluation_interval=None)
         )
         return config.debugging(seed=0).build_algo()
@@ -93,6 +104,98 @@ def measure(algorithm: str, dataset_id: str, path: str, steps: int) -> dict[str,
     }
 
 
+def flops_per_step(algorithm: str, dataset_id: str, steps: int) -> float:
+    """FLOPs of one gradient step: FtTPO's plain step (``_common.PlainLoop``, the learner's step
+    minus RLlib), CQL's lean learner over one ``train()`` of ``steps`` steps."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    if algorithm == "FtTPO":
+        import fttpo_ray
+        from fttpo_ray.data import dataset_spaces
+
+        loop = c.PlainLoop(fttpo_ray.FtTPOConfig(), *dataset_spaces(dataset_id))
+        batch = c.BatchSampler(dataset_id)()
+        with counter:
+            loop.step(batch)
+        return float(counter.get_total_flops())
+    algo = build(algorithm, dataset_id, LEAN, steps)
+    try:
+        with counter:
+            algo.train()
+    finally:
+        algo.stop()
+    return counter.get_total_flops() / steps
+
+
+def paired(dataset_id: str, steps: int, cql_steps: int, rounds: int) -> dict[str, Any]:
+    """Lean CQL vs FtTPO (eager, ``compile_update``) interleaved; see the module docstring."""
+    from throughput import matmul_rate
+
+    algos = {"FtTPO": build("FtTPO", dataset_id, IN_MEMORY, steps)}
+    algos[FTTPO_COMPILED] = build("FtTPO", dataset_id, IN_MEMORY, steps, compile_update=True)
+    algos["CQL"] = build("CQL", dataset_id, LEAN, cql_steps)
+    samples: dict[str, list[float]] = {k: [] for k in algos}
+    try:
+        for algo in algos.values():
+            algo.train()
+        for _ in range(rounds):
+            for name, algo in algos.items():
+                n = algo.config.num_gradient_steps_per_iteration if name != "CQL" else cql_steps
+                start = time.perf_counter()
+                algo.train()
+                samples[name].append(n / (time.perf_counter() - start))
+    finally:
+        for algo in algos.values():
+            algo.stop()
+    mm = matmul_rate("cpu", seconds=1.0)
+    flops = {
+        "FtTPO": flops_per_step("FtTPO", dataset_id, steps),
+        "CQL": flops_per_step("CQL", dataset_id, cql_steps),
+    }
+    flops[FTTPO_COMPILED] = flops["FtTPO"]
+    medians = {k: c.median(v) for k, v in samples.items()}
+    return {
+        "dataset": dataset_id,
+        "samples": samples,
+        "steps_per_s": medians,
+        "cql_over": {
+            k: c.median([x / y for x, y in zip(samples["CQL"], samples[k], strict=True)])
+            for k in ("FtTPO", FTTPO_COMPILED)
+        },
+        "flops_per_step": flops,
+        "matmul_flops_per_s": mm,
+        "flop_rate_over_matmul": {k: flops[k] * v / mm for k, v in medians.items()},
+        "cql_ceiling_over": {
+            k: (mm / flops["CQL"]) / medians[k] for k in ("FtTPO", FTTPO_COMPILED)
+        },
+    }
+
+
+def paired_markdown(results: list[dict[str, Any]], rounds: int) -> str:
+    lines = [
+        f"\n\nLean CQL against FtTPO, interleaved ({rounds} rounds after a first `train()` each; "
+        "FtTPO compiled: `compile_update`, its compilation in the first call): steps/s "
+        "(medians), CQL / FtTPO as the median of per-round ratios, FLOPs per gradient step, "
+        "FLOP rate over the 256x256 matmul's of the same run, and the ratio CQL would reach at "
+        "the matmul's full rate.\n",
+        "| dataset | FtTPO | FtTPO compiled | CQL | CQL / FtTPO | CQL / FtTPO compiled | "
+        "GFLOP per step (FtTPO, CQL) | FLOP rate / matmul (FtTPO, compiled, CQL) | "
+        "CQL ceiling / FtTPO (eager, compiled) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        s, f, rate = r["steps_per_s"], r["flops_per_step"], r["flop_rate_over_matmul"]
+        lines.append(
+            f"| `{r['dataset']}` | {s['FtTPO']:.1f} | {s[FTTPO_COMPILED]:.1f} | {s['CQL']:.2f} | "
+            f"{r['cql_over']['FtTPO']:.3f} | {r['cql_over'][FTTPO_COMPILED]:.3f} | "
+            f"{f['FtTPO'] / 1e9:.3f}, {f['CQL'] / 1e9:.2f} | {rate['FtTPO']:.2f}, "
+            f"{rate[FTTPO_COMPILED]:.2f}, {rate['CQL']:.2f} | "
+            f"{r['cql_ceiling_over']['FtTPO']:.2f}, {r['cql_ceiling_over'][FTTPO_COMPILED]:.2f} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--standins", type=Path, help="Minari root holding the stand-ins")
@@ -105,6 +208,8 @@ def main() -> None:
     )
     parser.add_argument("--ray-data-steps", type=int, default=5, help="timed steps, Ray Data")
     parser.add_argument("--cql-steps", type=int, default=30, help="timed CQL steps (every path)")
+    parser.add_argument("--paired-rounds", type=int, default=3, help="0: no CQL/FtTPO pairing")
+    parser.add_argument("--paired-only", action="store_true", help="only the CQL/FtTPO pairing")
     args = parser.parse_args()
     import ray
 
@@ -120,9 +225,10 @@ def main() -> None:
     for dataset_id in datasets:
         ensure_dataset(dataset_id)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    rows = []
+    rows: list[dict[str, Any]] = []
+    pairs: list[dict[str, Any]] = []
     try:
-        for dataset_id in datasets:
+        for dataset_id in datasets if not args.paired_only else []:
             for algorithm in ALGORITHMS:
                 paths = [IN_MEMORY] if algorithm == "FtTPO" else [IN_MEMORY, RAY_DATA]
                 if algorithm in HAS_LEAN:
@@ -137,6 +243,9 @@ def main() -> None:
                         f"{dataset_id} {algorithm} {path}: {row['steps_per_s']:.2f} steps/s",
                         flush=True,
                     )
+        for dataset_id in datasets if args.paired_rounds else []:
+            pairs.append(paired(dataset_id, args.steps, args.cql_steps, args.paired_rounds))
+            print(pairs[-1]["cql_over"], flush=True)
     finally:
         ray.shutdown()
     lines = [
@@ -149,7 +258,7 @@ def main() -> None:
         "best in memory / FtTPO |",
         "|---|---|---|---|---|---|---|",
     ]
-    for dataset_id in datasets:
+    for dataset_id in datasets if rows else []:
         by = {
             (r["algorithm"], r["path"]): r["steps_per_s"]
             for r in rows
@@ -168,9 +277,12 @@ def main() -> None:
                 f"| `{dataset_id}` | {algorithm} | {ray_text} | {mem:.2f} | {speedup} | "
                 f"{lean_text} | {best / fttpo:.2f} |"
             )
-    text = "\n".join(lines)
+    text = "\n".join(lines) if rows else ""
+    if pairs:
+        text += paired_markdown(pairs, args.paired_rounds)
     print(text)
-    c.write_results("throughput_builtins", {"rows": rows}, text)
+    name = "throughput_builtins" if rows else "throughput_cql_pairing"
+    c.write_results(name, {"rows": rows, "paired": pairs}, text)
 
 
 if __name__ == "__main__":

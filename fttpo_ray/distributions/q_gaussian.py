@@ -49,6 +49,38 @@ def _check_q(q: float, cls_name: str) -> float:
     return q
 
 
+def _check_tensor_q(q: Tensor, cls_name: str) -> Tensor:
+    """A 0-d floating-point tensor ``q`` (its value is not read: no wait for the device), else a
+    ``ValueError`` naming it. A tensor ``q`` lets one compiled graph serve every value of it."""
+    if q.dim() != 0 or not q.is_floating_point():
+        raise ValueError(
+            f"{cls_name}: a tensor `q` must be a 0-d floating-point tensor; got shape "
+            f"{tuple(q.shape)}, dtype {q.dtype}"
+        )
+    return q
+
+
+def _lgamma(x: Tensor | float) -> Tensor | float:
+    """``lgamma`` of a Python float (``math``) or of a tensor (float64 ``torch``)."""
+    if isinstance(x, Tensor):
+        return torch.lgamma(x.double())
+    return math.lgamma(x)
+
+
+def _log(x: Tensor | float) -> Tensor | float:
+    """``log`` of a Python float (``math``) or of a tensor (float64 ``torch``)."""
+    if isinstance(x, Tensor):
+        return torch.log(x.double())
+    return math.log(x)
+
+
+def _scalar(x: Tensor | float, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """``x`` as a 0-d tensor of ``dtype`` on ``device``."""
+    if isinstance(x, Tensor):
+        return x.to(dtype=dtype, device=device)
+    return torch.full((), x, dtype=dtype, device=device)
+
+
 def _broadcast_params(
     loc: Tensor | float, scale: Tensor | float, cls_name: str
 ) -> tuple[Tensor, Tensor]:
@@ -175,7 +207,9 @@ class SparseQGaussian(Distribution):
     Args:
         loc: ``mu``, shape ``(*batch, n)``; broadcast with ``scale``.
         scale: ``sigma > 0``, the support half-width per dimension, shape broadcastable.
-        q: entropic index, a finite Python float ``< 1``.
+        q: entropic index, a finite Python float ``< 1``, or a 0-d floating-point tensor
+            (not checked: its value is never read on the host, so one compiled graph serves
+            every q; ``k`` and the normalising constant are then float64 tensors).
         validate_args: torch's argument validation switch (``None``: torch's default).
 
     Raises:
@@ -183,8 +217,8 @@ class SparseQGaussian(Distribution):
             empty ``loc``/``scale``, non-broadcastable shapes.
 
     Attributes:
-        q: the entropic index (Python float).
-        k: ``1/(1-q)`` (Python float).
+        q: the entropic index (Python float or 0-d tensor, as given).
+        k: ``1/(1-q)`` (of the same kind).
     """
 
     arg_constraints = {"loc": constraints.real_vector, "scale": constraints.positive}
@@ -194,15 +228,18 @@ class SparseQGaussian(Distribution):
         self,
         loc: Tensor | float,
         scale: Tensor | float,
-        q: float,
+        q: float | Tensor,
         validate_args: bool | None = None,
     ) -> None:
-        q = _check_q(q, "SparseQGaussian")
-        if q >= 1.0:
-            raise ValueError(
-                f"SparseQGaussian: `q` must be < 1 for a sparse (finite-support) q-Gaussian; "
-                f"got {q} (use HeavyTailedQGaussian for 1 <= q < 3)"
-            )
+        if isinstance(q, Tensor):
+            q = _check_tensor_q(q, "SparseQGaussian")
+        else:
+            q = _check_q(q, "SparseQGaussian")
+            if q >= 1.0:
+                raise ValueError(
+                    f"SparseQGaussian: `q` must be < 1 for a sparse (finite-support) "
+                    f"q-Gaussian; got {q} (use HeavyTailedQGaussian for 1 <= q < 3)"
+                )
         self.loc, self.scale = _broadcast_params(loc, scale, "SparseQGaussian")
         self.q = q
         self.k = 1.0 / (1.0 - q)
@@ -242,7 +279,9 @@ class SparseQGaussian(Distribution):
     def _log_normalizer(self) -> Tensor:
         """Batch-shaped ``log Z = sum log sigma + (n/2) log pi + lgamma(k+1) - lgamma(k+1+n/2)``."""
         n, k = self._dim, self.k
-        const = 0.5 * n * math.log(math.pi) + math.lgamma(k + 1.0) - math.lgamma(k + 1.0 + 0.5 * n)
+        const = 0.5 * n * math.log(math.pi) + _lgamma(k + 1.0) - _lgamma(k + 1.0 + 0.5 * n)
+        if isinstance(const, Tensor):
+            const = const.to(self.scale.dtype)
         return self.scale.log().sum(-1) + const
 
     def _sq_radius(self, value: Tensor) -> Tensor:
@@ -265,6 +304,10 @@ class SparseQGaussian(Distribution):
     def entropy(self) -> Tensor:
         """``H = log Z - k (psi(k+1) - psi(k+1+n/2))``, batch-shaped."""
         n, k = self._dim, self.k
+        if isinstance(k, Tensor):
+            k64 = k.double()
+            psi = torch.special.digamma(torch.stack([k64 + 1.0, k64 + 1.0 + 0.5 * n]))
+            return self._log_normalizer() - (k64 * (psi[0] - psi[1])).to(self.scale.dtype)
         psi = torch.special.digamma(torch.tensor([k + 1.0, k + 1.0 + 0.5 * n], dtype=torch.float64))
         return self._log_normalizer() - k * (psi[0] - psi[1]).item()
 
@@ -288,7 +331,7 @@ class SparseQGaussian(Distribution):
         norm = torch.linalg.vector_norm(direction, dim=-1, keepdim=True)
         direction = direction / norm.clamp_min(torch.finfo(dtype).tiny)
         half_n = torch.full((), 0.5 * n, dtype=dtype, device=device)
-        k_plus_1 = torch.full((), self.k + 1.0, dtype=dtype, device=device)
+        k_plus_1 = _scalar(self.k + 1.0, dtype, device)
         sq_radius = Beta(half_n, k_plus_1, validate_args=False).sample(shape[:-1])
         with torch.no_grad():
             eps = torch.finfo(dtype).eps
@@ -366,7 +409,9 @@ class HeavyTailedQGaussian(Distribution):
     Args:
         loc: ``mu``, shape ``(*batch, n)``; broadcast with ``scale``.
         scale: ``sigma > 0``, the Student-t (at q = 1: Gaussian) scale per dimension.
-        q: entropic index, a finite Python float with ``1 <= q < 3``.
+        q: entropic index, a finite Python float with ``1 <= q < 3``, or a 0-d floating-point
+            tensor with ``1 < q < 3`` (a Student-t; not checked, its value is never read on the
+            host, so one compiled graph serves every such q; q = 1, the Gaussian, is the float).
         validate_args: torch's argument validation switch (``None``: torch's default).
 
     Raises:
@@ -387,23 +432,28 @@ class HeavyTailedQGaussian(Distribution):
         self,
         loc: Tensor | float,
         scale: Tensor | float,
-        q: float,
+        q: float | Tensor,
         validate_args: bool | None = None,
     ) -> None:
-        q = _check_q(q, "HeavyTailedQGaussian")
-        if q < 1.0:
-            raise ValueError(
-                f"HeavyTailedQGaussian: `q` must be in [1, 3) for a heavy-tailed q-Gaussian; "
-                f"got {q} (use SparseQGaussian for q < 1)"
-            )
-        if q >= 3.0:
-            raise ValueError(
-                f"HeavyTailedQGaussian: `q` must be in [1, 3); got {q}: a q-Gaussian with "
-                f"q >= 3 is not normalisable"
-            )
+        if isinstance(q, Tensor):
+            q = _check_tensor_q(q, "HeavyTailedQGaussian")
+        else:
+            q = _check_q(q, "HeavyTailedQGaussian")
+            if q < 1.0:
+                raise ValueError(
+                    f"HeavyTailedQGaussian: `q` must be in [1, 3) for a heavy-tailed "
+                    f"q-Gaussian; got {q} (use SparseQGaussian for q < 1)"
+                )
+            if q >= 3.0:
+                raise ValueError(
+                    f"HeavyTailedQGaussian: `q` must be in [1, 3); got {q}: a q-Gaussian with "
+                    f"q >= 3 is not normalisable"
+                )
         self.loc, self.scale = _broadcast_params(loc, scale, "HeavyTailedQGaussian")
         self.q = q
-        self.df = math.inf if q == 1.0 else (3.0 - q) / (q - 1.0)
+        #: The Gaussian (Python float q = 1); a tensor q is a Student-t's (1 < q < 3).
+        self.gaussian = not isinstance(q, Tensor) and q == 1.0
+        self.df = math.inf if self.gaussian else (3.0 - q) / (q - 1.0)
         validate = Distribution._validate_args if validate_args is None else validate_args
         if validate:
             _check_scale(self.scale, "HeavyTailedQGaussian", "the Student-t scale")
@@ -413,7 +463,7 @@ class HeavyTailedQGaussian(Distribution):
     def base_dist(self) -> Independent:
         """``Independent(Normal | StudentT, 1)`` with these parameters (built on each access;
         the hot paths, ``rsample`` and ``log_prob``, do not use it)."""
-        if self.q == 1.0:
+        if self.gaussian:
             base = Normal(self.loc, self.scale, validate_args=False)
         else:
             base = StudentT(self.df, self.loc, self.scale, validate_args=False)
@@ -428,6 +478,7 @@ class HeavyTailedQGaussian(Distribution):
         new.loc = self.loc.expand(param_shape)
         new.scale = self.scale.expand(param_shape)
         new.q = self.q
+        new.gaussian = self.gaussian
         new.df = self.df
         super(HeavyTailedQGaussian, new).__init__(
             batch_shape, self.event_shape, validate_args=False
@@ -440,6 +491,8 @@ class HeavyTailedQGaussian(Distribution):
 
     @property
     def mean(self) -> Tensor:
+        if isinstance(self.q, Tensor):
+            return torch.where(self.q < 2.0, self.loc, torch.full_like(self.loc, math.nan))
         if self.q < 2.0:
             return self.loc
         return torch.full_like(self.loc, math.nan)
@@ -450,21 +503,30 @@ class HeavyTailedQGaussian(Distribution):
 
     @property
     def variance(self) -> Tensor:
-        if self.q == 1.0:
+        if self.gaussian:
             return self.scale.pow(2)
+        if isinstance(self.q, Tensor):
+            finite = self.scale.pow(2) * (self.df / (self.df - 2.0))
+            fill = torch.where(self.q < 2.0, math.inf, math.nan).to(self.scale.dtype)
+            return torch.where(self.q < 5.0 / 3.0, finite, fill)
         if self.q < 5.0 / 3.0:
             return self.scale.pow(2) * (self.df / (self.df - 2.0))
         fill = math.inf if self.q < 2.0 else math.nan
         return torch.full_like(self.scale, fill)
 
     def entropy(self) -> Tensor:
-        if self.q == 1.0:
+        if self.gaussian:
             return self.base_dist.entropy()
         # Student-t entropy per dimension:
         # H = log sigma + (nu+1)/2 (psi((nu+1)/2) - psi(nu/2)) + log(sqrt(nu) B(nu/2, 1/2)).
         nu = self.df
+        log_beta = _lgamma(0.5 * nu) + math.lgamma(0.5) - _lgamma(0.5 * (nu + 1.0))
+        if isinstance(nu, Tensor):
+            nu64 = nu.double()
+            psi = torch.special.digamma(torch.stack([0.5 * (nu64 + 1.0), 0.5 * nu64]))
+            const = 0.5 * (nu64 + 1.0) * (psi[0] - psi[1]) + 0.5 * torch.log(nu64) + log_beta
+            return (self.scale.log() + const.to(self.scale.dtype)).sum(-1)
         psi = torch.special.digamma(torch.tensor([0.5 * (nu + 1.0), 0.5 * nu], dtype=torch.float64))
-        log_beta = math.lgamma(0.5 * nu) + math.lgamma(0.5) - math.lgamma(0.5 * (nu + 1.0))
         const = 0.5 * (nu + 1.0) * (psi[0] - psi[1]).item() + 0.5 * math.log(nu) + log_beta
         return (self.scale.log() + const).sum(-1)
 
@@ -474,21 +536,24 @@ class HeavyTailedQGaussian(Distribution):
         ``StudentT``, without building them (and their argument checks) at every call."""
         shape = self._extended_shape(sample_shape)
         eps = torch.empty(shape, dtype=self.loc.dtype, device=self.loc.device).normal_()
-        if self.q == 1.0:
+        if self.gaussian:
             return self.loc + eps * self.scale
-        half_nu = torch.full(shape, 0.5 * self.df, dtype=self.loc.dtype, device=self.loc.device)
+        df = _scalar(self.df, self.loc.dtype, self.loc.device)
+        half_nu = (0.5 * df).expand(shape).contiguous()
         chi2 = torch._standard_gamma(half_nu) / 0.5
         chi2 = chi2.clamp(min=torch.finfo(chi2.dtype).tiny)
-        return self.loc + self.scale * (eps * torch.rsqrt(chi2 / self.df))
+        return self.loc + self.scale * (eps * torch.rsqrt(chi2 / df))
 
     def log_prob(self, value: Tensor) -> Tensor:
         if self._validate_args:
             self._validate_sample(value)
-        if self.q == 1.0:  # torch's Normal.log_prob, summed over the event
+        if self.gaussian:  # torch's Normal.log_prob, summed over the event
             z2 = (value - self.loc) ** 2 / (2.0 * self.scale**2)
             return (-z2 - self.scale.log() - 0.5 * math.log(2.0 * math.pi)).sum(-1)
         nu = self.df
         z = (value - self.loc) / self.scale
-        const = 0.5 * math.log(nu * math.pi) + math.lgamma(0.5 * nu) - math.lgamma(0.5 * (nu + 1.0))
+        const = 0.5 * _log(nu * math.pi) + _lgamma(0.5 * nu) - _lgamma(0.5 * (nu + 1.0))
+        if isinstance(const, Tensor):
+            const = const.to(self.scale.dtype)
         per_dim = -0.5 * (nu + 1.0) * torch.log1p(z * z / nu) - self.scale.log() - const
         return per_dim.sum(-1)

@@ -393,11 +393,15 @@ class FtTPOTorchRLModule(TorchRLModule, InferenceOnlyAPI):
             halfwidth = torch.minimum(halfwidth, room)
         return halfwidth
 
-    def thin_distribution(self, params: PolicyParams, *, detach_loc: bool) -> SparseQGaussian:
+    def thin_distribution(
+        self, params: PolicyParams, *, detach_loc: bool, q: float | torch.Tensor | None = None
+    ) -> SparseQGaussian:
         """The thin policy ``pi_theta(.|s)``; its location is detached for FtTPO's thin loss
-        (the variant's ``thin_detached``)."""
+        (the variant's ``thin_detached``). ``q``: ``thin_q`` as given (the learner's compiled
+        step passes a 0-d tensor of the same value), else the module's."""
         loc = params.loc.detach() if detach_loc else params.loc
-        return SparseQGaussian(loc, params.thin_halfwidth, self.thin_q, validate_args=False)
+        q = self.thin_q if q is None else q
+        return SparseQGaussian(loc, params.thin_halfwidth, q, validate_args=False)
 
     def certified_support(self, obs: torch.Tensor, params: PolicyParams) -> CertifiedSupport:
         """The thin support at raw ``obs`` cut to its certified doses (docs/algorithm.md §5.1)."""
@@ -409,12 +413,17 @@ class FtTPOTorchRLModule(TorchRLModule, InferenceOnlyAPI):
         support = self.certified_support(obs, self.policy_params(obs))
         return CertifiedThinDistribution(support, self.thin_q, self.certificate.multiplier)
 
-    def fat_distribution(self, params: PolicyParams, *, detach: bool) -> HeavyTailedQGaussian:
-        """The fat proposal ``pi_phi(.|s)``; fully detached when it only serves as a target."""
+    def fat_distribution(
+        self, params: PolicyParams, *, detach: bool, q: float | torch.Tensor | None = None
+    ) -> HeavyTailedQGaussian:
+        """The fat proposal ``pi_phi(.|s)``; fully detached when it only serves as a target.
+        ``q``: ``fat_q`` as given (the learner's compiled step passes a 0-d tensor of the same
+        value where ``fat_q > 1``), else the module's."""
         loc, scale = params.loc, params.fat_scale
         if detach:
             loc, scale = loc.detach(), scale.detach()
-        return HeavyTailedQGaussian(loc, scale, self.fat_q, validate_args=False)
+        q = self.fat_q if q is None else q
+        return HeavyTailedQGaussian(loc, scale, q, validate_args=False)
 
     def q_values(
         self,

@@ -21,6 +21,8 @@ from fttpo_ray.algorithms.fttpo.torch.fttpo_torch_learner import (
     DYNAMO_CONFIG,
     FLOAT_COLUMNS,
     GRADIENT_CHECK,
+    INDUCTOR_OPTIONS,
+    StepHyperParameters,
     compile_step,
     losses_and_gradients,
     non_finite_message,
@@ -201,6 +203,100 @@ def test_compiled_learner_steps_equal_the_reference_steps(caplog):
         torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-5)
 
 
+def compiled_and_eager_steps(learner, run_compiled, seed: int = 4):
+    """The learner's step on one minibatch, compiled (``run_compiled``) and eager, same seed
+    and same parameters, with the learner's tensor-valued hyper-parameters."""
+    module = learner.module[DEFAULT_MODULE_ID].unwrapped()
+    params = optimizer_params(learner)
+    hyper = learner.step_hyper_parameters(DEFAULT_MODULE_ID, learner.config)
+    batch = make_batch(MINIBATCH)
+    torch.manual_seed(seed)
+    with torch._dynamo.config.patch(DYNAMO_CONFIG):
+        compiled = run_compiled(module, batch, hyper, params, hyper.q)
+    torch.manual_seed(seed)
+    eager = losses_and_gradients(module, batch, hyper, params, hyper.q)
+    return compiled, eager
+
+
+def assert_steps_close(compiled, eager, rtol: float = 1e-4, atol: float = 1e-5) -> None:
+    """Equal summed loss, losses, diagnostics, checks and gradients (gradients: absolute
+    tolerance ``5 atol``, as ``log(1 - r^2)`` near a sparse support's edge amplifies rounding;
+    RAR's largest gradient difference is 1.7e-5)."""
+    for mine, theirs in zip(compiled[:4], eager[:4], strict=True):
+        torch.testing.assert_close(mine, theirs, rtol=rtol, atol=atol)
+    for mine, theirs in zip(compiled[4], eager[4], strict=True):
+        assert (mine is None) == (theirs is None)
+        if mine is not None:
+            torch.testing.assert_close(mine, theirs, rtol=rtol, atol=5 * atol)
+
+
+@pytest.fixture(scope="module")
+def inductor_step():
+    """One inductor-compiled step shared by the compiled tests of this module (the graphs are
+    cached on the step's code object: a variant compiles once per process)."""
+    torch._dynamo.reset()
+    return torch.compile(losses_and_gradients, fullgraph=True, options=INDUCTOR_OPTIONS)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("variant", "fat_q"), [("fttpo", 2.0), ("rar", 2.0), ("reverse_kl", 2.0), ("fat_only", 1.0)]
+)
+def test_compiled_step_equals_the_eager_step_for_every_variant(inductor_step, variant, fat_q):
+    """Inductor's step with the tensor-valued q, tau and gamma gives the eager step's losses,
+    diagnostics, checks and gradients for the same seed (relative tolerance 1e-4: inductor
+    fuses and reorders float32 arithmetic). About 5-30 s of compilation per variant."""
+    learner = make_learner(make_config(variant, fat_q=fat_q, kl_weight=0.3))
+    compiled, eager = compiled_and_eager_steps(learner, inductor_step)
+    assert_steps_close(compiled, eager)
+
+
+@pytest.mark.slow
+def test_other_q_tau_and_gamma_reuse_the_compiled_graph(inductor_step):
+    """Learners with other fat_q > 1, thin_q, kl_weight, gamma and learning rates run the graph
+    compiled for the first (dynamo compiles no new graph; the optimizers step outside it) and
+    get their own eager step's values; the Gaussian fat_q = 1 is another graph."""
+    from torch._dynamo.utils import counters
+
+    first = make_learner(make_config("fttpo", fat_q=2.0, thin_q=0.0, kl_weight=0.1))
+    assert_steps_close(*compiled_and_eager_steps(first, inductor_step))
+    graphs = counters["stats"]["unique_graphs"]
+    for fat_q, thin_q, kl_weight, gamma in ((1.5, -1.0, 1.0, 0.5), (2.5, 0.5, 0.01, 0.99)):
+        config = make_config("fttpo", fat_q=fat_q, thin_q=thin_q, kl_weight=kl_weight)
+        learner = make_learner(config.training(gamma=gamma, actor_lr=3e-4, critic_lr=1e-3))
+        compiled, eager = compiled_and_eager_steps(learner, inductor_step)
+        assert counters["stats"]["unique_graphs"] == graphs
+        assert_steps_close(compiled, eager)
+        # The values reached the graph: the losses differ from the first learner's.
+        assert not torch.allclose(compiled[0], compiled_and_eager_steps(first, inductor_step)[0][0])
+    gaussian = make_learner(make_config("fttpo", fat_q=1.0))
+    assert_steps_close(*compiled_and_eager_steps(gaussian, inductor_step))
+    assert counters["stats"]["unique_graphs"] == graphs + 1
+
+
+def test_step_hyper_parameters_are_tensors_updated_in_place():
+    """The swept values are 0-d float64 tensors (q from the module), filled in place when the
+    config changes; another plain field or a change to or from the Gaussian builds anew."""
+    learner = make_learner(make_config("fttpo", fat_q=2.0, thin_q=-1.0, kl_weight=0.1))
+    module = learner.module[DEFAULT_MODULE_ID].unwrapped()
+    hyper = learner.step_hyper_parameters(DEFAULT_MODULE_ID, learner.config)
+    assert isinstance(hyper, StepHyperParameters)
+    for tensor, value in ((hyper.kl_weight, 0.1), (hyper.gamma, 0.9), (hyper.q.fat, 2.0)):
+        assert tensor.dim() == 0 and tensor.dtype == torch.float64 and tensor.item() == value
+    assert hyper.q.thin.item() == -1.0
+    kl_weight = hyper.kl_weight
+    config = copy.deepcopy(learner.config).training(kl_weight=0.7)
+    again = learner.step_hyper_parameters(DEFAULT_MODULE_ID, config)
+    assert again is hyper and again.kl_weight is kl_weight and kl_weight.item() == 0.7
+    other = learner.step_hyper_parameters(
+        DEFAULT_MODULE_ID, copy.deepcopy(config).training(kl_num_samples=8)
+    )
+    assert other is not hyper and other.kl_num_samples == 8
+    module.fat_q = 1.0
+    gaussian = learner.step_hyper_parameters(DEFAULT_MODULE_ID, config)
+    assert gaussian.q.fat == 1.0 and not isinstance(gaussian.q.fat, torch.Tensor)
+
+
 @pytest.mark.parametrize(
     ("variant", "fat_q"), [("fttpo", 2.0), ("rar", 2.0), ("reverse_kl", 2.0), ("fat_only", 1.0)]
 )
@@ -213,6 +309,7 @@ def test_every_variant_traces_as_one_graph(variant, fat_q):
     module = learner.module[DEFAULT_MODULE_ID].unwrapped()
     params = optimizer_params(learner)
     batch = make_batch(MINIBATCH)
+    torch._dynamo.reset()  # the compiled tests' graphs count towards dynamo's recompile limit
     traced = torch.compile(losses_and_gradients, fullgraph=True, backend="eager")
     torch.manual_seed(4)
     eager = losses_and_gradients(module, batch, config, params)

@@ -184,7 +184,10 @@ class FtTPOConfig(AlgorithmConfig):
         self.normalize_observations = True
         self._obs_statistics: tuple[list[float], list[float]] | None = None
         # Compile forward, losses and backward of each gradient step with torch.compile (one
-        # graph, eager fallback with a warning); off: benchmarks/results/throughput.md says why.
+        # graph for every q and tau, eager fallback with a warning). Off: 1.3-1.45x the steps/s,
+        # but a compilation takes ~3 s from inductor's on-disk cache and ~28 s cold, which pays
+        # after ~700-1000 steps warm and ~7 300 cold: at best even within a 1 000-step trial
+        # (benchmarks/results/throughput_compile_*.md). Turn it on for long runs and sweeps.
         self.compile_update = False
         # RLlib's per-tensor NaN checks off: the learner checks losses and gradients itself.
         self.torch_skip_nan_gradients = True

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import torch
 from ray.rllib.core.columns import Columns
@@ -74,9 +75,19 @@ FLOAT_COLUMNS = BATCH_COLUMNS[:4]
 GRADIENT_CHECK = "gradient"
 
 #: Dynamo settings of the compiled step: trace the backward pass into the graph, and specialise
-#: on Python floats (q, tau, ...), so a second module with other values recompiles instead of
-#: tracing them as symbols (which breaks the single graph).
+#: on the Python floats left (``weight_q``, ``w_max``, ``kl_ratio_clip``, the module's bounds),
+#: so other values recompile instead of being traced as symbols (which breaks the single graph).
+#: The swept hyper-parameters (``fat_q``, ``thin_q``, ``kl_weight``, ``gamma``) are tensors
+#: (:class:`StepHyperParameters`): one graph serves all their values.
 DYNAMO_CONFIG = {"trace_autograd_ops": True, "specialize_float": True}
+
+#: Inductor settings of the compiled step: random numbers from the eager kernels (a compiled step
+#: equals the eager one for the same seed), and no probe of the CPU's vector instruction sets.
+#: The probe builds and loads a test library in a subprocess for every instruction set the CPU
+#: reports, in every process: ~1.5 s of a ~4.7 s compilation from inductor's on-disk cache on a
+#: loaded 2-core machine. Without it the set is still picked from the CPU's flags; a compiler
+#: that cannot build for it fails the compilation, and the step runs eagerly (one warning).
+INDUCTOR_OPTIONS = {"fallback_random": True, "cpp.vec_isa_ok": True}
 
 #: ``losses_and_gradients``' result: the summed loss, the losses and the diagnostics (detached,
 #: keyed as by :func:`fttpo_losses`), the finiteness checks and the gradients.
@@ -89,12 +100,88 @@ StepResult = tuple[
 ]
 
 
-#: A thin loss: ``(module, batch, params, thin, weights, config) -> (loss, diagnostics)``, with
-#: ``params`` the policy parameters at the batch's observations, ``thin`` the thin policy built
-#: from them (its location detached where the variant's ``thin_detached``) and ``weights`` the
-#: advantage weights of the dataset actions.
+class QIndices(NamedTuple):
+    """The module's ``fat_q`` and ``thin_q`` for one step: Python floats, or 0-d tensors of
+    the same values (``fat`` stays the float 1.0 for the Gaussian)."""
+
+    fat: torch.Tensor | float
+    thin: torch.Tensor | float
+
+
+@dataclass(frozen=True)
+class StepHyperParameters:
+    """The hyper-parameters a gradient step reads, the swept ones as 0-d float64 tensors.
+
+    ``fat_q``, ``thin_q``, ``kl_weight`` (tau) and ``gamma`` are tensors, so the compiled step
+    reads them as graph inputs and one compiled graph serves every value of them (a sweep over
+    q and tau compiles once per process, and inductor's on-disk cache serves the other
+    processes); ``fat_q`` is the float 1.0 for the Gaussian (another sampler: another graph).
+    The other fields are plain values the graph specialises on (``kl_num_samples`` and
+    ``rar_num_samples`` are shapes). Built once per module by :meth:`from_config` and
+    updated in place by :meth:`update` (``fill_``) when the config changes.
+    """
+
+    gamma: torch.Tensor
+    kl_weight: torch.Tensor
+    q: QIndices
+    weight_q: float
+    w_max: float
+    kl_ratio_clip: float
+    kl_num_samples: int
+    rar_num_samples: int
+
+    #: The config fields held as tensors.
+    TENSOR_FIELDS = ("gamma", "kl_weight")
+    PLAIN_FIELDS = ("weight_q", "w_max", "kl_ratio_clip", "kl_num_samples", "rar_num_samples")
+
+    @classmethod
+    def from_config(
+        cls, module: FtTPOTorchRLModule, config: Any, device: torch.device
+    ) -> StepHyperParameters:
+        """q from the module (what it acts with), the rest from ``config``."""
+
+        def tensor(value: float) -> torch.Tensor:
+            return torch.tensor(float(value), dtype=torch.float64, device=device)
+
+        fat = module.fat_q if module.fat_q == 1.0 else tensor(module.fat_q)
+        return cls(
+            **{name: tensor(getattr(config, name)) for name in cls.TENSOR_FIELDS},
+            q=QIndices(fat=fat, thin=tensor(module.thin_q)),
+            **{name: getattr(config, name) for name in cls.PLAIN_FIELDS},
+        )
+
+    def matches(self, module: FtTPOTorchRLModule, config: Any) -> bool:
+        """Whether :meth:`update` can hold the values: the plain fields are equal and the
+        Gaussian stays Gaussian."""
+        gaussian = module.fat_q == 1.0
+        return gaussian == (not isinstance(self.q.fat, torch.Tensor)) and all(
+            getattr(self, name) == getattr(config, name) for name in self.PLAIN_FIELDS
+        )
+
+    def update(self, module: FtTPOTorchRLModule, config: Any) -> None:
+        """Set the tensors to the module's q and ``config``'s values in place (the same tensors
+        stay the graph's inputs); call where :meth:`matches`."""
+        for name in self.TENSOR_FIELDS:
+            getattr(self, name).fill_(float(getattr(config, name)))
+        if isinstance(self.q.fat, torch.Tensor):
+            self.q.fat.fill_(module.fat_q)
+        self.q.thin.fill_(module.thin_q)
+
+
+#: A thin loss: ``(module, batch, params, thin, weights, config, q) -> (loss, diagnostics)``,
+#: with ``params`` the policy parameters at the batch's observations, ``thin`` the thin policy
+#: built from them (its location detached where the variant's ``thin_detached``), ``weights``
+#: the advantage weights of the dataset actions and ``q`` the step's :class:`QIndices`.
 ThinLossFn = Callable[
-    [FtTPOTorchRLModule, dict[str, Any], PolicyParams, SparseQGaussian, torch.Tensor, Any],
+    [
+        FtTPOTorchRLModule,
+        dict[str, Any],
+        PolicyParams,
+        SparseQGaussian,
+        torch.Tensor,
+        Any,
+        QIndices,
+    ],
     tuple[torch.Tensor, dict[str, torch.Tensor]],
 ]
 
@@ -106,11 +193,12 @@ def fat_to_thin_kl_loss(
     thin: SparseQGaussian,
     weights: torch.Tensor,
     config: Any,
+    q: QIndices,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """FtTPO's thin loss, ``KL(pi_theta || pi_phi)`` to the frozen fat proposal on
     ``kl_num_samples`` reparameterised thin samples (docs/algorithm.md §2 step 4)."""
     samples = thin.rsample((config.kl_num_samples,))
-    fat_frozen = module.fat_distribution(params, detach=True)
+    fat_frozen = module.fat_distribution(params, detach=True, q=q.fat)
     loss = losses.reverse_kl_estimate(
         thin.log_prob(samples), fat_frozen.log_prob(samples), config.kl_ratio_clip
     )
@@ -124,6 +212,7 @@ def random_action_replacement_loss(
     thin: SparseQGaussian,
     weights: torch.Tensor,
     config: Any,
+    q: QIndices,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """RAR's thin loss, ``-E[w log pi_theta(a~|s)]`` with each dataset action outside the thin
     support replaced by the nearest of ``rar_num_samples`` thin samples (docs/algorithm.md §3);
@@ -144,6 +233,7 @@ def boltzmann_reverse_kl_loss(
     thin: SparseQGaussian,
     weights: torch.Tensor,
     config: Any,
+    q: QIndices,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The reverse-KL baseline's thin loss, ``E_{b~pi_theta}[log pi_theta(b|s) - Q(s, b)/tau]``
     on one reparameterised sample, the critics frozen but passing gradient to ``b``
@@ -170,13 +260,16 @@ def fttpo_losses(
     batch: dict[str, Any],
     fwd_out: dict[str, Any],
     config: Any,
+    q: QIndices | None = None,
 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """All losses of one gradient step (keyed by optimizer name) and diagnostics.
 
     ``config`` needs ``gamma, kl_weight, weight_q, w_max, kl_num_samples, kl_ratio_clip,
-    rar_num_samples``. Pure with respect to the learner: tests call it on a bare module. No
-    branch depends on a tensor's value, so it never waits for the device and compiles as one
-    graph. What each variant trains is read from its spec (``module.spec``).
+    rar_num_samples`` (the learner passes a :class:`StepHyperParameters`, whose swept fields
+    are tensors); ``q`` the module's q indices (``None``: its floats; the learner passes them as
+    tensors). Pure with respect to the learner: tests call it on a bare module. No branch
+    depends on a tensor's value, so it never waits for the device and compiles as one graph.
+    What each variant trains is read from its spec (``module.spec``).
     """
     obs = batch[Columns.OBS]
     actions = batch[Columns.ACTIONS]
@@ -184,24 +277,32 @@ def fttpo_losses(
         loc=fwd_out[LOC], fat_scale=fwd_out[FAT_SCALE], thin_halfwidth=fwd_out[THIN_HALFWIDTH]
     )
     spec = module.spec
+    if q is None:
+        q = QIndices(fat=module.fat_q, thin=module.thin_q)
 
     # Targets, without gradient: TD target with a' ~ proposal (fat, or thin if there is
     # none), value target with b ~ the acting policy.
     with torch.no_grad():
         next_params = module.policy_params(batch[Columns.NEXT_OBS])
         if spec.proposal is Policy.FAT:
-            next_actions = module.fat_distribution(next_params, detach=True).sample()
+            next_actions = module.fat_distribution(
+                next_params, detach=True, q=q.fat
+            ).sample()
             next_actions = next_actions.clamp(-1.0, 1.0)
         else:
-            next_actions = module.thin_distribution(next_params, detach_loc=True).sample()
+            next_actions = module.thin_distribution(
+                next_params, detach_loc=True, q=q.thin
+            ).sample()
         next_q = module.q_aggregate(batch[Columns.NEXT_OBS], next_actions, target=True)
         target = losses.td_target(
             batch[Columns.REWARDS], batch[Columns.TERMINATEDS], next_q, config.gamma
         )
         if spec.acting_policy is Policy.THIN:
-            policy_actions = module.thin_distribution(params, detach_loc=True).sample()
+            policy_actions = module.thin_distribution(
+                params, detach_loc=True, q=q.thin
+            ).sample()
         else:
-            policy_actions = module.fat_distribution(params, detach=True).sample()
+            policy_actions = module.fat_distribution(params, detach=True, q=q.fat).sample()
             policy_actions = policy_actions.clamp(-1.0, 1.0)
         q_target_at_policy = module.q_aggregate(obs, policy_actions, target=True)
 
@@ -226,14 +327,16 @@ def fttpo_losses(
     }
 
     if spec.has_fat:
-        fat = module.fat_distribution(params, detach=False)
+        fat = module.fat_distribution(params, detach=False, q=q.fat)
         named[FAT] = losses.weighted_log_likelihood_loss(fat.log_prob(actions), weights.weights)
         metrics[FAT_SCALE_MEAN] = params.fat_scale.detach().mean()
 
     if spec.has_thin:
-        thin = module.thin_distribution(params, detach_loc=spec.thin_detached)
+        thin = module.thin_distribution(params, detach_loc=spec.thin_detached, q=q.thin)
         thin_loss = THIN_LOSSES[spec.thin_loss]
-        named[THIN], thin_metrics = thin_loss(module, batch, params, thin, weights.weights, config)
+        named[THIN], thin_metrics = thin_loss(
+            module, batch, params, thin, weights.weights, config, q
+        )
         metrics.update(thin_metrics)
         metrics[THIN_HALFWIDTH_MEAN] = params.thin_halfwidth.detach().mean()
 
@@ -251,6 +354,7 @@ def losses_and_gradients(
     batch: dict[str, torch.Tensor],
     config: Any,
     params: Sequence[torch.nn.Parameter],
+    q: QIndices | None = None,
 ) -> StepResult:
     """Forward pass, losses and their gradients with respect to ``params`` (one backward pass).
 
@@ -259,7 +363,7 @@ def losses_and_gradients(
     a gradient step that :func:`compile_step` compiles: all but the optimizer steps and the
     polyak update.
     """
-    named, metrics = fttpo_losses(module, batch, module.forward_train(batch), config)
+    named, metrics = fttpo_losses(module, batch, module.forward_train(batch), config, q)
     total = torch.stack(list(named.values())).sum()
     grads = torch.autograd.grad(total, list(params), allow_unused=True)
     checks = step_checks(batch, named)
@@ -271,11 +375,11 @@ def compile_step(step: Callable[..., StepResult]) -> Callable[..., StepResult]:
     """``step`` compiled with ``torch.compile`` (inductor, one graph), or ``step`` itself.
 
     Compilation happens at the first call; where it fails (no C++ compiler, an unsupported
-    platform), one warning is logged and ``step`` runs eagerly from then on. Random numbers are
-    drawn by the same kernels as in eager mode (inductor's ``fallback_random``), so a compiled
-    step equals the eager one for the same seed.
+    platform), one warning is logged and ``step`` runs eagerly from then on. Inductor runs with
+    :data:`INDUCTOR_OPTIONS`: random numbers are drawn by the same kernels as in eager mode
+    (``fallback_random``), so a compiled step equals the eager one for the same seed.
     """
-    compiled = torch.compile(step, fullgraph=True, options={"fallback_random": True})
+    compiled = torch.compile(step, fullgraph=True, options=INDUCTOR_OPTIONS)
     state: dict[str, Callable[..., StepResult]] = {}
 
     def run(*args: Any) -> StepResult:
@@ -431,8 +535,10 @@ class FtTPOTorchLearner(FtTPOLearner, TorchLearner):
       (one read per call), not the last step's values.
 
     ``compile_update`` compiles forward pass, losses and backward pass as one graph
-    (:func:`compile_step`); the fused optimizer steps and the polyak update run eagerly
-    (``torch.optim`` breaks graphs around ``step()`` and the fused Adam kernel is not traced).
+    (:func:`compile_step`) that reads q, tau and gamma as tensors (:class:`StepHyperParameters`),
+    so one graph serves a whole sweep; the fused optimizer steps and the polyak update run
+    eagerly (``torch.optim`` breaks graphs around ``step()`` and the fused Adam kernel is not
+    traced; together they take ~4% of a compiled step, ``throughput_compile_*.md``).
     RLlib's own ``torch_compile_learner`` is not used for this: its ``forward_train`` mode
     compiles only the policy forward pass (not the critics, losses or backward), and its
     ``complete_update`` mode compiles RLlib's whole ``_uncompiled_update`` — metrics logging,
@@ -445,6 +551,7 @@ class FtTPOTorchLearner(FtTPOLearner, TorchLearner):
         self._grad_step = 0
         self._stats: dict[ModuleID, UpdateStats] = {}
         self._compiled_steps: dict[ModuleID, Callable[..., StepResult]] = {}
+        self._hyper_parameters: dict[ModuleID, StepHyperParameters] = {}
         # Rows and minibatches trained per module, and env steps, since the last update() end.
         self._trained_rows: dict[ModuleID, int] = {}
         self._trained_batches: dict[ModuleID, int] = {}
@@ -476,9 +583,23 @@ class FtTPOTorchLearner(FtTPOLearner, TorchLearner):
         fwd_out: dict[str, Any],
     ) -> torch.Tensor:
         module: FtTPOTorchRLModule = self._module[module_id].unwrapped()
-        named, metrics = fttpo_losses(module, batch, fwd_out, config)
+        hyper = self.step_hyper_parameters(module_id, config)
+        named, metrics = fttpo_losses(module, batch, fwd_out, hyper, hyper.q)
         self._record(module_id, named, metrics, step_checks(batch, named))
         return torch.stack(list(named.values())).sum()
+
+    def step_hyper_parameters(self, module_id: ModuleID, config: Any) -> StepHyperParameters:
+        """The module's :class:`StepHyperParameters`, its tensors set to ``config``'s values in
+        place (the same tensors at every step: the compiled graph's inputs)."""
+        module: FtTPOTorchRLModule = self._module[module_id].unwrapped()
+        hyper = self._hyper_parameters.get(module_id)
+        if hyper is None or not hyper.matches(module, config):
+            device = next(module.parameters()).device
+            hyper = StepHyperParameters.from_config(module, config, device)
+            self._hyper_parameters[module_id] = hyper
+        else:
+            hyper.update(module, config)
+        return hyper
 
     def _record(
         self,
@@ -520,8 +641,9 @@ class FtTPOTorchLearner(FtTPOLearner, TorchLearner):
                 step = compile_step(losses_and_gradients)
                 self._compiled_steps[module_id] = step
             config = self.config.get_config_for_module(module_id)
+            hyper = self.step_hyper_parameters(module_id, config)
             plain_batch = {column: module_batch[column] for column in BATCH_COLUMNS}
-            total, named, metrics, checks, grads = step(module, plain_batch, config, params)
+            total, named, metrics, checks, grads = step(module, plain_batch, hyper, params, hyper.q)
             self._record(module_id, named, metrics, checks)
             loss_per_module[module_id] = total
             gradients.update(zip(params, grads, strict=True))
