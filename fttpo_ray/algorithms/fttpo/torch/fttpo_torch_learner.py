@@ -285,22 +285,16 @@ def fttpo_losses(
     with torch.no_grad():
         next_params = module.policy_params(batch[Columns.NEXT_OBS])
         if spec.proposal is Policy.FAT:
-            next_actions = module.fat_distribution(
-                next_params, detach=True, q=q.fat
-            ).sample()
+            next_actions = module.fat_distribution(next_params, detach=True, q=q.fat).sample()
             next_actions = next_actions.clamp(-1.0, 1.0)
         else:
-            next_actions = module.thin_distribution(
-                next_params, detach_loc=True, q=q.thin
-            ).sample()
+            next_actions = module.thin_distribution(next_params, detach_loc=True, q=q.thin).sample()
         next_q = module.q_aggregate(batch[Columns.NEXT_OBS], next_actions, target=True)
         target = losses.td_target(
             batch[Columns.REWARDS], batch[Columns.TERMINATEDS], next_q, config.gamma
         )
         if spec.acting_policy is Policy.THIN:
-            policy_actions = module.thin_distribution(
-                params, detach_loc=True, q=q.thin
-            ).sample()
+            policy_actions = module.thin_distribution(params, detach_loc=True, q=q.thin).sample()
         else:
             policy_actions = module.fat_distribution(params, detach=True, q=q.fat).sample()
             policy_actions = policy_actions.clamp(-1.0, 1.0)
