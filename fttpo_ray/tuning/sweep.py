@@ -223,14 +223,21 @@ def _write_state(sweep_dir: Path, state: dict[str, Any]) -> None:
 def trial_concurrency(plan: RunPlan, spec: ExperimentSpec, requested: int) -> int | None:
     """Trials of ``plan`` allowed at once (``None``: as many as the resources allow).
 
-    RLlib's own offline algorithms read their data with Ray Data, whose tasks run outside the
-    trial's placement group: :data:`RAY_DATA_RESERVED_CPUS` CPUs of the cluster are left free
-    for them, or their trials would wait forever on a small machine.
+    RLlib's own offline algorithms read a dataset too large for memory with Ray Data, whose
+    tasks run outside the trial's placement group: :data:`RAY_DATA_RESERVED_CPUS` CPUs of the
+    cluster are left free for them, or their trials would wait forever on a small machine. In
+    memory (:class:`~fttpo_ray.algorithms.offline_data.InMemoryOfflineData`, every dataset up
+    to ``IN_MEMORY_MAX_TRANSITIONS``) they use only their own CPU, and run as many at once as
+    FtTPO's trials.
     """
     import ray
 
+    from fttpo_ray.algorithms.offline_data import InMemoryOfflineData
+
     limit = requested or None
-    if plan.kind == KIND_RLLIB:
+    config = plan.algorithm_config
+    streams = config is not None and config.offline_data_class is not InMemoryOfflineData
+    if plan.kind == KIND_RLLIB and streams:
         cpus = float(ray.cluster_resources().get("CPU", 1.0))
         fit = max(1, int((cpus - RAY_DATA_RESERVED_CPUS) // spec.cpus_per_trial))
         limit = min(limit, fit) if limit else fit
