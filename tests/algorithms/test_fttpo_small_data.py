@@ -4,6 +4,8 @@ selection on held-out episodes that never reads an evaluation episode."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -132,3 +134,30 @@ def test_small_data_fields_are_validated(field, value):
     with pytest.raises(ConfigError, match=f"`{field}`") as info:
         config.validate()
     assert "\n" not in str(info.value)
+
+
+def test_relative_td_error_does_not_change_with_the_critics_scale(trained):
+    """Rewards and critics times k multiply the TD error by k² and leave the relative one (TD
+    error over the targets' variance) as it was: the criterion compares fits, not scales."""
+    algo, results = trained
+    module, held = learner_module(algo), algo.offline_data.held_out
+    base = held_out_criteria(module, held, 0.9)
+    assert results[-1]["selection"]["relative_td_error"] == pytest.approx(
+        base["relative_td_error"], rel=1e-6
+    )
+    assert 0.0 < base["relative_td_error"] < math.inf
+
+    k = 7.0
+    original = module.q_aggregate
+
+    class Scaled:
+        def __getattr__(self, name):
+            return getattr(module, name)
+
+        def q_aggregate(self, *args, **kwargs):
+            return k * original(*args, **kwargs)
+
+    scaled_held = {**held, Columns.REWARDS: k * held[Columns.REWARDS]}
+    scaled = held_out_criteria(Scaled(), scaled_held, 0.9)
+    assert scaled["td_error"] == pytest.approx(k * k * base["td_error"], rel=1e-4)
+    assert scaled["relative_td_error"] == pytest.approx(base["relative_td_error"], rel=1e-4)

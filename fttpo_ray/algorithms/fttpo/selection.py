@@ -11,12 +11,18 @@ Criteria (both computed every iteration; ``selection_criterion`` picks the one t
 - ``td_error``: ``E_holdout[(Q_agg(s, a) - r - gamma (1 - d) Qbar_agg(s', mu(s')))^2]`` with
   ``mu`` the acting policy's location: how well the critic generalises to unseen episodes
   (lower is better).
+- ``relative_td_error``: ``td_error / Var_holdout(y)``, ``y`` the TD targets above: the share
+  of the targets' spread that the critic does not explain (lower is better). Unlike
+  ``td_error`` it does not grow with the critic's scale: rewards times ``k`` multiply both the
+  error and the spread by ``k²``, and a value function that grows over training (the raw TD
+  error then grows with it) is judged by how well it fits, not by its size.
 - ``policy_q``: ``E_holdout[Q_agg(s, mu(s))]``: the critic's value of the acting policy's
   location at held-out states (higher is better); it trusts the critic's ranking of actions.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -27,10 +33,11 @@ from fttpo_ray.algorithms.fttpo.losses import td_target
 
 #: Criterion names (values of ``FtTPOConfig.selection_criterion``) and their metric keys.
 TD_ERROR = "td_error"
+RELATIVE_TD_ERROR = "relative_td_error"
 POLICY_Q = "policy_q"
-CRITERIA = (TD_ERROR, POLICY_Q)
+CRITERIA = (TD_ERROR, RELATIVE_TD_ERROR, POLICY_Q)
 #: ``True`` where a larger value of the criterion is better.
-MAXIMISE = {TD_ERROR: False, POLICY_Q: True}
+MAXIMISE = {TD_ERROR: False, RELATIVE_TD_ERROR: False, POLICY_Q: True}
 
 #: Result keys: ``selection/<criterion>`` each iteration, ``selected/...`` for the best so far.
 SELECTION = "selection"
@@ -53,8 +60,11 @@ def held_out_criteria(module: Any, held_out: dict[str, torch.Tensor], gamma: flo
         target = td_target(held_out[Columns.REWARDS], held_out[Columns.TERMINATEDS], next_q, gamma)
         q = module.q_aggregate(obs, held_out[Columns.ACTIONS])
         policy_q = module.q_aggregate(obs, module.policy_params(obs).loc)
+        td_error = float(torch.mean((q - target) ** 2))
+        spread = float(torch.var(target, correction=0))
         return {
-            TD_ERROR: float(torch.mean((q - target) ** 2)),
+            TD_ERROR: td_error,
+            RELATIVE_TD_ERROR: td_error / spread if spread > 0.0 else math.inf,
             POLICY_Q: float(policy_q.mean()),
         }
 
