@@ -121,7 +121,10 @@ def test_grouped_settings_set_the_attributes_and_check_their_preconditions():
         config.certificate_grid_points,
     ) == (True, 1.0, 0.1, 3, [8], 5)
     config.validate()
-    with pytest.raises(ConfigError, match="`selection_criterion` must be 'td_error' or"):
+    with pytest.raises(
+        ConfigError,
+        match="`selection_criterion` must be one of td_error, relative_td_error, policy_q",
+    ):
         FtTPOConfig().dataset("x").selection(criterion="return").validate()
     # The certificate's action-space precondition runs once the spaces are known.
     import gymnasium as gym
