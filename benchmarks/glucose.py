@@ -3,7 +3,8 @@ table, the time-in-range / prohibited-bolus frontier and a day of glucose, from 
 
 ``record`` reads the sweep's trials from its MLflow store and appends one JSON record per
 (trial, policy) with the final evaluation (the last iteration, ``evaluation.final_episodes``
-patient-days, episodes ``EVALUATION_SEED + i``) to ``benchmarks/results/glucose_runs.jsonl``.
+patient-days, episodes ``EVALUATION_SEED + i``; every metric, from the trial's ``result.json``)
+to ``benchmarks/results/glucose_runs.jsonl``.
 ``report`` rolls out the reference rows on the same patient-days (no bolus, the clean
 basal-bolus controller, the behaviour policy, the best U-per-gram rule chosen on separate
 selection days; cached in ``benchmarks/results/glucose_references.json``) and writes
@@ -58,11 +59,9 @@ def record(uri: str, experiment: str) -> None:
         tags = run.data.tags
         if tags.get(tr.KIND_TAG) != tr.KIND_TRIAL or run.info.status != "FINISHED":
             continue
+        final = last_evaluation(Path(tags.get(tr.TRIAL_DIR_TAG, "")))
         for policy in m.POLICIES:
-            prefix = f"{m.EVALUATION_PREFIX}/{policy}/"
-            values = {
-                k[len(prefix) :]: v for k, v in run.data.metrics.items() if k.startswith(prefix)
-            }
+            values = final.get(policy)
             if not values or (run.info.run_id, policy) in done:
                 continue
             c.append_record(
@@ -79,6 +78,25 @@ def record(uri: str, experiment: str) -> None:
             )
             written += 1
     print(f"{written} new records in {RUNS_FILE.relative_to(c.REPO_ROOT)}")
+
+
+def last_evaluation(trial_dir: Path) -> dict[str, dict[str, float]]:
+    """``{policy: metrics}`` of the trial's last result (Tune's ``result.json`` in its
+    directory: every metric of the evaluation, the glucose measures per group included)."""
+    import json
+
+    from fttpo_ray import metrics as m
+
+    results = trial_dir / "result.json"
+    if not results.is_file():
+        return {}
+    lines = [line for line in results.read_text().splitlines() if line.strip()]
+    evaluation = json.loads(lines[-1]).get(m.EVALUATION_PREFIX, {}) if lines else {}
+    return {
+        policy: {k: float(v) for k, v in evaluation[policy].items() if isinstance(v, (int, float))}
+        for policy in m.POLICIES
+        if isinstance(evaluation.get(policy), dict)
+    }
 
 
 def references(episodes: int) -> dict[str, Any]:

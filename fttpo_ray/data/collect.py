@@ -34,8 +34,10 @@ import math
 import shutil
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -149,40 +151,61 @@ def dataset_info(dataset_id: str) -> DatasetInfo:
     )
 
 
+def play_episode(
+    env: gym.Env,
+    policy: Policy,
+    seed: int,
+    options: dict[str, Any] | None = None,
+    info_keys: Sequence[str] = (),
+) -> dict[str, Any]:
+    """One episode (``env.reset(seed=seed, options=options)``) as the arguments of a Minari
+    ``EpisodeBuffer`` (no id), with ``infos[key]`` for ``info_keys`` of the reset and of every
+    step as lists of Python scalars (Minari's Arrow storage decodes 1-D arrays' shapes wrongly)."""
+    obs, info = env.reset(seed=seed, options=options)
+    observations, actions, rewards, terminations, truncations = [obs], [], [], [], []
+    infos: dict[str, list] = {key: [info[key]] for key in info_keys}
+    done = False
+    while not done:
+        action = policy.act(obs, env)
+        obs, reward, terminated, truncated, info = env.step(action)
+        observations.append(obs)
+        actions.append(action)
+        rewards.append(reward)
+        terminations.append(terminated)
+        truncations.append(truncated)
+        for key in info_keys:
+            infos[key].append(info[key])
+        done = terminated or truncated
+    episode = {
+        "seed": seed,
+        "observations": np.asarray(observations, dtype=env.observation_space.dtype),
+        "actions": np.asarray(actions, dtype=env.action_space.dtype),
+        "rewards": np.asarray(rewards, dtype=np.float64),
+        "terminations": np.asarray(terminations, dtype=bool),
+        "truncations": np.asarray(truncations, dtype=bool),
+    }
+    if options is not None:
+        episode["options"] = options
+    if info_keys:
+        episode["infos"] = {
+            key: [v.item() if hasattr(v, "item") else v for v in values]
+            for key, values in infos.items()
+        }
+    return episode
+
+
 def rollout(
     env: gym.Env, policy: Policy, episodes: int, seed: int, label: str = "behaviour"
 ) -> tuple[list, np.ndarray]:
     """``episodes`` episodes (reset seeds ``seed + i``) as Minari episode buffers, and returns."""
     from minari.data_collector.episode_buffer import EpisodeBuffer
 
-    obs_dtype, act_dtype = env.observation_space.dtype, env.action_space.dtype
     buffers, returns = [], np.empty(episodes)
     report_every = max(1, episodes // 10)
     for i in range(episodes):
-        obs, _ = env.reset(seed=seed + i)
-        observations, actions, rewards, terminations, truncations = [obs], [], [], [], []
-        done = False
-        while not done:
-            action = policy.act(obs, env)
-            obs, reward, terminated, truncated, _ = env.step(action)
-            observations.append(obs)
-            actions.append(action)
-            rewards.append(reward)
-            terminations.append(terminated)
-            truncations.append(truncated)
-            done = terminated or truncated
-        returns[i] = float(np.sum(rewards))
-        buffers.append(
-            EpisodeBuffer(
-                id=i,
-                seed=seed + i,
-                observations=np.asarray(observations, dtype=obs_dtype),
-                actions=np.asarray(actions, dtype=act_dtype),
-                rewards=np.asarray(rewards, dtype=np.float64),
-                terminations=np.asarray(terminations, dtype=bool),
-                truncations=np.asarray(truncations, dtype=bool),
-            )
-        )
+        episode = play_episode(env, policy, seed + i)
+        returns[i] = float(np.sum(episode["rewards"]))
+        buffers.append(EpisodeBuffer(id=i, **episode))
         if (i + 1) % report_every == 0:
             logger.info("Collected %d/%d %s episodes", i + 1, episodes, label)
     return buffers, returns
@@ -356,38 +379,8 @@ def glucose_episode(env: gym.Env, policy: Policy, seed: int, patient: str) -> di
     """One episode of the glucose env (reset seed ``seed``, the policy reseeded with it) as the
     arguments of a Minari ``EpisodeBuffer`` (infos :data:`GLUCOSE_STEP_INFOS` of the reset and of
     every step; the env gives every episode at least one decision)."""
-    options = {OPTION_PATIENT: patient}
     policy.seed(seed)
-    obs, info = env.reset(seed=seed, options=options)
-    observations, actions, rewards, terminations, truncations = [obs], [], [], [], []
-    infos = {key: [info[key]] for key in GLUCOSE_STEP_INFOS}
-    done = False
-    while not done:
-        action = policy.act(obs, env)
-        obs, reward, terminated, truncated, info = env.step(action)
-        observations.append(obs)
-        actions.append(action)
-        rewards.append(reward)
-        terminations.append(terminated)
-        truncations.append(truncated)
-        for key in GLUCOSE_STEP_INFOS:
-            infos[key].append(info[key])
-        done = terminated or truncated
-    return {
-        "seed": seed,
-        "options": options,
-        "observations": np.asarray(observations, dtype=env.observation_space.dtype),
-        "actions": np.asarray(actions, dtype=env.action_space.dtype),
-        "rewards": np.asarray(rewards, dtype=np.float64),
-        "terminations": np.asarray(terminations, dtype=bool),
-        "truncations": np.asarray(truncations, dtype=bool),
-        # Lists of Python scalars: Minari's Arrow storage decodes 1-D arrays' shapes wrongly.
-        "infos": {
-            INFO_PROHIBITED: [bool(v) for v in infos[INFO_PROHIBITED]],
-            INFO_BOLUS: [float(v) for v in infos[INFO_BOLUS]],
-            INFO_PATIENT_INDEX: [int(v) for v in infos[INFO_PATIENT_INDEX]],
-        },
-    }
+    return play_episode(env, policy, seed, {OPTION_PATIENT: patient}, GLUCOSE_STEP_INFOS)
 
 
 def collect_episodes(

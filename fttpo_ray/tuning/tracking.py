@@ -55,6 +55,7 @@ from ray.tune import Callback
 
 from fttpo_ray import metrics as m
 from fttpo_ray.data.minari_files import dataset_exists, dataset_path
+from fttpo_ray.envs.glucose import PATIENT_GROUPS
 from fttpo_ray.errors import ConfigError, first_line
 from fttpo_ray.tuning.trainables import report_vocabulary
 
@@ -179,6 +180,13 @@ EVALUATION_NAMES = (
     m.CERTIFIED_WIDTH_MEAN,
     m.CERTIFICATE_BOUND_WIDTH_MEAN,
     m.CERTIFICATE_MULTIPLIER,
+    # the glucose simulator's clinical measures (docs/metrics.md), overall and per patient group
+    m.TIME_IN_RANGE,
+    m.TIME_BELOW_70,
+    m.TIME_BELOW_54,
+    m.TIME_ABOVE_180,
+    m.GLUCOSE_MEAN,
+    *(m.group_metric(name, group) for name in m.GROUP_METRICS for group in PATIENT_GROUPS),
 )
 LEARNER_NAMES = (m.CRITIC_LOSS, m.VALUE_LOSS, m.FAT_LOSS, m.THIN_LOSS, m.GRAD_STEPS_PER_S)
 #: RLlib's own loss keys (``learners/default_policy/<key>``) of its offline algorithms, logged
