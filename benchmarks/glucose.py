@@ -13,7 +13,7 @@ day of three patients under the learned policies of seed 0, from their checkpoin
 
     fttpo sweep tune_configs/glucose.yaml            # in an empty directory: ./mlflow.db
     .venv/bin/python benchmarks/glucose.py record --mlflow-uri sqlite:///$PWD/mlflow.db
-    .venv/bin/python benchmarks/glucose.py report
+    .venv/bin/python benchmarks/glucose.py report --mlflow-uri sqlite:///$PWD/mlflow.db
 """
 
 from __future__ import annotations
@@ -72,7 +72,6 @@ def record(uri: str, experiment: str) -> None:
                     "variant": tags.get(tr.VARIANT_TAG),
                     "seed": int(tags.get(tr.SEED_TAG, -1)),
                     "policy": policy,
-                    "trial_dir": c.portable(tags.get(tr.TRIAL_DIR_TAG, "")),
                     "metrics": values,
                 },
             )
@@ -162,7 +161,7 @@ def _row(name: str, rows: list[dict[str, float]]) -> dict[str, Any]:
 
 
 def _cells(row: dict[str, Any]) -> list[str]:
-    cells = [row["policy"], str(row["patient_days"])]
+    cells = [row["policy"], str(int(row["patient_days"]))]
     for _, metric, digits in COLUMNS:
         mean, se = row[metric]
         cells.append(c.fmt_mean_se(mean, se, digits) if row["seeds"] > 1 else f"{mean:.{digits}f}")
@@ -183,6 +182,19 @@ LABELS = {
     ("bc", "bc", "fat"): "BC (RLlib, Gaussian)",
     ("iql", "iql", "fat"): "IQL (RLlib, squashed Gaussian)",
     ("cql", "cql", "fat"): "CQL (RLlib, squashed Gaussian)",
+}
+#: Labels on the frontier, where the points crowd.
+SHORT = {
+    "FtTPO thin (acting)": "FtTPO thin",
+    "FtTPO fat proposal": "FtTPO fat",
+    "FtTPO certified thin support": "FtTPO certified",
+    "RAR (thin)": "RAR",
+    "reverse KL (thin)": "rev. KL",
+    "Tsallis-AWAC Gaussian": "TAWAC-G",
+    "Tsallis-AWAC Student-t (q = 2)": "TAWAC-t",
+    "BC (RLlib, Gaussian)": "BC",
+    "IQL (RLlib, squashed Gaussian)": "IQL",
+    "CQL (RLlib, squashed Gaussian)": "CQL",
 }
 #: Rows whose policy is a Gaussian (full support): the "fewer than any Gaussian policy" goal.
 GAUSSIAN = {LABELS[k] for k in LABELS if k[0] in ("tawac_gauss", "bc", "iql", "cql")}
@@ -216,7 +228,7 @@ def goals(
     )
 
 
-def report() -> None:
+def report(uris: list[str]) -> None:
     from fttpo_ray.evaluation.glucose_reference import BASAL_BOLUS, BEST_RATIO, behaviour_name
     from fttpo_ray.reporting.frontier import LEARNED, RATIO, REFERENCE, FrontierPoint, frontier_plot
 
@@ -234,7 +246,9 @@ def report() -> None:
     ref_names = {
         "no bolus": "no bolus",
         BASAL_BOLUS: BASAL_BOLUS,
-        behaviour_name(BEHAVIOUR_SIGMA): behaviour_name(BEHAVIOUR_SIGMA) + " (behaviour)",
+        behaviour_name(
+            BEHAVIOUR_SIGMA
+        ): f"behaviour policy (basal-bolus × lognormal σ = {BEHAVIOUR_SIGMA:g})",
         BEST_RATIO: f"best state-independent rule ({ratio:g} U/g)",
     }
     reference_rows = [_row(label, [refs["rows"][name]]) for name, label in ref_names.items()]
@@ -269,7 +283,7 @@ def report() -> None:
     ]
     points += [
         FrontierPoint(
-            row["policy"],
+            row["policy"].split(" (")[0],
             REFERENCE,
             row["time_in_range"][0],
             0.0,
@@ -280,7 +294,7 @@ def report() -> None:
     ]
     points += [
         FrontierPoint(
-            row["policy"],
+            SHORT.get(row["policy"], row["policy"]),
             LEARNED,
             row["time_in_range"][0],
             row["time_in_range"][1],
@@ -294,8 +308,9 @@ def report() -> None:
         FRONTIER_PNG,
         title=f"Glucose: time in range vs prohibited boluses ({episodes} days per seed)",
         value_label="time in range 70-180 mg/dL (%)",
+        violation_label="prohibited boluses (bar: one-sided 95 % upper bound)",
     )
-    day = day_plot(records)
+    day = day_plot(records, uris) or (DAY_PNG if DAY_PNG.exists() else None)
 
     markdown = "\n".join(
         [
@@ -331,8 +346,25 @@ def report() -> None:
     print(markdown)
 
 
-def day_plot(records: list[dict[str, Any]]) -> Path | None:
-    """A day of three patients under the learned policies of seed 0 and two references."""
+def trial_dirs(uris: list[str]) -> dict[str, Path]:
+    """Trial directory (its checkpoints) by MLflow trial run id, from the sweeps' stores."""
+    from mlflow.tracking import MlflowClient
+
+    from fttpo_ray.tuning import tracking as tr
+
+    dirs = {}
+    for uri in uris:
+        client = MlflowClient(uri)
+        for exp in client.search_experiments():
+            for run in client.search_runs([exp.experiment_id], max_results=5000):
+                if tr.TRIAL_DIR_TAG in run.data.tags:
+                    dirs[run.info.run_id] = Path(run.data.tags[tr.TRIAL_DIR_TAG])
+    return dirs
+
+
+def day_plot(records: list[dict[str, Any]], uris: list[str]) -> Path | None:
+    """A day of three patients under the learned policies of seed 0 (their checkpoints, found
+    through the sweeps' MLflow stores ``uris``) and two references; ``None`` without stores."""
     from fttpo_ray.algorithms.fttpo.evaluation import fttpo_policies
     from fttpo_ray.algorithms.rllib_evaluation import rllib_module_policy
     from fttpo_ray.envs import GLUCOSE_ENV_ID
@@ -341,6 +373,9 @@ def day_plot(records: list[dict[str, Any]]) -> Path | None:
     from fttpo_ray.reporting.densities import load_module
     from fttpo_ray.reporting.glucose_day import day_of_glucose
 
+    if not uris:
+        return None
+    dirs = trial_dirs(uris)
     policies = [basal_bolus_policy(30.0)]
     behaviour = behaviour_policy(BEHAVIOUR_SIGMA, 30.0)
     policies.append(
@@ -351,10 +386,9 @@ def day_plot(records: list[dict[str, Any]]) -> Path | None:
             (r for r in records if (r["run"], r["variant"], r["policy"]) == key and r["seed"] == 0),
             None,
         )
-        if rec is None:
+        if rec is None or rec["trial_run_id"] not in dirs:
             continue
-        trial = Path(rec["trial_dir"].replace("~", str(Path.home())))
-        checkpoints = sorted(trial.glob("checkpoint_*"))
+        checkpoints = sorted(dirs[rec["trial_run_id"]].glob("checkpoint_*"))
         if not checkpoints:
             continue
         module = load_module(checkpoints[-1])
@@ -375,13 +409,20 @@ def main() -> None:
     p = sub.add_parser("record", help="append the sweep's final evaluations to the records")
     p.add_argument("--mlflow-uri", required=True)
     p.add_argument("--experiment", default=EXPERIMENT)
-    sub.add_parser("report", help="the table, the frontier and the day plot from the records")
+    p = sub.add_parser("report", help="the table, the frontier and the day plot from the records")
+    p.add_argument(
+        "--mlflow-uri",
+        action="append",
+        default=[],
+        help="a sweep's MLflow store, to find the checkpoints of the day plot (repeatable; "
+        "without one the day plot is left as it is)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     if args.command == "record":
         record(args.mlflow_uri, args.experiment)
     else:
-        report()
+        report(args.mlflow_uri)
 
 
 if __name__ == "__main__":
