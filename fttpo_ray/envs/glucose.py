@@ -328,6 +328,19 @@ def noisy_bolus(dose: Any, sigma: float, z: Any) -> np.ndarray:
     return np.asarray(dose, dtype=np.float64) * np.exp(sigma * np.asarray(z, dtype=np.float64))
 
 
+def observed_basal_bolus_dose(observations: Any) -> np.ndarray:
+    """The clean controller's bolus (U, float64, shape ``(N,)`` for ``(N, 9)`` or one
+    observation) from what it observes: :func:`basal_bolus_dose` of the CGM, carbohydrates,
+    CR and CF decoded from features 0, 2, 7 and 8; not yet clipped to the pump's range."""
+    flat = np.asarray(observations, dtype=np.float64).reshape(-1, OBS_DIM)
+    return basal_bolus_dose(
+        flat[:, 0] * CGM_SCALE,
+        flat[:, 2] * CARBS_SCALE,
+        CARB_RATIO_GRAMS / flat[:, 7],
+        CORRECTION_MG_DL / flat[:, 8],
+    )
+
+
 def noisy_basal_bolus_action(
     observations: Any, sigma: float, z: Any, max_bolus: float = DEFAULT_MAX_BOLUS
 ) -> np.ndarray:
@@ -335,13 +348,7 @@ def noisy_basal_bolus_action(
     observation): float32 actions ``(N, 1)`` for ``(N, 9)`` observations (``(1,)`` for one);
     ``sigma = 0`` is :func:`basal_bolus_action`."""
     obs = np.asarray(observations, dtype=np.float64)
-    flat = obs.reshape(-1, OBS_DIM)
-    dose = basal_bolus_dose(
-        flat[:, 0] * CGM_SCALE,
-        flat[:, 2] * CARBS_SCALE,
-        CARB_RATIO_GRAMS / flat[:, 7],
-        CORRECTION_MG_DL / flat[:, 8],
-    )
+    dose = observed_basal_bolus_dose(obs)
     z = np.broadcast_to(np.asarray(z, dtype=np.float64).reshape(-1), dose.shape)
     bolus = noisy_bolus(dose, sigma, z)
     actions = (2.0 * np.clip(bolus / max_bolus, 0.0, 1.0) - 1.0).astype(np.float32)[:, None]

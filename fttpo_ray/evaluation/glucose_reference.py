@@ -47,19 +47,17 @@ from fttpo_ray.defaults import EVALUATION_EPISODES, EVALUATION_SEED, SELECTION_S
 from fttpo_ray.envs import GLUCOSE_ENV_ID
 from fttpo_ray.envs import glucose as glucose_env_module
 from fttpo_ray.envs.glucose import (
-    CARB_RATIO_GRAMS,
     CARBS_SCALE,
-    CGM_SCALE,
-    CORRECTION_MG_DL,
     DEFAULT_MAX_BOLUS,
     OBS_DIM,
     GlucoseBolusEnv,
     basal_bolus_action,
-    basal_bolus_dose,
     noisy_bolus,
 )
+from fttpo_ray.envs.glucose import observed_basal_bolus_dose as observed_dose
 from fttpo_ray.errors import ConfigError
 from fttpo_ray.evaluation import rollout as rollout_module
+from fttpo_ray.evaluation.reference import check_selection_seeds
 from fttpo_ray.evaluation.rollout import EvalPolicy, evaluate_policies
 
 logger = logging.getLogger(__name__)
@@ -122,16 +120,9 @@ def _check_obs(obs: torch.Tensor) -> torch.Tensor:
 
 
 def observed_basal_bolus_dose(obs: torch.Tensor) -> torch.Tensor:
-    """The clean controller's bolus (U, float64, shape ``(B, 1)``) from observations: the
-    :func:`~fttpo_ray.envs.glucose.basal_bolus_dose` of the observed CGM, carbohydrates, CR and
-    CF (features 0, 2, 7, 8 unscaled), not yet clipped to the pump's range."""
-    x = _check_obs(obs).double().numpy()
-    dose = basal_bolus_dose(
-        x[:, 0] * CGM_SCALE,
-        x[:, 2] * CARBS_SCALE,
-        CARB_RATIO_GRAMS / x[:, 7],
-        CORRECTION_MG_DL / x[:, 8],
-    )
+    """The clean controller's bolus (U, float64, shape ``(B, 1)``) from observations
+    (:func:`fttpo_ray.envs.glucose.observed_basal_bolus_dose`), not yet clipped to the pump."""
+    dose = observed_dose(_check_obs(obs).double().numpy())
     return torch.as_tensor(dose, dtype=torch.float64)[:, None]
 
 
@@ -276,9 +267,17 @@ def glucose_references(
     the source of the simulator and the evaluator (:func:`reference_cache_key`), and read
     back instead of rolled out again (a 300-day reference section takes ~20 min of one core).
     """
-    key = reference_cache_key(
-        env_id, episodes, seed, selection_episodes, selection_seed, sigmas, ratios, env_config
-    )
+    question = {
+        "env_id": env_id,
+        "episodes": episodes,
+        "seed": seed,
+        "selection_episodes": selection_episodes,
+        "selection_seed": selection_seed,
+        "sigmas": [float(s) for s in sigmas],
+        "ratios": [float(r) for r in ratios],
+        "env_config": env_config or {},
+    }
+    key = reference_cache_key(question)
     cached = None if cache_dir is None else Path(cache_dir) / f"glucose-references-{key}.json"
     if cached is not None and cached.is_file():
         data = json.loads(cached.read_text(encoding="utf-8"))
@@ -286,16 +285,7 @@ def glucose_references(
         data["sigmas"], data["ratios"] = tuple(data["sigmas"]), tuple(data["ratios"])
         logger.info("Glucose reference rows read from %s", cached)
         return GlucoseReference(**data)
-    reference = _glucose_references(
-        env_id,
-        episodes=episodes,
-        seed=seed,
-        selection_episodes=selection_episodes,
-        selection_seed=selection_seed,
-        sigmas=sigmas,
-        ratios=ratios,
-        env_config=env_config,
-    )
+    reference = _rolled_out(**question)
     if cached is not None:
         data = dataclasses.asdict(reference)
         data["selection"] = list(reference.selection.items())
@@ -306,31 +296,19 @@ def glucose_references(
     return reference
 
 
-def reference_cache_key(
-    env_id: str,
-    episodes: int,
-    seed: int,
-    selection_episodes: int,
-    selection_seed: int,
-    sigmas: Sequence[float],
-    ratios: Sequence[float],
-    env_config: dict[str, Any] | None,
-) -> str:
-    """A hash of the arguments of :func:`glucose_references` and of the source files of the
-    simulator, its reference policies and the evaluator: a cached result is reused only for
-    the same question asked of the same code."""
+def reference_cache_key(question: dict[str, Any]) -> str:
+    """A hash of the arguments of :func:`glucose_references` (``question``, JSON data) and of
+    the source files of the simulator, its reference policies and the evaluator: a cached
+    result is reused only for the same question asked of the same code."""
     digest = hashlib.sha256()
-    question = [env_id, episodes, seed, selection_episodes, selection_seed]
-    question += [[float(s) for s in sigmas], [float(r) for r in ratios], env_config or {}]
     digest.update(json.dumps(question, sort_keys=True).encode())
     for module in (glucose_env_module, rollout_module, sys.modules[__name__]):
         digest.update(Path(inspect.getfile(module)).read_bytes())
     return digest.hexdigest()[:16]
 
 
-def _glucose_references(
+def _rolled_out(
     env_id: str,
-    *,
     episodes: int,
     seed: int,
     selection_episodes: int,
@@ -339,16 +317,10 @@ def _glucose_references(
     ratios: Sequence[float],
     env_config: dict[str, Any] | None,
 ) -> GlucoseReference:
+    """:func:`glucose_references` without the cache."""
     if episodes < 1:
         raise ConfigError(f"reference `episodes` must be >= 1; got {episodes}")
-    if selection_episodes < 1:
-        raise ConfigError(f"`selection_episodes` must be >= 1; got {selection_episodes}")
-    if selection_seed < seed + episodes and seed < selection_seed + selection_episodes:
-        raise ConfigError(
-            f"selection episodes {selection_seed}..{selection_seed + selection_episodes - 1} "
-            f"overlap the evaluation episodes {seed}..{seed + episodes - 1}; choose another "
-            "selection seed"
-        )
+    check_selection_seeds(episodes, seed, selection_episodes, selection_seed)
     config = dict(env_config or {})
     max_bolus = _max_bolus(config)
     best, selection = select_ratio(

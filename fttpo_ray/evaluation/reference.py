@@ -49,6 +49,22 @@ MYOPIC_ORACLE = "myopic oracle"
 BEST_CONSTANT = "best constant dose"
 
 
+def check_selection_seeds(
+    episodes: int, seed: int, selection_episodes: int, selection_seed: int
+) -> None:
+    """Raise :class:`ConfigError` unless the selection episodes (``selection_seed + i``) exist
+    and never overlap the evaluation episodes (``seed + i``): a choice is never scored on the
+    episodes it was made on."""
+    if selection_episodes < 1:
+        raise ConfigError(f"`selection_episodes` must be >= 1; got {selection_episodes}")
+    if selection_seed < seed + episodes and seed < selection_seed + selection_episodes:
+        raise ConfigError(
+            f"selection episodes {selection_seed}..{selection_seed + selection_episodes - 1} "
+            f"overlap the evaluation episodes {seed}..{seed + episodes - 1}; choose another "
+            "selection seed"
+        )
+
+
 def reference_scores(dataset_id: str | None) -> tuple[float, float] | None:
     """``(ref_min, ref_max)`` returns of the dataset ``dataset_id``: its own where it has them,
     else D4RL's for its MuJoCo task (:func:`fttpo_ray.data.references.dataset_references`)."""
@@ -238,14 +254,7 @@ def constant_dose_reference(
     overlap (checked), so the choice is never scored on the episodes it was made on.
     """
     selection_episodes = episodes if selection_episodes is None else selection_episodes
-    if selection_episodes < 1:
-        raise ConfigError(f"`selection_episodes` must be >= 1; got {selection_episodes}")
-    if selection_seed < seed + episodes and seed < selection_seed + selection_episodes:
-        raise ConfigError(
-            f"selection episodes {selection_seed}..{selection_seed + selection_episodes - 1} "
-            f"overlap the evaluation episodes {seed}..{seed + episodes - 1}; choose another "
-            "selection seed"
-        )
+    check_selection_seeds(episodes, seed, selection_episodes, selection_seed)
     selection = evaluate_constant_doses(
         env_id, doses, episodes=selection_episodes, seed=selection_seed, env_config=env_config
     )

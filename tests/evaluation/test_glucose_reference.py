@@ -228,6 +228,15 @@ def test_a_cached_reference_is_read_back_for_the_same_question_only(monkeypatch,
     glucose_references(**{**ask, "episodes": 8}, env_config=ONE_PATIENT, cache_dir=tmp_path)
     assert len(calls) == 4 and len(list(tmp_path.glob("glucose-references-*.json"))) == 2
     key = gr.reference_cache_key(
-        GLUCOSE_ENV_ID, 7, EVALUATION_SEED, 5, SELECTION_SEED, (0.3,), (0.1, 0.15), ONE_PATIENT
+        {
+            "env_id": GLUCOSE_ENV_ID,
+            "episodes": 7,
+            "seed": EVALUATION_SEED,
+            "selection_episodes": 5,
+            "selection_seed": SELECTION_SEED,
+            "sigmas": [0.3],
+            "ratios": [0.1, 0.15],
+            "env_config": ONE_PATIENT,
+        }
     )
     assert (tmp_path / f"glucose-references-{key}.json").is_file()
