@@ -88,6 +88,8 @@ META_BOLUS_NOISE = "fttpo_bolus_noise_sigma"
 GLUCOSE_STEP_INFOS = (INFO_PROHIBITED, INFO_BOLUS, INFO_PATIENT_INDEX)
 #: The installed distribution whose version is written as :data:`META_FTTPO_VERSION`.
 DISTRIBUTION = "fttpo-ray"
+#: ``ray.init``'s address that always starts a new local Ray.
+LOCAL_RAY = "local"
 #: Prefix of the temporary directories in the Minari root (hidden: Minari skips them).
 _TMP_PREFIX = ".fttpo-tmp-"
 
@@ -443,8 +445,10 @@ def collect_in_tasks(
     groups = task_episodes(episodes, patients, tasks)
     started = not ray.is_initialized()
     if started:
+        # "local": a new local Ray, even where a stale /tmp/ray/ray_current_cluster names a
+        # dead one (Ray would otherwise try to connect to it, for minutes).
         ray.init(
-            address=ray_address,
+            address=ray_address or LOCAL_RAY,
             include_dashboard=False if ray_address is None else None,
             logging_level=logging.WARNING,
             log_to_driver=False,
