@@ -9,9 +9,10 @@ algorithm's first ``train()`` minus its steps at the compiled rate. Run it twice
 with other ``--fat-q``/``--thin-q``/``--kl-weight``, a warm one (inductor's on-disk caches hold
 the graph, which reads q and tau as tensors)::
 
-    TORCHINDUCTOR_CACHE_DIR=/tmp/fresh .venv/bin/python benchmarks/throughput_compile_payoff.py \
+    export TORCHINDUCTOR_CACHE_DIR="$(mktemp -d)"
+    .venv/bin/python benchmarks/throughput_compile_payoff.py \
         --results-name throughput_compile_cold
-    TORCHINDUCTOR_CACHE_DIR=/tmp/fresh .venv/bin/python benchmarks/throughput_compile_payoff.py \
+    .venv/bin/python benchmarks/throughput_compile_payoff.py \
         --fat-q 1.5 --thin-q -1 --kl-weight 1 --results-name throughput_compile_warm
 
 Also: dynamo's graph count, the 256x256 matmul FLOP rate of the same run, and the share of a

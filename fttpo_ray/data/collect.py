@@ -445,8 +445,8 @@ def collect_in_tasks(
     groups = task_episodes(episodes, patients, tasks)
     started = not ray.is_initialized()
     if started:
-        # "local": a new local Ray, even where a stale /tmp/ray/ray_current_cluster names a
-        # dead one (Ray would otherwise try to connect to it, for minutes).
+        # "local": a new local Ray, even where a stale ray_current_cluster file in Ray's
+        # temporary folder names a dead one (Ray would otherwise try to connect to it).
         ray.init(
             address=ray_address or LOCAL_RAY,
             include_dashboard=False if ray_address is None else None,
