@@ -133,7 +133,7 @@ def _setup_logging() -> None:
     package.setLevel(logging.INFO)
     package.propagate = False
     warnings.filterwarnings("ignore", category=UserWarning, module="gymnasium")
-    # Tune's advice for PBT: each trial is a fresh actor here (reuse_actors=False) on purpose.
+    # Tune's advice for PBT: PBT trials are fresh actors on purpose (sweep.reuses_actors).
     warnings.filterwarnings("ignore", message=PBT_REUSE_ACTORS_WARNING)
     logging.getLogger(MLFLOW_LOGGER).setLevel(logging.WARNING)
     logging.getLogger(TUNE_LOGGER).setLevel(logging.WARNING)

@@ -34,6 +34,7 @@ from fttpo_ray.errors import ConfigError, FttpoError, StorageFullError, first_li
 from fttpo_ray.tuning.progress import ProgressCallback
 from fttpo_ray.tuning.runtime import check_address, located, start_ray, stop_ray, storage_root
 from fttpo_ray.tuning.schema import (
+    ASHA,
     CONFIG,
     LIST_DOMAINS,
     RUNS,
@@ -244,6 +245,17 @@ def trial_concurrency(plan: RunPlan, spec: ExperimentSpec, requested: int) -> in
     return limit
 
 
+def reuses_actors(plan: RunPlan, spec: ExperimentSpec) -> bool:
+    """Whether the trials of ``plan`` reuse their actors (Tune's ``reuse_actors``): FtTPO's do
+    (:meth:`~fttpo_ray.algorithms.fttpo.fttpo.FtTPO.reset_config` builds the next trial's
+    algorithm in the finished trial's process, sparing a process start and its imports) under
+    the FIFO and ASHA schedulers, which only start and stop trials. PBT and HyperBand pause and
+    restore trials from checkpoints, and RLlib's own algorithms cannot reset: their trials are
+    fresh actors."""
+    scheduler = spec.scheduler
+    return plan.kind == KIND_FTTPO and (scheduler is None or scheduler.name == ASHA)
+
+
 def interrupted(
     grid: Any, iterations: int, time_s: float | None, completed: Collection[str] = ()
 ) -> bool:
@@ -360,7 +372,7 @@ def _tuner(
             search_alg=tune_search_alg(spec),
             num_samples=tune_num_samples(spec),
             max_concurrent_trials=trial_concurrency(plan, spec, max_concurrent),
-            reuse_actors=False,
+            reuse_actors=reuses_actors(plan, spec),
         ),
         run_config=tune.RunConfig(
             name=plan.name,
@@ -409,8 +421,12 @@ def run_sweep(
     iterations: int | None = None,
     resume: bool = False,
     max_concurrent: int | None = None,
+    callbacks: Sequence[Any] = (),
 ) -> SweepOutcome:
     """Run (or with ``resume`` continue) the sweep of an experiment YAML; see the module doc.
+
+    ``callbacks``: more Tune callbacks (``ray.tune.Callback``), given to every run's Tuner after
+    the sweep's own MLflow tracking and progress callbacks.
 
     The sweep's report is not written here: ``fttpo sweep`` writes it afterwards
     (:func:`fttpo_ray.reporting.report.write_sweep_report`)."""
@@ -535,17 +551,13 @@ def run_sweep(
                 dataset_source=sources[plan.dataset.id],
             )
             tracker = MLflowTrackingCallback(tracking_uri=uri, context=context)
-            callbacks = [
-                tracker,
-                ProgressCallback(plan.name, iterations),
-            ]
             tuner = _tuner(
                 plan,
                 spec,
                 sweep_dir,
                 iterations=iterations,
                 max_concurrent=max_concurrent,
-                callbacks=callbacks,
+                callbacks=[tracker, ProgressCallback(plan.name, iterations), *callbacks],
                 resume=resume,
             )
             logger.info("Run '%s' (%s) starts on %s", run.name, run.algorithm, plan.dataset.id)

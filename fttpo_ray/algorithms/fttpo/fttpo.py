@@ -99,6 +99,22 @@ logger = logging.getLogger(__name__)
 
 #: Learner metrics copied to the top-level ``learner/...`` keys of each result.
 LEARNER_SUMMARY_KEYS = (CRITIC_LOSS, VALUE_LOSS, FAT_LOSS, THIN_LOSS)
+#: What Tune's ``Trainable.reset`` sets for the next trial before ``reset_config`` (its storage,
+#: trial info and log files), kept when :meth:`FtTPO.reset_config` rebuilds the algorithm.
+_STORAGE_ATTRIBUTE = "_storage"
+_TUNE_TRIAL_ATTRIBUTES = (
+    _STORAGE_ATTRIBUTE,
+    "_trial_info",
+    "_stdout_file",
+    "_stderr_file",
+    "_stdout_context",
+    "_stdout_fp",
+    "_stdout_stream",
+    "_stderr_context",
+    "_stderr_fp",
+    "_stderr_stream",
+    "_stderr_logging_handler",
+)
 
 #: Settings renamed (old name -> name); the old names still work, with a DeprecationWarning.
 RENAMED_SETTINGS: Mapping[str, str] = {
@@ -631,6 +647,26 @@ class FtTPO(Algorithm):
             super().setup(resolved)
         if resolved.safety_certificate:
             self._fit_certificate()
+
+    @override(Algorithm)
+    def reset_config(self, new_config: dict[str, Any]) -> bool:
+        """Tune's actor reuse (``reuse_actors=True``): the next trial's algorithm is built in
+        this process, exactly as a new actor would build it, sparing the new actor's start and
+        imports (and, with ``compile_update``, its compilation: the graphs stay in the process).
+
+        Everything of the finished trial is released (:meth:`cleanup`, the usage monitor) and
+        dropped; only what Tune's ``reset`` has just set for the new trial is kept (its storage,
+        trial info and log files), then ``__init__`` runs on ``new_config``.
+        """
+        kept = {name: self.__dict__[name] for name in _TUNE_TRIAL_ATTRIBUTES}
+        if self._monitor.is_alive():
+            self._monitor.stop()
+            self._monitor.join()
+        self.cleanup()
+        self.__dict__.clear()
+        type(self).__init__(self, config=new_config, storage=kept[_STORAGE_ATTRIBUTE])
+        self.__dict__.update(kept)
+        return True
 
     def _fit_certificate(self) -> None:
         """Fit the certificate's reward ensemble on the training episodes, calibrate it on the
