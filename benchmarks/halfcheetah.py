@@ -13,20 +13,27 @@ policy is evaluated on ``evaluation.episodes`` episodes (episode ``i`` reset wit
 ``evaluation.seed + i``, the same for every policy) with stochastic actions — the learning
 curve — and again with deterministic actions (each policy's mode or mean: the convention of the
 IQL, CQL and D4RL papers; recorded from the runs started after it was added).
-"last" = the final evaluation. "selected" = the evaluation at the iteration an *offline*
-criterion picks (FtTPO's held-out ``selection/<criterion>`` where its results have it; the
-evaluation episodes never select); methods without one report "last" only. Normalised score
+"last" = the final evaluation. "selected (criterion)" = the evaluation at the iteration an
+*offline* criterion picks (FtTPO's held-out ``selection/<criterion>``, every criterion reported
+at every iteration; the evaluation episodes never select); methods without one report "last"
+only. Normalised score
 ``100 (R - ref_min) / (ref_max - ref_min)`` with the references of
 :func:`fttpo_ray.data.references.dataset_references` (source named in the report).
 
-Hyper-parameters: ``benchmarks/halfcheetah.yaml``. ``run`` runs seed-major (every method at
-seed 0, then seed 1, ...), each run in its own process, skipping (dataset, method, seed) records
-already in the runs file, and appends one record per finished run (plus one progress line per
-evaluation) — a stopped benchmark loses only the run in progress. ``report`` writes the table
-and the learning curves::
+Hyper-parameters: ``--config`` (default ``benchmarks/halfcheetah.yaml``: 30 000 steps;
+``benchmarks/halfcheetah_long.yaml``: 100 000 on medium-expert, 30 000 on medium); ``steps``
+and ``eval_every`` are one number or one per dataset key. The results files are named after the
+config (``results/<stem>_runs.jsonl``, ``<stem>_progress.jsonl``, ``<stem>.md``,
+``<stem>_curves.png``). ``run`` runs seed-major (every method at seed 0, then seed 1, ...), each
+run in its own process, skipping (dataset, method, seed) records already in the runs file, and
+appends one record per finished run (plus one progress line per evaluation) — a stopped
+benchmark loses only the run in progress; two ``run`` commands with different ``--methods`` or
+``--seeds`` use two cores. ``report`` writes the table and the learning curves::
 
     .venv/bin/python benchmarks/halfcheetah.py run --standins DIR --datasets medium_expert
     .venv/bin/python benchmarks/halfcheetah.py report
+    .venv/bin/python benchmarks/halfcheetah.py run --config benchmarks/halfcheetah_long.yaml \
+        --standins DIR --datasets medium_expert medium --methods fttpo bc --seeds 0
 """
 
 from __future__ import annotations
@@ -44,19 +51,39 @@ import numpy as np
 import torch
 import yaml
 
+from fttpo_ray.algorithms.fttpo.selection import MAXIMISE, RELATIVE_TD_ERROR, SELECTION, TD_ERROR
+
 CONFIG_FILE = Path(__file__).resolve().with_name("halfcheetah.yaml")
-RUNS_FILE = c.RESULTS_DIR / "halfcheetah_runs.jsonl"
-PROGRESS_FILE = c.RESULTS_DIR / "halfcheetah_progress.jsonl"
-CURVES_PNG = c.RESULTS_DIR / "halfcheetah_curves.png"
 FTTPO = "FtTPO"
 #: Result keys of FtTPO's offline model selection (held-out criteria), where present.
-SELECTION_KEY = "selection"
+SELECTION_KEY = SELECTION
 SELECTION_CRITERION = "selection_criterion"
+#: The held-out criteria whose picks the report shows (FtTPO reports all of them every
+#: iteration, whichever one its config selects with).
+SHOWN_CRITERIA = (TD_ERROR, RELATIVE_TD_ERROR)
 #: Progress-point key of the deterministic evaluation (each policy's mode or mean action, the
 #: convention of the IQL, CQL and D4RL papers), beside the stochastic one under "policies".
 DETERMINISTIC = "deterministic"
-#: Direction of each known criterion (True: larger is better).
-MAXIMISE = {"td_error": False, "policy_q": True}
+
+
+def results_name(config: Path) -> str:
+    """The results files' stem: the config's (``halfcheetah`` -> ``halfcheetah_runs.jsonl``,
+    ``halfcheetah.md``, ``halfcheetah_progress.jsonl``, ``halfcheetah_curves.png``)."""
+    return config.stem
+
+
+def runs_file(config: Path) -> Path:
+    return c.RESULTS_DIR / f"{results_name(config)}_runs.jsonl"
+
+
+def progress_file(config: Path) -> Path:
+    return c.RESULTS_DIR / f"{results_name(config)}_progress.jsonl"
+
+
+def per_dataset(cfg: dict[str, Any], key: str, dataset: str) -> int:
+    """``steps`` or ``eval_every``: one number for every dataset, or a mapping by dataset key."""
+    value = cfg[key]
+    return int(value[dataset]) if isinstance(value, dict) else int(value)
 
 
 def link_standins(source_root: Path, dataset_ids: list[str]) -> None:
@@ -85,7 +112,7 @@ def build_algo(cfg: dict[str, Any], method: str, dataset_key: str, dataset_id: s
     training = {**cfg["common"], **spec.get("training", {})}
     if "beta_by_dataset" in spec:
         training["beta"] = spec["beta_by_dataset"][dataset_key]
-    steps = cfg["eval_every"]
+    steps = per_dataset(cfg, "eval_every", dataset_key)
     if spec["algorithm"] == FTTPO:
         import fttpo_ray
 
@@ -137,10 +164,12 @@ def cmd_run_one(args: argparse.Namespace) -> None:
     ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
     start = time.perf_counter()
     curve, train_s = [], 0.0
+    steps = per_dataset(cfg, "steps", args.dataset)
+    eval_every = per_dataset(cfg, "eval_every", args.dataset)
     try:
         algo = build_algo(cfg, args.method, args.dataset, dataset_id, args.seed)
         try:
-            for iteration in range(1, cfg["steps"] // cfg["eval_every"] + 1):
+            for iteration in range(1, steps // eval_every + 1):
                 t0 = time.perf_counter()
                 result = algo.train()
                 train_s += time.perf_counter() - t0
@@ -153,7 +182,7 @@ def cmd_run_one(args: argparse.Namespace) -> None:
                         policies, env_id, episodes=ev["episodes"], seed=ev["seed"], explore=False
                     )
                 point = {
-                    "steps": iteration * cfg["eval_every"],
+                    "steps": iteration * eval_every,
                     "train_s": train_s,
                     "policies": {
                         name: {
@@ -180,7 +209,7 @@ def cmd_run_one(args: argparse.Namespace) -> None:
                 }
                 curve.append(point)
                 c.append_record(
-                    Path(args.progress_file),
+                    progress_file(args.config),
                     {"dataset": args.dataset, "method": args.method, "seed": args.seed, **point},
                 )
                 scores = {n: round(p["score"], 1) for n, p in point["policies"].items()}
@@ -196,8 +225,8 @@ def cmd_run_one(args: argparse.Namespace) -> None:
         "method": args.method,
         "algorithm": spec["algorithm"],
         "seed": args.seed,
-        "steps": cfg["steps"],
-        "eval_every": cfg["eval_every"],
+        "steps": steps,
+        "eval_every": eval_every,
         "evaluation": ev,
         "config": {"common": cfg["common"], **spec},
         "references": {
@@ -208,12 +237,12 @@ def cmd_run_one(args: argparse.Namespace) -> None:
         "selection_criterion": criterion,
         "curve": curve,
         "train_s": train_s,
-        "grad_steps_per_s": cfg["steps"] / train_s,
+        "grad_steps_per_s": steps / train_s,
         "wall_s": time.perf_counter() - start,
         "command": c.portable(c.command_line()),
         "machine": c.machine(),
     }
-    c.append_record(Path(args.runs_file), record)
+    c.append_record(runs_file(args.config), record)
 
 
 def cmd_run(args: argparse.Namespace) -> None:
@@ -231,7 +260,7 @@ def cmd_run(args: argparse.Namespace) -> None:
             for method in methods:
                 done = {
                     (r.get("dataset"), r["method"], r["seed"])
-                    for r in c.read_records(Path(args.runs_file))
+                    for r in c.read_records(runs_file(args.config))
                 }
                 if (dataset, method, seed) in done:
                     continue
@@ -244,8 +273,6 @@ def cmd_run(args: argparse.Namespace) -> None:
                     "--dataset-id", dataset_ids[dataset],
                     "--method", method,
                     "--seed", str(seed),
-                    "--runs-file", args.runs_file,
-                    "--progress-file", args.progress_file,
                 ]  # fmt: skip
                 print("run", dataset, method, seed, flush=True)
                 code = subprocess.call(command, env={**os.environ, "OMP_NUM_THREADS": "1"})
@@ -253,33 +280,39 @@ def cmd_run(args: argparse.Namespace) -> None:
                     print(f"run {dataset} {method} {seed} failed with exit code {code}", flush=True)
 
 
-def selected_point(record: dict[str, Any]) -> dict[str, Any] | None:
-    """The curve point the record's offline criterion picks (``None`` without a criterion)."""
-    criterion = record.get("selection_criterion")
-    points = [p for p in record["curve"] if criterion in p.get("selection", {})]
-    if not criterion or not points:
+def selected_point(record: dict[str, Any], criterion: str) -> dict[str, Any] | None:
+    """The curve point that the held-out ``criterion`` picks (its best value over the
+    evaluations; ``None`` where the run did not report it at every evaluation)."""
+    points = record["curve"]
+    if not all(criterion in p.get(SELECTION_KEY, {}) for p in points):
         return None
-    key = (lambda p: p["selection"][criterion]) if criterion in MAXIMISE else None
-    if key is None:
-        return None
-    return max(points, key=key) if MAXIMISE[criterion] else min(points, key=key)
+    value = lambda p: p[SELECTION_KEY][criterion]  # noqa: E731
+    return max(points, key=value) if MAXIMISE[criterion] else min(points, key=value)
 
 
 def cmd_report(args: argparse.Namespace) -> None:
     cfg = yaml.safe_load(args.config.read_text())
-    records = c.read_records(RUNS_FILE)
+    name = results_name(args.config)
+    records = c.read_records(runs_file(args.config))
+    budget = "; ".join(
+        f"{d}: {per_dataset(cfg, 'steps', d)} gradient steps, evaluated every "
+        f"{per_dataset(cfg, 'eval_every', d)}"
+        for d in cfg["datasets"]
+    )
     lines = [
-        f"Hyper-parameters: `benchmarks/halfcheetah.yaml`; every run {cfg['steps']} gradient steps "
-        f"(batch {cfg['common']['train_batch_size_per_learner']}), evaluated every "
-        f"{cfg['eval_every']} steps on {cfg['evaluation']['episodes']} episodes of HalfCheetah-v5 "
+        f"Hyper-parameters: `benchmarks/{args.config.name}`; every run of a dataset the same "
+        f"number of gradient steps (batch {cfg['common']['train_batch_size_per_learner']}; "
+        f"{budget}), evaluated on {cfg['evaluation']['episodes']} episodes of HalfCheetah-v5 "
         f"(episode i resets with seed {cfg['evaluation']['seed']} + i, the same for every policy; "
         "stochastic actions; *deterministic*: the same episodes with each policy's mode or mean "
         "action, recorded for runs started after it was added). Normalised score = "
         "100 (R − ref_min) / (ref_max − ref_min), mean ± s.e. over seeds. *last*: the final "
-        "evaluation; *selected*: the evaluation at the "
-        "iteration picked by an offline criterion on held-out episodes (never the evaluation "
-        "episodes); `–` where a method has none. Per-run records with their commands: "
-        "`halfcheetah_runs.jsonl`; learning curves: `halfcheetah_curves.png`.\n",
+        "evaluation; *selected (criterion)*: the evaluation at the iteration picked by that "
+        "offline criterion on held-out episodes (never the evaluation episodes): `td_error`, the "
+        "held-out TD error, and `relative_td_error`, the same divided by the variance of the "
+        "held-out TD targets (scale-free); `–` where a method has none or the run did not "
+        f"report it. Per-run records with their commands: `{name}_runs.jsonl`; learning curves: "
+        f"`{name}_curves.png`.\n",
     ]
     rows = []
     for dataset in cfg["datasets"]:
@@ -290,9 +323,10 @@ def cmd_report(args: argparse.Namespace) -> None:
         lines += [
             f"\n## {dataset} (`{recs[0]['dataset_id']}`)\n",
             f"References {ref['min']} / {ref['max']}: {ref['source']}.\n",
-            "| method (policy) | seeds | last return | last score | selected score | "
-            "last score, deterministic | boundary-action rate | grad steps/s |",
-            "|---|---|---|---|---|---|---|---|",
+            "| method (policy) | seeds | last return | last score | "
+            + " | ".join(f"selected ({k})" for k in SHOWN_CRITERIA)
+            + " | last score, deterministic | boundary-action rate | grad steps/s |",
+            "|---|---|---|---|" + "---|" * len(SHOWN_CRITERIA) + "---|---|---|",
         ]
         for method in cfg["methods"]:
             mrecs = sorted((r for r in recs if r["method"] == method), key=lambda r: r["seed"])
@@ -300,16 +334,19 @@ def cmd_report(args: argparse.Namespace) -> None:
                 continue
             for policy in mrecs[0]["curve"][-1]["policies"]:
                 last = [r["curve"][-1]["policies"][policy] for r in mrecs]
-                picked = [selected_point(r) for r in mrecs]
-                sel = [p["policies"][policy]["score"] for p in picked if p is not None]
+                selected = {}
+                for criterion in SHOWN_CRITERIA:
+                    picked = [selected_point(r, criterion) for r in mrecs]
+                    if all(p is not None for p in picked):
+                        selected[criterion] = c.mean_se(
+                            [p["policies"][policy]["score"] for p in picked]
+                        )
+                sel_text = " | ".join(
+                    c.fmt_mean_se(*selected[k], digits=1) if k in selected else "–"
+                    for k in SHOWN_CRITERIA
+                )
                 ret = c.mean_se([p["return"] for p in last])
                 score = c.mean_se([p["score"] for p in last])
-                criterion = mrecs[0]["selection_criterion"]
-                sel_text = (
-                    f"{c.fmt_mean_se(*c.mean_se(sel), digits=1)} ({criterion})"
-                    if len(sel) == len(mrecs)
-                    else "–"
-                )
                 greedy = [
                     r["curve"][-1][DETERMINISTIC][policy]["score"]
                     for r in mrecs
@@ -333,7 +370,7 @@ def cmd_report(args: argparse.Namespace) -> None:
                         "seeds": [r["seed"] for r in mrecs],
                         "last_return": ret,
                         "last_score": score,
-                        "selected_score": c.mean_se(sel) if len(sel) == len(mrecs) else None,
+                        "selected_score": selected,
                         "last_score_deterministic": c.mean_se(greedy) if greedy else None,
                         "deterministic_seeds": len(greedy),
                     }
@@ -343,7 +380,7 @@ def cmd_report(args: argparse.Namespace) -> None:
                     f"{c.fmt_mean_se(*score, digits=1)} | {sel_text} | {greedy_text} | "
                     f"{bound:.3f} | {rate:.1f} |"
                 )
-    partial = unfinished_runs(records)
+    partial = unfinished_runs(records, progress_file(args.config))
     if partial:
         lines += [
             "\n## Runs in progress (not finished; from `halfcheetah_progress.jsonl`)\n",
@@ -357,22 +394,28 @@ def cmd_report(args: argparse.Namespace) -> None:
                     f"| {dataset} | {method} ({policy}) | {seed} | {latest['steps']} | "
                     f"{value['score']:.1f} (return {value['return']:.0f}) |"
                 )
-    plot_curves(records, cfg)
+    plot_curves(records, cfg, args.config)
     text = "\n".join(lines)
     print(text)
     c.write_results(
-        "halfcheetah",
-        {"config": cfg, "runs_file": str(RUNS_FILE.relative_to(c.REPO_ROOT)), "rows": rows},
+        name,
+        {
+            "config": cfg,
+            "runs_file": str(runs_file(args.config).relative_to(c.REPO_ROOT)),
+            "rows": rows,
+        },
         text,
     )
 
 
-def unfinished_runs(records: list[dict[str, Any]]) -> dict[tuple, list[dict[str, Any]]]:
+def unfinished_runs(
+    records: list[dict[str, Any]], progress: Path
+) -> dict[tuple, list[dict[str, Any]]]:
     """Progress points of (dataset, method, seed) runs that have no finished record: those of
     the latest attempt (a restarted run starts again from its first evaluation)."""
     done = {(r.get("dataset"), r["method"], r["seed"]) for r in records}
     runs: dict[tuple, list[dict[str, Any]]] = {}
-    for point in c.read_records(PROGRESS_FILE):
+    for point in c.read_records(progress):
         key = (point["dataset"], point["method"], point["seed"])
         if key in done:
             continue
@@ -383,14 +426,15 @@ def unfinished_runs(records: list[dict[str, Any]]) -> dict[tuple, list[dict[str,
     return runs
 
 
-def plot_curves(records: list[dict[str, Any]], cfg: dict[str, Any]) -> None:
+def plot_curves(records: list[dict[str, Any]], cfg: dict[str, Any], config: Path) -> None:
     """Mean normalised score against gradient steps, one panel per dataset."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    partial = {key[0] for key in unfinished_runs(records)}
+    in_progress = unfinished_runs(records, progress_file(config))
+    partial = {key[0] for key in in_progress}
     datasets = [
         d for d in cfg["datasets"] if d in partial or any(r.get("dataset") == d for r in records)
     ]
@@ -409,7 +453,7 @@ def plot_curves(records: list[dict[str, Any]], cfg: dict[str, Any]) -> None:
                 )
                 label = f"{method} ({policy}), {len(mrecs)} seed(s)"
                 ax.plot(steps, scores.mean(axis=0), marker="o", label=label)
-        for (d, method, seed), points in unfinished_runs(records).items():
+        for (d, method, seed), points in in_progress.items():
             if d != dataset:
                 continue
             for policy in points[-1]["policies"]:
@@ -425,7 +469,7 @@ def plot_curves(records: list[dict[str, Any]], cfg: dict[str, Any]) -> None:
         ax.set_ylabel("normalised score")
         ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(CURVES_PNG, dpi=100)
+    fig.savefig(c.RESULTS_DIR / f"{results_name(config)}_curves.png", dpi=100)
 
 
 def main() -> None:
@@ -437,8 +481,6 @@ def main() -> None:
     p.add_argument("--datasets", nargs="+", default=["medium_expert"])
     p.add_argument("--methods", nargs="+", help="default: every method of the config, in order")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    p.add_argument("--runs-file", default=str(RUNS_FILE), help="JSON-lines file to append to")
-    p.add_argument("--progress-file", default=str(PROGRESS_FILE))
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("run-one")
     p.add_argument("--config", type=Path, default=CONFIG_FILE)
@@ -446,8 +488,6 @@ def main() -> None:
     p.add_argument("--dataset-id", required=True)
     p.add_argument("--method", required=True)
     p.add_argument("--seed", type=int, required=True)
-    p.add_argument("--runs-file", default=str(RUNS_FILE))
-    p.add_argument("--progress-file", default=str(PROGRESS_FILE))
     p.set_defaults(func=cmd_run_one)
     p = sub.add_parser("report")
     p.add_argument("--config", type=Path, default=CONFIG_FILE)
