@@ -220,7 +220,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from fttpo_ray.tuning.sweep import run_sweep
 
     torch.set_num_threads(1)
-    config = Path(args.config).resolve()
+    config = source = Path(args.config).resolve()
     here = Path.cwd()
     with tempfile.TemporaryDirectory(prefix="sweep_efficiency_") as tmp:
         os.chdir(tmp)  # the sweep's default storage and MLflow store: a fresh folder
@@ -238,7 +238,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         sys.exit(f"sweep_efficiency.py: the sweep had {outcome.errored} failed trial(s)")
     record = {
         "label": args.label,
-        "config": c.portable(str(config)),
+        "config": c.portable(str(source)),
         "iterations": args.iterations,
         "settings": args.set,
         "git_commit": c.START_COMMIT,
@@ -257,14 +257,19 @@ def summary() -> None:
     lines = [
         "Core seconds of each measured sweep (see the docstring of `benchmarks/"
         "sweep_efficiency.py` for what each part holds); efficiency = learner / (wall x cores). "
-        "One row per run, oldest first.\n",
+        "One row per run, oldest first. The first row was recorded before the time without a "
+        "trial was split into its three parts (`–`): its "
+        + ", ".join(f"{r['idle_unsplit']:.0f}" for r in records if "idle_unsplit" in r)
+        + " core-seconds are their sum.\n",
         "| label | config | trials | wall s | trials/hour | efficiency | "
         + " | ".join(PARTS)
         + " | most trials at once | commit | load at end |",
         "|---|---|---|---|---|---|" + "---|" * len(PARTS) + "---|---|---|",
     ]
     for r in records:
-        parts = " | ".join(f"{r['core_s'][p]:.0f}" for p in PARTS)
+        parts = " | ".join(
+            "–" if r["core_s"][p] is None else f"{r['core_s'][p]:.0f}" for p in PARTS
+        )
         config = r["config"] + (f" --iterations {r['iterations']}" if r["iterations"] else "")
         config += "".join(f" --set {s}" for s in r.get("settings", []))
         lines.append(
