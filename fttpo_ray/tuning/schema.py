@@ -17,7 +17,7 @@ One file describes one experiment — one MLflow experiment named after the file
     mlflow: {log_checkpoint: true}                                  # optional
     mode: max                # with metric: max or min
     num_samples: 1           # optional: Tune's repeats of the search / configurations proposed
-    resources: {cpus_per_trial: 1}                                   # optional
+    resources: {cpus_per_trial: 1, reuse_actors: true}              # optional
     runs:                    # one Tune experiment per run, all in the same MLflow experiment
       - algorithm: FtTPO     # a Tune/RLlib trainable name: FtTPO, IQL, CQL, BC, MARWIL, ...
         config: {...}        # optional: what differs from `defaults` and the algorithm's config
@@ -491,6 +491,7 @@ class _Mlflow(Section):
 
 class _Resources(Section):
     cpus_per_trial: PositiveNumber = DEFAULT_CPUS_PER_TRIAL
+    reuse_actors: bool = True
 
 
 def _run_name(value: Any) -> str:
@@ -577,6 +578,7 @@ class ExperimentSpec:
     checkpoint: CheckpointSpec = field(default_factory=CheckpointSpec)
     num_samples: int = 1
     cpus_per_trial: float = DEFAULT_CPUS_PER_TRIAL
+    reuse_actors: bool = True
     max_concurrent: int = 0
     max_failures: int = DEFAULT_MAX_FAILURES
     log_checkpoint: bool = True
@@ -1119,6 +1121,7 @@ def validate_experiment(data: dict[str, Any], path: str | Path) -> ExperimentSpe
         checkpoint=exp.checkpoint or CheckpointSpec(),
         num_samples=exp.num_samples,
         cpus_per_trial=(exp.resources or _Resources()).cpus_per_trial,
+        reuse_actors=(exp.resources or _Resources()).reuse_actors,
         max_concurrent=exp.max_concurrent,
         max_failures=exp.max_failures,
         log_checkpoint=(exp.mlflow or _Mlflow()).log_checkpoint,

@@ -249,11 +249,15 @@ def reuses_actors(plan: RunPlan, spec: ExperimentSpec) -> bool:
     """Whether the trials of ``plan`` reuse their actors (Tune's ``reuse_actors``): FtTPO's do
     (:meth:`~fttpo_ray.algorithms.fttpo.fttpo.FtTPO.reset_config` builds the next trial's
     algorithm in the finished trial's process, sparing a process start and its imports) under
-    the FIFO and ASHA schedulers, which only start and stop trials. PBT and HyperBand pause and
-    restore trials from checkpoints, and RLlib's own algorithms cannot reset: their trials are
-    fresh actors."""
+    the FIFO and ASHA schedulers, which only start and stop trials, unless the YAML sets
+    ``resources.reuse_actors: false``. PBT and HyperBand pause and restore trials from
+    checkpoints, and RLlib's own algorithms cannot reset: their trials are fresh actors."""
     scheduler = spec.scheduler
-    return plan.kind == KIND_FTTPO and (scheduler is None or scheduler.name == ASHA)
+    return (
+        spec.reuse_actors
+        and plan.kind == KIND_FTTPO
+        and (scheduler is None or scheduler.name == ASHA)
+    )
 
 
 def interrupted(

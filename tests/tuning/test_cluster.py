@@ -114,6 +114,9 @@ def test_a_driver_without_the_token_is_refused_with_the_fix(
 
 def tiny_fttpo_yaml(path: Path) -> Path:
     data = {
+        # Two trials at once, one per node: a trial of a few seconds must not take over the
+        # other's actor (reuse) before that one has started on the second node.
+        "resources": {"reuse_actors": False},
         "checkpoint": {"at_end": True, "frequency": 1, "num_to_keep": 1},
         "dataset": {
             "env": "fttpo/TreatmentSim-v0",

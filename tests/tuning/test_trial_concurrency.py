@@ -65,6 +65,10 @@ def test_fttpo_trials_reuse_actors_where_the_scheduler_only_starts_and_stops_the
     assert reuses_actors(plans["tawac"], spec) is fttpo_reuses
     assert not reuses_actors(plans["iql"], spec)
     assert not reuses_actors(plans["cql"], spec)
+    data["resources"] = {"reuse_actors": False}
+    spec = validate_experiment(data, path)
+    plan = plan_run(spec, spec.run("fttpo"), dataset)
+    assert not reuses_actors(plan, spec)
 
 
 @pytest.mark.slow
