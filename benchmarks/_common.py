@@ -165,7 +165,10 @@ def mean_se(xs: list[float]) -> tuple[float, float]:
 
 
 def fmt_mean_se(mean: float, se: float, digits: int = 2) -> str:
-    """``"mean ± se"`` with ``digits`` decimals."""
+    """``"mean ± se"`` with ``digits`` decimals (the mean alone where the s.e. is NaN: one
+    value)."""
+    if math.isnan(se):
+        return f"{mean:.{digits}f}"
     return f"{mean:.{digits}f} ± {se:.{digits}f}"
 
 

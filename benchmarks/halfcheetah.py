@@ -383,7 +383,7 @@ def cmd_report(args: argparse.Namespace) -> None:
     partial = unfinished_runs(records, progress_file(args.config))
     if partial:
         lines += [
-            "\n## Runs in progress (not finished; from `halfcheetah_progress.jsonl`)\n",
+            f"\n## Runs in progress (not finished; from `{name}_progress.jsonl`)\n",
             "| dataset | method (policy) | seed | steps so far | score at the latest evaluation |",
             "|---|---|---|---|---|",
         ]
