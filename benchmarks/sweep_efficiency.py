@@ -26,7 +26,8 @@ trial's end. From those stamps and the results, the core time is broken down int
 
 RLlib logs its timers as exponential moving averages (coefficient 0.01, the first value
 as is); each iteration's own time is recovered from consecutive values:
-``x_n = (v_n - 0.99 v_(n-1)) / 0.01``.
+``x_n = (v_n - 0.99 v_(n-1)) / 0.01`` (for FtTPO this equals, to the printed digits, the
+iteration's steps / ``learner/grad_steps_per_s``, which it logs unsmoothed).
 
 One record per measured sweep is appended to ``results/sweep_efficiency_runs.jsonl`` (with a
 ``label``, e.g. before/after a change); the summary ``results/sweep_efficiency.md`` shows them
@@ -160,9 +161,7 @@ def breakdown(
         parts["learner"] += sum(learner)
         parts["evaluation"] += sum(evaluation)
         parts["rest of train()"] += sum(iter_s) - sum(learner) - sum(evaluation)
-        gaps = [b["at"] - a["at"] for a, b in zip(results, results[1:], strict=False)]
-        first = results[0]["at"] - t["start"]
-        parts["between results"] += first + sum(gaps) - sum(iter_s)
+        parts["between results"] += results[-1]["at"] - t["start"] - sum(iter_s)
         parts["trial end"] += end - results[-1]["at"]
         algo = per_algorithm[t["algorithm"]]
         algo["trials"] += 1
