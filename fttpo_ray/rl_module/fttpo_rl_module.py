@@ -176,7 +176,10 @@ class CriticEnsemble(nn.Module):
     """``E`` ReLU MLPs ``in_dim -> hiddens... -> 1`` with stacked weights, evaluated together.
 
     Layer ``l`` holds ``weight_l`` of shape ``[E, in, out]`` and ``bias_l`` of shape
-    ``[E, 1, out]``; a forward pass is one ``baddbmm`` per layer for the whole ensemble. Each
+    ``[E, 1, out]``; a forward pass is one ``baddbmm`` per hidden layer for the whole ensemble,
+    and the output layer (``out = 1``) a product with its weight summed over ``in``: a batched
+    matrix-vector product runs at ~2% of a matrix product's FLOP rate on a CPU (146 us for
+    ``[2, 256, 256] @ [2, 256, 1]``), the summed product fuses with the ReLU before it. Each
     member is initialised like ``nn.Linear`` (uniform in ``±1/sqrt(in)``), independently.
     With ``layer_norm`` every hidden layer is layer-normalised before its ReLU, with a gain
     ``[E, 1, out]`` (initially 1) and shift (initially 0) per member.
@@ -209,20 +212,19 @@ class CriticEnsemble(nn.Module):
 
         ``frozen`` uses detached parameters: gradient reaches ``x`` but not the ensemble.
         """
+
+        def param(tensor: torch.Tensor) -> torch.Tensor:
+            return tensor.detach() if frozen else tensor
+
         h = x.unsqueeze(0).expand(self.num_members, *x.shape)
-        last = len(self.weights) - 1
-        for i, (weight, bias) in enumerate(zip(self.weights, self.biases, strict=True)):
-            if frozen:
-                weight, bias = weight.detach(), bias.detach()
-            h = torch.baddbmm(bias, h, weight)
-            if i < last:
-                if self.layer_norm:
-                    gain, shift = self.norm_gains[i], self.norm_shifts[i]
-                    if frozen:
-                        gain, shift = gain.detach(), shift.detach()
-                    h = torch.nn.functional.layer_norm(h, h.shape[-1:]) * gain + shift
-                h = torch.relu(h)
-        return h.squeeze(-1)
+        for i in range(len(self.weights) - 1):
+            h = torch.baddbmm(param(self.biases[i]), h, param(self.weights[i]))
+            if self.layer_norm:
+                h = torch.nn.functional.layer_norm(h, h.shape[-1:])
+                h = h * param(self.norm_gains[i]) + param(self.norm_shifts[i])
+            h = torch.relu(h)
+        weight, bias = param(self.weights[-1]), param(self.biases[-1])
+        return (h * weight.transpose(1, 2)).sum(dim=-1) + bias.squeeze(-1)
 
 
 @dataclass(frozen=True)
