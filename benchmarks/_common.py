@@ -197,8 +197,7 @@ class PlainLoop:
     ``losses_and_gradients`` (critic ensemble, one backward pass), one fused Adam per optimizer
     group, ``polyak_update``, statistics summed as tensors (never read in the loop).
     ``compile`` compiles the step as the ``compile_update`` option does (``update_step``: the
-    gradients, the Adam steps and the polyak update in one graph; ``whole_update=False``: only
-    ``losses_and_gradients``, as with ``grad_clip``); ``fused=False`` (torch's
+    gradients, the Adam steps and the polyak update in one graph); ``fused=False`` (torch's
     default per-tensor Adam) and ``read_values=True`` (statistics read after every step) switch
     two of the optimisations off, for the benchmark's one-at-a-time comparison.
 
@@ -213,7 +212,6 @@ class PlainLoop:
         seed: int = 0,
         *,
         compile: bool = False,
-        whole_update: bool = True,
         fused: bool = True,
         read_values: bool = False,
         device: str = "cpu",
@@ -250,11 +248,8 @@ class PlainLoop:
         self.read_values = read_values
         # The learner's tensor-valued hyper-parameters: the same compiled graph as the learner's.
         self.hyper = StepHyperParameters.from_config(self.module, config, torch.device(device))
-        whole = compile and whole_update
-        self.step_fn = (
-            compile_step(losses_and_gradients) if compile and not whole else losses_and_gradients
-        )
-        self.compiled_update = compile_step(update_step) if whole else None
+        self.step_fn = losses_and_gradients
+        self.compiled_update = compile_step(update_step) if compile else None
         self.lrs = [torch.zeros((), device=device) for _ in self.optimizers]
         self.sums: torch.Tensor | None = None
 

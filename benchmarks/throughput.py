@@ -11,10 +11,7 @@ Contenders (batch 256, 2x256 MLPs, variant ``fttpo``, float32), per data shape (
 - ``fused_adam``, ``no_host_reads``: the reference with one optimisation each; ``ensemble``:
   the library's critic ensemble with per-tensor Adam and per-step reads;
 - ``plain_all``: all of them (``benchmarks/_common.py:PlainLoop``: the learner's step minus
-  RLlib); ``plain_all_compiled``: plus ``compile_update``'s compiled step (``--compile``: the
-  gradients, the Adam steps and the polyak update in one graph); ``plain_compiled_gradients``:
-  only the gradients compiled, the fused Adam steps and the polyak update eager (the learner's
-  path with ``grad_clip``, and its only path before the optimizer moved into the graph);
+  RLlib); ``plain_all_compiled``: plus ``compile_update``'s compiled step (``--compile``);
 - ``rllib``: ``FtTPO.train()`` with evaluation off, the learner's own
   ``learner/grad_steps_per_s``; ``rllib_compiled`` with ``compile_update=True`` (``--compile``).
 
@@ -109,16 +106,13 @@ def plain_contenders(dataset_id: str, device: str, compile: bool) -> tuple[dict,
     }
     compile_s: dict[str, float] = {}
     if compile:
-        for name, whole in (("plain_all_compiled", True), ("plain_compiled_gradients", False)):
-            loop = c.PlainLoop(
-                config, obs_space, act_space, compile=True, whole_update=whole, device=device
-            )
-            batch = sampler()
-            start = time.perf_counter()
-            loop.step(batch)
-            synchronize(device)
-            compile_s[name] = time.perf_counter() - start
-            loops[name] = loop.step
+        loop = c.PlainLoop(config, obs_space, act_space, compile=True, device=device)
+        batch = sampler()
+        start = time.perf_counter()
+        loop.step(batch)
+        synchronize(device)
+        compile_s["plain_all_compiled"] = time.perf_counter() - start
+        loops["plain_all_compiled"] = loop.step
     counter = FlopCounterMode(display=False)
     flop_loop = c.PlainLoop(config, obs_space, act_space, device=device)
     with counter:
