@@ -196,8 +196,7 @@ class PlainLoop:
     """FtTPO without Ray: the learner's gradient step minus RLlib — the library's
     ``losses_and_gradients`` (critic ensemble, one backward pass), one fused Adam per optimizer
     group, ``polyak_update``, statistics summed as tensors (never read in the loop).
-    ``compile`` compiles the step as the ``compile_update`` option does (``update_step``: the
-    gradients, the Adam steps and the polyak update in one graph); ``fused=False`` (torch's
+    ``compile`` compiles the step as the ``compile_update`` option does; ``fused=False`` (torch's
     default per-tensor Adam) and ``read_values=True`` (statistics read after every step) switch
     two of the optimisations off, for the benchmark's one-at-a-time comparison.
 
@@ -223,7 +222,6 @@ class PlainLoop:
             compile_step,
             losses_and_gradients,
             optimizer_groups,
-            update_step,
         )
         from fttpo_ray.rl_module.fttpo_rl_module import FtTPOTorchRLModule
 
@@ -248,22 +246,12 @@ class PlainLoop:
         self.read_values = read_values
         # The learner's tensor-valued hyper-parameters: the same compiled graph as the learner's.
         self.hyper = StepHyperParameters.from_config(self.module, config, torch.device(device))
-        self.step_fn = losses_and_gradients
-        self.compiled_update = compile_step(update_step) if compile else None
-        self.lrs = [torch.zeros((), device=device) for _ in self.optimizers]
+        self.step_fn = compile_step(losses_and_gradients) if compile else losses_and_gradients
         self.sums: torch.Tensor | None = None
 
     def step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        from fttpo_ray.algorithms.fttpo.torch.fttpo_torch_learner import (
-            adam_tensors,
-            polyak_update,
-        )
+        from fttpo_ray.algorithms.fttpo.torch.fttpo_torch_learner import polyak_update
 
-        if self.compiled_update is not None:
-            adams = [adam_tensors(o, lr) for o, lr in zip(self.optimizers, self.lrs, strict=True)]
-            _, named, metrics, _, _ = self.compiled_update(self.module, batch, self.hyper, adams)
-            self._sum(named, metrics)
-            return named
         _, named, metrics, _, grads = self.step_fn(
             self.module, batch, self.hyper, self.params, self.hyper.q
         )
@@ -272,14 +260,11 @@ class PlainLoop:
         for opt in self.optimizers:
             opt.step()
         polyak_update(self.module, self.config.polyak)
-        self._sum(named, metrics)
-        return named
-
-    def _sum(self, named: dict[str, torch.Tensor], metrics: dict[str, torch.Tensor]) -> None:
         values = torch.stack([*named.values(), *metrics.values()])
         if self.read_values:
             values.tolist()
         self.sums = values if self.sums is None else self.sums + values
+        return named
 
 
 class BatchSampler:

@@ -23,8 +23,6 @@ from fttpo_ray.algorithms.fttpo.torch.fttpo_torch_learner import (
     GRADIENT_CHECK,
     INDUCTOR_OPTIONS,
     StepHyperParameters,
-    adam_tensors,
-    adam_update,
     compile_step,
     losses_and_gradients,
     non_finite_message,
@@ -185,22 +183,12 @@ def test_learner_steps_equal_the_reference_steps(variant, num_critics, torso, ex
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    ("extra", "variant"),
-    [({}, "fttpo"), (SMALL_DATA, "fttpo"), ({"grad_clip": 1e6}, "fttpo")],
-    ids=["adam", "small_data_adamw", "grad_clip"],
-)
-def test_compiled_learner_steps_equal_the_reference_steps(caplog, extra, variant):
+def test_compiled_learner_steps_equal_the_reference_steps(caplog):
     """With ``compile_update`` the learner's step compiles as one graph (``fullgraph=True``,
     inductor: no fallback warning) and three steps still equal the reference's (relative
-    tolerance 1e-4: inductor fuses and reorders float32 arithmetic): the whole update with the
-    Adam steps inside the graph (with the small-data options: AdamW's weight decay on the
-    critics, layer norm), and with ``grad_clip`` (a bound no gradient reaches) the compiled
-    gradients followed by RLlib's clipping and optimizer steps. The optimizers' state counts
-    the three steps. Compilation takes 30-90 s on a loaded 2-core machine."""
-    config = make_config(variant, compile_update=True, **extra)
-    if extra is SMALL_DATA:
-        config._obs_statistics = OBS_STATISTICS
+    tolerance 1e-4: inductor fuses and reorders float32 arithmetic). Compilation takes 30-90 s
+    on a loaded 2-core machine."""
+    config = make_config("fttpo", compile_update=True)
     learner = make_learner(config)
     module = learner.module[DEFAULT_MODULE_ID].unwrapped()
     reference = ReferenceStep(copy.deepcopy(module), config)
@@ -210,45 +198,9 @@ def test_compiled_learner_steps_equal_the_reference_steps(caplog, extra, variant
         logged = learner_update(learner, batch, MINIBATCH)
     assert not [r for r in caplog.records if "compile_update" in r.getMessage()]
     assert_means_equal_reference_steps(logged, reference, batch, rtol=1e-4)
-    assert_same_parameters(module, reference, rtol=1e-4, atol=5e-5 if extra else 1e-5)
-    for _, optimizer in learner.get_optimizers_for_module(DEFAULT_MODULE_ID):
-        steps = {state["step"].item() for state in optimizer.state.values()}
-        assert steps == {float(STEPS)}
-
-
-def test_adam_update_equals_torch_adam_and_adamw():
-    """:func:`adam_update` on :func:`adam_tensors` (eager) moves parameters and state as torch's
-    fused Adam and AdamW do: two steps of it, then one of the torch optimizer itself on the state
-    it left, equal three torch steps (float32, tolerance 1e-6); a parameter without gradient is
-    left alone."""
-    for make in (
-        lambda ps: torch.optim.Adam(ps, lr=0.05, fused=True),
-        lambda ps: torch.optim.AdamW(ps, lr=0.05, weight_decay=0.3, fused=True),
-    ):
-        torch.manual_seed(0)
-        start = [torch.randn(5, 3), torch.randn(3), torch.randn(2)]
-        grads = [[torch.randn(5, 3), torch.randn(3), None] for _ in range(3)]
-        mine = [torch.nn.Parameter(p.clone()) for p in start]
-        theirs = [torch.nn.Parameter(p.clone()) for p in start]
-        mine_opt, theirs_opt = make(mine), make(theirs)
-        lr = torch.zeros(())
-        for i, step_grads in enumerate(grads):
-            for param, grad in zip(theirs, step_grads, strict=True):
-                param.grad = grad
-            theirs_opt.step()
-            if i < 2:
-                adam_update(adam_tensors(mine_opt, lr), step_grads)
-            else:
-                for param, grad in zip(mine, step_grads, strict=True):
-                    param.grad = grad
-                mine_opt.step()
-        assert lr.item() == pytest.approx(0.05)
-        for a, b in zip(mine, theirs, strict=True):
-            torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
-        torch.testing.assert_close(mine[2].detach(), start[2])
-        for a, b in zip(mine[:2], theirs[:2], strict=True):
-            for key in ("exp_avg", "exp_avg_sq", "step"):
-                torch.testing.assert_close(mine_opt.state[a][key], theirs_opt.state[b][key])
+    assert_same_parameters(module, reference, rtol=1e-4, atol=1e-5)
+    for mine, theirs in zip(module.critics.parameters(), stacked(reference.critics), strict=True):
+        torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-5)
 
 
 def compiled_and_eager_steps(learner, run_compiled, seed: int = 4):

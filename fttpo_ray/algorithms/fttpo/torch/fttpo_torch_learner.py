@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple
 
 import torch
 from ray.rllib.core.columns import Columns
@@ -100,10 +100,6 @@ StepResult = tuple[
 ]
 
 
-#: What a compiled step returns (:data:`StepResult` or :data:`UpdateResult`).
-Result = TypeVar("Result")
-
-
 class QIndices(NamedTuple):
     """The module's ``fat_q`` and ``thin_q`` for one step: Python floats, or 0-d tensors of
     the same values (``fat`` stays the float 1.0 for the Gaussian)."""
@@ -116,11 +112,10 @@ class QIndices(NamedTuple):
 class StepHyperParameters:
     """The hyper-parameters a gradient step reads, the swept ones as 0-d float64 tensors.
 
-    ``fat_q``, ``thin_q``, ``kl_weight`` (tau), ``gamma`` and ``polyak`` are tensors, so the
-    compiled step reads them as graph inputs and one compiled graph serves every value of them
-    (a sweep over q and tau compiles once per process, and inductor's on-disk cache serves the
-    other processes; the learning rates are tensors too, :class:`AdamTensors`); ``fat_q`` is
-    the float 1.0 for the Gaussian (another sampler: another graph).
+    ``fat_q``, ``thin_q``, ``kl_weight`` (tau) and ``gamma`` are tensors, so the compiled step
+    reads them as graph inputs and one compiled graph serves every value of them (a sweep over
+    q and tau compiles once per process, and inductor's on-disk cache serves the other
+    processes); ``fat_q`` is the float 1.0 for the Gaussian (another sampler: another graph).
     The other fields are plain values the graph specialises on (``kl_num_samples`` and
     ``rar_num_samples`` are shapes). Built once per module by :meth:`from_config` and
     updated in place by :meth:`update` (``fill_``) when the config changes.
@@ -128,7 +123,6 @@ class StepHyperParameters:
 
     gamma: torch.Tensor
     kl_weight: torch.Tensor
-    polyak: torch.Tensor
     q: QIndices
     weight_q: float
     w_max: float
@@ -137,7 +131,7 @@ class StepHyperParameters:
     rar_num_samples: int
 
     #: The config fields held as tensors.
-    TENSOR_FIELDS = ("gamma", "kl_weight", "polyak")
+    TENSOR_FIELDS = ("gamma", "kl_weight")
     PLAIN_FIELDS = ("weight_q", "w_max", "kl_ratio_clip", "kl_num_samples", "rar_num_samples")
 
     @classmethod
@@ -371,7 +365,7 @@ def losses_and_gradients(
     return total.detach(), detached, metrics, checks, grads
 
 
-def compile_step(step: Callable[..., Result]) -> Callable[..., Result]:
+def compile_step(step: Callable[..., StepResult]) -> Callable[..., StepResult]:
     """``step`` compiled with ``torch.compile`` (inductor, one graph), or ``step`` itself.
 
     Compilation happens at the first call; where it fails (no C++ compiler, an unsupported
@@ -380,9 +374,9 @@ def compile_step(step: Callable[..., Result]) -> Callable[..., Result]:
     (``fallback_random``), so a compiled step equals the eager one for the same seed.
     """
     compiled = torch.compile(step, fullgraph=True, options=INDUCTOR_OPTIONS)
-    state: dict[str, Callable[..., Result]] = {}
+    state: dict[str, Callable[..., StepResult]] = {}
 
-    def run(*args: Any) -> Result:
+    def run(*args: Any) -> StepResult:
         fn = state.get("fn")
         if fn is not None:
             with torch._dynamo.config.patch(DYNAMO_CONFIG):
@@ -444,124 +438,6 @@ def polyak_update(module: FtTPOTorchRLModule, tau: float) -> None:
         onlines += list(online.parameters())
     with torch.no_grad():
         torch._foreach_lerp_(targets, onlines, tau)
-
-
-class AdamTensors(NamedTuple):
-    """One torch ``Adam``/``AdamW`` optimizer as :func:`update_step` reads it: its parameters,
-    the optimizer's own state tensors in the parameters' order (updated in place, so RLlib's
-    checkpoints and an eager step see every update), its learning rate as a 0-d tensor (a graph
-    input: one graph for every rate) and the settings the graph specialises on."""
-
-    params: list[torch.Tensor]
-    exp_avgs: list[torch.Tensor]
-    exp_avg_sqs: list[torch.Tensor]
-    steps: list[torch.Tensor]
-    lr: torch.Tensor
-    betas: tuple[float, float]
-    eps: float
-    weight_decay: float
-
-
-def adam_tensors(optimizer: torch.optim.Optimizer, lr: torch.Tensor) -> AdamTensors:
-    """``optimizer``'s :class:`AdamTensors`, ``lr`` set to its current learning rate in place.
-
-    State that torch creates at a parameter's first step (a 0-d float32 ``step``, zero moments)
-    is created here for every parameter that has none, so the first compiled step finds it; a
-    parameter no loss reaches keeps it at zero, where torch would create none.
-    """
-    if not isinstance(optimizer, torch.optim.Adam | torch.optim.AdamW):
-        raise TypeError(f"the compiled update steps Adam or AdamW; got {type(optimizer).__name__}")
-    (group,) = optimizer.param_groups
-    if group["amsgrad"] or group["maximize"]:
-        raise ValueError("the compiled update steps Adam without `amsgrad` and `maximize`")
-    params = list(group["params"])
-    for param in params:
-        state = optimizer.state[param]
-        if not state:
-            state["step"] = torch.zeros((), dtype=torch.float32, device=param.device)
-            state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
-            state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
-    lr.fill_(group["lr"])
-    states = [optimizer.state[param] for param in params]
-    return AdamTensors(
-        params=params,
-        exp_avgs=[state["exp_avg"] for state in states],
-        exp_avg_sqs=[state["exp_avg_sq"] for state in states],
-        steps=[state["step"] for state in states],
-        lr=lr,
-        betas=tuple(group["betas"]),
-        eps=group["eps"],
-        weight_decay=group["weight_decay"] if isinstance(optimizer, torch.optim.AdamW) else 0.0,
-    )
-
-
-def adam_update(adam: AdamTensors, grads: Sequence[torch.Tensor | None]) -> None:
-    """One Adam step in place, as ``torch.optim.Adam`` (``AdamW``: decoupled weight decay) does:
-
-    ``t <- t + 1;  m <- b1 m + (1 - b1) g;  v <- b2 v + (1 - b2) g^2;``
-    ``p <- p (1 - lr wd) - lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)``.
-
-    A parameter whose gradient is ``None`` is left as it is (torch skips it too). Written with
-    plain tensor operations, so that it traces into the compiled update (the fused Adam kernel
-    does not trace, and ``torch.optim``'s ``step()`` breaks the graph around it).
-    """
-    beta1, beta2 = adam.betas
-    with torch.no_grad():
-        for param, grad, exp_avg, exp_avg_sq, step in zip(
-            adam.params, grads, adam.exp_avgs, adam.exp_avg_sqs, adam.steps, strict=True
-        ):
-            if grad is None:
-                continue
-            step.add_(1.0)
-            if adam.weight_decay:
-                param.mul_(1.0 - adam.lr * adam.weight_decay)
-            exp_avg.lerp_(grad, 1.0 - beta1)
-            exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
-            step_size = adam.lr / (1.0 - beta1**step)
-            denom = exp_avg_sq.sqrt() / torch.sqrt(1.0 - beta2**step) + adam.eps
-            param.sub_(step_size * exp_avg / denom)
-
-
-def gradient_is_finite(grads: Sequence[torch.Tensor | None]) -> torch.Tensor:
-    """Boolean 0-d tensor: every gradient is finite (the sum of their norms is)."""
-    present = [grad for grad in grads if grad is not None]
-    if not present:
-        return torch.ones((), dtype=torch.bool)
-    return torch.isfinite(torch.stack(torch._foreach_norm(present)).sum())
-
-
-#: :func:`update_step`'s result: the summed loss, the losses and the diagnostics (detached), the
-#: loss and column checks, and whether the gradient was finite.
-UpdateResult = tuple[
-    torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor], torch.Tensor, torch.Tensor
-]
-
-
-def update_step(
-    module: FtTPOTorchRLModule,
-    batch: dict[str, torch.Tensor],
-    config: StepHyperParameters,
-    optimizers: Sequence[AdamTensors],
-) -> UpdateResult:
-    """A whole gradient step: :func:`losses_and_gradients`, an :func:`adam_update` per
-    optimizer and the polyak update of the target critics by ``config.polyak``. What
-    ``compile_update`` compiles (one graph) when no RLlib gradient post-processing
-    (``grad_clip``) sits between the gradients and the optimizers."""
-    params = [param for adam in optimizers for param in adam.params]
-    total, named, metrics, checks, grads = losses_and_gradients(
-        module, batch, config, params, config.q
-    )
-    start = 0
-    for adam in optimizers:
-        adam_update(adam, grads[start : start + len(adam.params)])
-        start += len(adam.params)
-    with torch.no_grad():
-        for online, target in module.target_network_pairs():
-            for target_param, online_param in zip(
-                target.parameters(), online.parameters(), strict=True
-            ):
-                target_param.lerp_(online_param, config.polyak.to(target_param.dtype))
-    return total, named, metrics, checks, gradient_is_finite(grads)
 
 
 class UpdateStats:
@@ -652,12 +528,11 @@ class FtTPOTorchLearner(FtTPOLearner, TorchLearner):
     - **Logged losses and diagnostics are means over the ``update()`` call's gradient steps**
       (one read per call), not the last step's values.
 
-    ``compile_update`` compiles the whole gradient step as one graph (:func:`update_step`:
-    forward pass, losses, backward pass, the four Adam steps on the torch optimizers' own state
-    and the polyak update), which reads q, tau, gamma, polyak and the learning rates as tensors
-    (:class:`StepHyperParameters`, :class:`AdamTensors`), so one graph serves a whole sweep. With
-    RLlib's ``grad_clip`` set, only :func:`losses_and_gradients` is compiled and RLlib clips the
-    gradients and steps the fused optimizers.
+    ``compile_update`` compiles forward pass, losses and backward pass as one graph
+    (:func:`compile_step`) that reads q, tau and gamma as tensors (:class:`StepHyperParameters`),
+    so one graph serves a whole sweep; the fused optimizer steps and the polyak update run
+    eagerly (``torch.optim`` breaks graphs around ``step()`` and the fused Adam kernel is not
+    traced; together they take ~4% of a compiled step, ``throughput_compile_*.md``).
     RLlib's own ``torch_compile_learner`` is not used for this: its ``forward_train`` mode
     compiles only the policy forward pass (not the critics, losses or backward), and its
     ``complete_update`` mode compiles RLlib's whole ``_uncompiled_update`` — metrics logging,
@@ -669,10 +544,8 @@ class FtTPOTorchLearner(FtTPOLearner, TorchLearner):
         super().build(**kwargs)
         self._grad_step = 0
         self._stats: dict[ModuleID, UpdateStats] = {}
-        self._compiled_steps: dict[ModuleID, Callable[..., Any]] = {}
+        self._compiled_steps: dict[ModuleID, Callable[..., StepResult]] = {}
         self._hyper_parameters: dict[ModuleID, StepHyperParameters] = {}
-        # Each optimizer's learning rate as a 0-d tensor, an input of the compiled update.
-        self._lr_tensors: dict[tuple[ModuleID, str], torch.Tensor] = {}
         # Rows and minibatches trained per module, and env steps, since the last update() end.
         self._trained_rows: dict[ModuleID, int] = {}
         self._trained_batches: dict[ModuleID, int] = {}
@@ -745,13 +618,9 @@ class FtTPOTorchLearner(FtTPOLearner, TorchLearner):
 
     @override(TorchLearner)
     def _update(self, batch: dict[str, Any], **kwargs: Any) -> tuple[Any, Any, Any]:
-        """RLlib's update step, or with ``compile_update`` the compiled :func:`update_step`
-        (with ``grad_clip``: the compiled :func:`losses_and_gradients`, then RLlib's clipping
-        and optimizer steps)."""
+        """RLlib's update step, or with ``compile_update`` the compiled :func:`compile_step`."""
         if not self.config.compile_update:
             return super()._update(batch, **kwargs)
-        if self.config.grad_clip is None:
-            return self._compiled_update(batch)
         gradients: ParamDict = {}
         loss_per_module: dict[ModuleID, torch.Tensor] = {}
         for module_id, module_batch in batch.items():
@@ -774,38 +643,6 @@ class FtTPOTorchLearner(FtTPOLearner, TorchLearner):
             gradients.update(zip(params, grads, strict=True))
         self.apply_gradients(self.postprocess_gradients(gradients))
         return {}, loss_per_module, {}
-
-    def _compiled_update(self, batch: dict[str, Any]) -> tuple[Any, Any, Any]:
-        """One compiled :func:`update_step` per module: gradients, optimizer steps and polyak
-        update in one graph, on the torch optimizers' own state."""
-        loss_per_module: dict[ModuleID, torch.Tensor] = {}
-        for module_id, module_batch in batch.items():
-            module: FtTPOTorchRLModule = self._module[module_id].unwrapped()
-            step = self._compiled_steps.get(module_id)
-            if step is None:
-                step = compile_step(update_step)
-                self._compiled_steps[module_id] = step
-            config = self.config.get_config_for_module(module_id)
-            hyper = self.step_hyper_parameters(module_id, config)
-            optimizers = [
-                adam_tensors(optimizer, self._lr_tensor(module_id, name))
-                for name, optimizer in self.get_optimizers_for_module(module_id)
-            ]
-            plain_batch = {column: module_batch[column] for column in BATCH_COLUMNS}
-            total, named, metrics, checks, finite = step(module, plain_batch, hyper, optimizers)
-            self._record(module_id, named, metrics, checks)
-            self._stats[module_id].add_gradient_check(finite, self._grad_step + 1)
-            loss_per_module[module_id] = total
-        self._grad_step += 1
-        return {}, loss_per_module, {}
-
-    def _lr_tensor(self, module_id: ModuleID, optimizer_name: str) -> torch.Tensor:
-        key = (module_id, optimizer_name)
-        lr = self._lr_tensors.get(key)
-        if lr is None:
-            device = next(self._module[module_id].parameters()).device
-            lr = self._lr_tensors[key] = torch.zeros((), dtype=torch.float32, device=device)
-        return lr
 
     # ---- gradients -----------------------------------------------------------------------------
 
