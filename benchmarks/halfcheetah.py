@@ -51,7 +51,13 @@ import numpy as np
 import torch
 import yaml
 
-from fttpo_ray.algorithms.fttpo.selection import MAXIMISE, RELATIVE_TD_ERROR, SELECTION, TD_ERROR
+from fttpo_ray.algorithms.fttpo.selection import (
+    MAXIMISE,
+    POLICY_Q,
+    RELATIVE_TD_ERROR,
+    SELECTION,
+    TD_ERROR,
+)
 
 CONFIG_FILE = Path(__file__).resolve().with_name("halfcheetah.yaml")
 FTTPO = "FtTPO"
@@ -60,7 +66,7 @@ SELECTION_KEY = SELECTION
 SELECTION_CRITERION = "selection_criterion"
 #: The held-out criteria whose picks the report shows (FtTPO reports all of them every
 #: iteration, whichever one its config selects with).
-SHOWN_CRITERIA = (TD_ERROR, RELATIVE_TD_ERROR)
+SHOWN_CRITERIA = (TD_ERROR, RELATIVE_TD_ERROR, POLICY_Q)
 #: Progress-point key of the deterministic evaluation (each policy's mode or mean action, the
 #: convention of the IQL, CQL and D4RL papers), beside the stochastic one under "policies".
 DETERMINISTIC = "deterministic"
@@ -290,6 +296,54 @@ def selected_point(record: dict[str, Any], criterion: str) -> dict[str, Any] | N
     return max(points, key=value) if MAXIMISE[criterion] else min(points, key=value)
 
 
+def acting_policy(record: dict[str, Any]) -> str:
+    """The policy that acts: FtTPO's thin one where the run reports it, else its only one."""
+    policies = record["curve"][-1]["policies"]
+    return "thin" if "thin" in policies else next(iter(policies))
+
+
+def selection_check(records: list[dict[str, Any]]) -> tuple[list[str], list[dict[str, Any]]]:
+    """How well each held-out criterion picks, over the runs that report all of them at every
+    evaluation: the acting policy's score at the picked evaluation, how many runs it sends to
+    the first evaluation, and its shortfall from the run's best evaluation; beside the last
+    evaluation and the best one (an oracle: it reads the evaluation episodes)."""
+    runs = [r for r in records if all(selected_point(r, k) for k in SHOWN_CRITERIA)]
+    if not runs:
+        return [], []
+
+    def score(record: dict[str, Any], point: dict[str, Any]) -> float:
+        return point["policies"][acting_policy(record)]["score"]
+
+    picks = {k: [selected_point(r, k) for r in runs] for k in SHOWN_CRITERIA}
+    picks["last evaluation"] = [r["curve"][-1] for r in runs]
+    best = [max(r["curve"], key=lambda p, r=r: score(r, p)) for r in runs]
+    picks["best evaluation (oracle)"] = best
+    lines = [
+        f"\nSelection check ({len(runs)} runs: "
+        + ", ".join(sorted({f"{r['method']} seed {r['seed']}" for r in runs}))
+        + "; the acting policy, stochastic actions):\n",
+        "| picked by | score at the pick | runs picking the first evaluation | shortfall from the "
+        "run's best |",
+        "|---|---|---|---|",
+    ]
+
+    best_scores = [score(r, b) for r, b in zip(runs, best, strict=True)]
+    rows = []
+    for name, points in picks.items():
+        pairs = list(zip(runs, points, strict=True))
+        scores = [score(r, p) for r, p in pairs]
+        first = sum(p is r["curve"][0] for r, p in pairs)
+        shortfall = [b - s for b, s in zip(best_scores, scores, strict=True)]
+        lines.append(
+            f"| {name} | {c.fmt_mean_se(*c.mean_se(scores), digits=1)} | {first} of {len(runs)} "
+            f"| {c.fmt_mean_se(*c.mean_se(shortfall), digits=1)} |"
+        )
+        rows.append(
+            {"picked_by": name, "score": c.mean_se(scores), "first": first, "runs": len(runs)}
+        )
+    return lines, rows
+
+
 def cmd_report(args: argparse.Namespace) -> None:
     cfg = yaml.safe_load(args.config.read_text())
     name = results_name(args.config)
@@ -309,12 +363,15 @@ def cmd_report(args: argparse.Namespace) -> None:
         "100 (R − ref_min) / (ref_max − ref_min), mean ± s.e. over seeds. *last*: the final "
         "evaluation; *selected (criterion)*: the evaluation at the iteration picked by that "
         "offline criterion on held-out episodes (never the evaluation episodes): `td_error`, the "
-        "held-out TD error, and `relative_td_error`, the same divided by the variance of the "
-        "held-out TD targets (scale-free); `–` where a method has none or the run did not "
+        "held-out TD error, `relative_td_error`, the same divided by the variance of the "
+        "held-out TD targets (scale-free), and `policy_q`, the critic's mean value of the "
+        "acting policy's location at held-out states (highest); `–` where a method has none or "
+        "the run did not "
         f"report it. Per-run records with their commands: `{name}_runs.jsonl`; learning curves: "
         f"`{name}_curves.png`.\n",
     ]
     rows = []
+    selection_rows: dict[str, list[dict[str, Any]]] = {}
     for dataset in cfg["datasets"]:
         recs = [r for r in records if r.get("dataset") == dataset]
         if not recs:
@@ -380,6 +437,9 @@ def cmd_report(args: argparse.Namespace) -> None:
                     f"{c.fmt_mean_se(*score, digits=1)} | {sel_text} | {greedy_text} | "
                     f"{bound:.3f} | {rate:.1f} |"
                 )
+        check_lines, check_rows = selection_check(recs)
+        lines += check_lines
+        selection_rows[dataset] = check_rows
     partial = unfinished_runs(records, progress_file(args.config))
     if partial:
         lines += [
@@ -403,6 +463,7 @@ def cmd_report(args: argparse.Namespace) -> None:
             "config": cfg,
             "runs_file": str(runs_file(args.config).relative_to(c.REPO_ROOT)),
             "rows": rows,
+            "selection_check": selection_rows,
         },
         text,
     )
