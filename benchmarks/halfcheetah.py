@@ -58,6 +58,7 @@ from fttpo_ray.algorithms.fttpo.selection import (
     SELECTION,
     TD_ERROR,
 )
+from fttpo_ray.metrics import THIN
 
 CONFIG_FILE = Path(__file__).resolve().with_name("halfcheetah.yaml")
 FTTPO = "FtTPO"
@@ -299,7 +300,7 @@ def selected_point(record: dict[str, Any], criterion: str) -> dict[str, Any] | N
 def acting_policy(record: dict[str, Any]) -> str:
     """The policy that acts: FtTPO's thin one where the run reports it, else its only one."""
     policies = record["curve"][-1]["policies"]
-    return "thin" if "thin" in policies else next(iter(policies))
+    return THIN if THIN in policies else next(iter(policies))
 
 
 def selection_check(records: list[dict[str, Any]]) -> tuple[list[str], list[dict[str, Any]]]:
